@@ -1,0 +1,338 @@
+/**
+ * The public node: listen, connect, register receivers, call and cast.
+ */
+import { EventEmitter } from 'node:events'
+import { systemClock, type Clock } from './clock.js'
+import { Codec, FrameType, encodeBody, encodeCall, encodeCast, encodeError, encodeReply } from './codec.js'
+import { BilateralError, RemoteError } from './errors.js'
+import { Mesh, type DataFrame, type DownReason, type Link } from './mesh.js'
+import { checkName, checkTimeout, resolveOptions, type BilateralOptions, type ResolvedOptions } from './options.js'
+import { PendingCalls, type CallResult } from './pending.js'
+import { Registry, type CallContext } from './registry.js'
+
+export interface CallOptions {
+  /** How long to wait for replies, ms. Default: the node's `callTimeout` (2000). */
+  timeout?: number
+}
+
+export interface WaitOptions {
+  /** How long to wait, ms. Default: the node's `callTimeout` (2000). */
+  timeout?: number
+}
+
+/** Events a node emits, with their listeners' arguments. */
+export interface BilateralEvents {
+  /** A peer became active (after JOIN/STAY, in either direction). */
+  'peer:up': [name: string]
+  /** An active peer went down. */
+  'peer:down': [name: string, reason: DownReason]
+  /** A join was refused, by us or by the peer; the error's `code` says why. */
+  'peer:refused': [name: string, error: BilateralError]
+  /** A cast's handler threw or rejected (there is no caller to tell). */
+  'cast:error': [error: unknown, ctx: CallContext]
+  /** A message from a peer was dropped (undecodable, unknown frame). */
+  'frame:dropped': [error: BilateralError]
+}
+
+export class Bilateral extends EventEmitter<BilateralEvents> {
+  /** This node's name. */
+  readonly name: string
+  /** This node's network name. */
+  readonly network: string
+  private readonly options: ResolvedOptions
+  private readonly registry = new Registry()
+  private readonly pending: PendingCalls
+  private readonly codec = new Codec()
+  private readonly mesh: Mesh
+  private closed = false
+
+  /** @param clock for tests only: the time source of every timer. */
+  constructor(options: BilateralOptions, clock: Clock = systemClock) {
+    super()
+    this.options = resolveOptions(options)
+    this.name = this.options.name
+    this.network = this.options.network
+    this.pending = new PendingCalls(clock)
+    this.mesh = new Mesh(this.options, clock, {
+      up: (peer) => this.emit('peer:up', peer),
+      down: (peer, reason) => {
+        // A peer that said goodbye will not answer; one that went silent might yet.
+        if (reason === 'PART' || reason === 'DISCONNECT') this.pending.failPeer(peer, 'PEER_DOWN', `${peer} left`)
+        this.emit('peer:down', peer, reason)
+      },
+      refused: (peer, error) => this.emit('peer:refused', peer, error),
+      data: (peer, frame, link) => this.onData(peer, frame, link),
+      dropped: (error) => this.emit('frame:dropped', error),
+    })
+  }
+
+  /**
+   * Bind to `address` (for example `tcp://127.0.0.1:*`) so peers can dial us.
+   * Resolves to the bound endpoint. May be called several times.
+   * Rejects with `BIND_FAILED` (address taken or invalid) or `CLOSED`.
+   */
+  async listen(address: string): Promise<string> {
+    this.assertOpen()
+    if (typeof address !== 'string') throw new BilateralError('INVALID_ARGUMENT', 'address must be a string')
+    try {
+      return await this.mesh.listen(address)
+    } catch (error) {
+      throw new BilateralError('BIND_FAILED', `cannot listen on ${address}: ${(error as Error).message}`, { cause: error })
+    }
+  }
+
+  /**
+   * Expose `receiver`'s methods to peers as `name.Method` (name defaults to
+   * the class name). Returns the full method names exposed.
+   * Throws `ALREADY_REGISTERED` or `INVALID_ARGUMENT`.
+   */
+  register(receiver: object, name?: string): string[] {
+    this.assertOpen()
+    return this.registry.register(receiver, name)
+  }
+
+  /**
+   * Dial peer `name` at `address` and keep the connection up (rejoining with
+   * back-off) until `disconnect(name)` or `close()`. Returns at once.
+   * Throws `LOOPBACK` (our own name), `ALREADY_CONNECTED`, `INVALID_ARGUMENT`.
+   */
+  connect(name: string, address: string): void {
+    this.assertOpen()
+    checkName('peer name', name)
+    if (name === this.name)
+      throw new BilateralError('LOOPBACK', `cannot connect to ourselves (${name}): loopback forbidden`, { peer: name })
+    if (typeof address !== 'string' || !/^[a-z]+:\/\/./.test(address)) {
+      throw new BilateralError('INVALID_ARGUMENT', `address ${JSON.stringify(address)} is not a ZeroMQ endpoint such as tcp://host:port`)
+    }
+    try {
+      this.mesh.dial(name, address)
+    } catch (error) {
+      if (error instanceof BilateralError) throw error
+      throw new BilateralError('INVALID_ARGUMENT', `cannot connect to ${address}: ${(error as Error).message}`, { cause: error })
+    }
+  }
+
+  /**
+   * Stop dialling `name`; if the live link to it is the one we dialled, part it
+   * (the peer sees PART at once). Pending calls to it fail with `PEER_DOWN`.
+   * Rejects with `NOT_CONNECTED` if we never connected to `name`.
+   */
+  async disconnect(name: string): Promise<void> {
+    this.assertOpen()
+    if (!this.mesh.isDialling(name)) throw new BilateralError('NOT_CONNECTED', `not connected to ${name}`, { peer: name })
+    this.mesh.stop(name)
+  }
+
+  /**
+   * Resolve once every peer in `names` is active. Rejects with `TIMEOUT`
+   * (naming the missing ones) or `CLOSED`.
+   */
+  waitForPeers(names: readonly string[], options: WaitOptions = {}): Promise<void> {
+    if (this.closed) return Promise.reject(closedError())
+    const timeout = options.timeout === undefined ? this.options.callTimeout : checkTimeout(options.timeout)
+    const missing = new Set(names.filter((name) => this.mesh.linkTo(name) === undefined))
+    if (missing.size === 0) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const done = (error?: Error): void => {
+        clearTimeout(timer)
+        this.off('peer:up', onUp)
+        this.off('peer:down', onDown)
+        if (error === undefined) resolve()
+        else reject(error)
+      }
+      const onUp = (name: string): void => {
+        missing.delete(name)
+        if (missing.size === 0) done()
+      }
+      const onDown = (name: string, reason: DownReason): void => {
+        if (names.includes(name)) missing.add(name)
+        if (reason === 'CLOSED' && this.closed) done(closedError())
+      }
+      const timer = setTimeout(() => {
+        done(new BilateralError('TIMEOUT', `peers not active after ${timeout} ms: ${[...missing].join(', ')}`))
+      }, timeout)
+      this.on('peer:up', onUp)
+      this.on('peer:down', onDown)
+    })
+  }
+
+  /** Names of the active peers, whichever side dialled. */
+  activeConnections(): string[] {
+    return this.mesh.activeNames()
+  }
+
+  /** Number of active peers. */
+  connectionCount(): number {
+    return this.mesh.activeNames().length
+  }
+
+  /**
+   * Call `method` on each peer in `to` (every active peer if empty) and gather
+   * one {@link CallResult} per peer: replies first in arrival order, then
+   * errors (`REMOTE`, `NO_SUCH_METHOD`, `NOT_CONNECTED`, `TIMEOUT`,
+   * `PEER_DOWN`, `CLOSED`). Resolves as soon as every peer has answered.
+   * Rejects with a TypeError for a bad timeout or arguments msgpack cannot
+   * carry, and with `CLOSED` after `close()`.
+   */
+  call<R = unknown>(to: readonly string[] = [], method: string, args?: unknown, options: CallOptions = {}): Promise<CallResult<R>[]> {
+    try {
+      this.assertOpen()
+      const timeout = options.timeout === undefined ? this.options.callTimeout : checkTimeout(options.timeout)
+      if (typeof method !== 'string' || method.length === 0) throw new TypeError('method must be a non-empty string')
+      const body = encodeBody(args)
+      const site: { stack?: string } = {}
+      Error.captureStackTrace(site, this.call)
+      const early: CallResult[] = []
+      const targets = this.targets(to, early)
+      const id = this.pending.allocateId()
+      const envelope = encodeCall(id, method)
+      const promise = new Promise<CallResult[]>((resolve) => this.pending.add(id, targets, timeout, early, site, resolve))
+      for (const [peer, link] of targets.links) {
+        link.send([envelope, body]).then((sent) => {
+          if (!sent) this.pending.fail(id, peer, new BilateralError('NOT_CONNECTED', `could not send to ${peer}`, { peer }))
+        }, undefined)
+      }
+      return promise as Promise<CallResult<R>[]>
+    } catch (error) {
+      return Promise.reject(error)
+    }
+  }
+
+  /**
+   * Send `method(args)` to each peer in `to` (every active peer if empty)
+   * without waiting for any reply. Resolves to the names it was queued for;
+   * named peers that are not active are left out.
+   */
+  async cast(to: readonly string[] = [], method: string, args?: unknown): Promise<string[]> {
+    this.assertOpen()
+    if (typeof method !== 'string' || method.length === 0) throw new TypeError('method must be a non-empty string')
+    const body = encodeBody(args)
+    const envelope = encodeCast(method)
+    const targets = this.targets(to, [])
+    const sent = await Promise.all([...targets.links].map(([, link]) => link.send([envelope, body])))
+    return targets.filter((_, i) => sent[i])
+  }
+
+  /**
+   * Part from every peer, settle pending calls with `CLOSED`, close every
+   * socket and timer. Late results of running handlers are discarded.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.pending.failAll('CLOSED', 'the node was closed')
+    this.mesh.close()
+  }
+
+  /** Sizes of internal tables; all zero after close(). For leak checks. */
+  stats(): { pending: number; timerQueues: number; peers: number; inbound: number } {
+    return { pending: this.pending.size, timerQueues: this.pending.queueCount, ...this.mesh.stats() }
+  }
+
+  // --- internals -------------------------------------------------------------
+
+  /** Resolve `to` into live links; NOT_CONNECTED entries go to `early`. */
+  private targets(to: readonly string[], early: CallResult[]): string[] & { links: Map<string, Link> } {
+    if (!Array.isArray(to)) throw new TypeError('to must be an array of peer names')
+    const links = new Map<string, Link>()
+    const names = to.length === 0 ? this.mesh.activeNames() : to
+    for (const name of names) {
+      if (typeof name !== 'string') throw new TypeError('to must be an array of peer names')
+      if (links.has(name) || early.some((e) => e.from === name)) continue
+      const link = this.mesh.linkTo(name)
+      if (link === undefined) {
+        early.push({ from: name, ok: false, error: new BilateralError('NOT_CONNECTED', `${name} is not connected`, { peer: name }) })
+      } else {
+        links.set(name, link)
+      }
+    }
+    return Object.assign([...links.keys()], { links })
+  }
+
+  private onData(peer: string, frame: DataFrame, link: Link): void {
+    switch (frame.type) {
+      case FrameType.CALL:
+        return this.serve(peer, frame.method, frame.body, link, frame.id)
+      case FrameType.CAST:
+        return this.serve(peer, frame.method, frame.body, link, undefined)
+      case FrameType.REPLY:
+        if (!this.pending.isWaitingFor(frame.id, peer)) return
+        try {
+          this.pending.reply(frame.id, peer, this.codec.decodeBody(frame.body))
+        } catch (error) {
+          this.pending.fail(frame.id, peer, new BilateralError('BAD_REPLY', `undecodable reply from ${peer}`, { peer, cause: error }))
+        }
+        return
+      case FrameType.ERROR: {
+        const error =
+          frame.code === 'REMOTE'
+            ? new RemoteError(peer, frame.name, frame.message)
+            : new BilateralError(frame.code, frame.message, { peer })
+        this.pending.fail(frame.id, peer, error)
+        return
+      }
+    }
+  }
+
+  /** Run a handler for a CALL (`id` set) or a CAST, and answer a CALL on `link`. */
+  private serve(peer: string, method: string, body: Uint8Array, link: Link, id: number | undefined): void {
+    const ctx: CallContext = { from: peer, method, cast: id === undefined }
+    const fail = (code: string, name: string, message: string, error?: unknown): void => {
+      if (id === undefined) this.emit('cast:error', error ?? new BilateralError(code, message, { peer }), ctx)
+      else this.answer(peer, link, [encodeError(id, code, name, message)])
+    }
+    const handler = this.registry.lookup(method)
+    if (handler === undefined) return fail('NO_SUCH_METHOD', 'BilateralError', `no method ${method}`)
+    let args: unknown
+    try {
+      args = this.codec.decodeBody(body)
+    } catch (error) {
+      return fail('BAD_REQUEST', 'BilateralError', `undecodable arguments for ${method}: ${(error as Error).message}`, error)
+    }
+    const succeed = (result: unknown): void => {
+      if (id === undefined || this.closed) return
+      let encoded: Uint8Array
+      try {
+        encoded = encodeBody(result)
+      } catch (error) {
+        return fail('BAD_REPLY', 'BilateralError', `the result of ${method} cannot be encoded: ${(error as Error).message}`)
+      }
+      this.answer(peer, link, [encodeReply(id), encoded])
+    }
+    const raise = (error: unknown): void => {
+      if (this.closed) return
+      const e = error instanceof Error ? error : new Error(String(error))
+      fail('REMOTE', e.name, e.message, error)
+    }
+    let result: unknown
+    try {
+      result = handler(args, ctx)
+    } catch (error) {
+      return raise(error)
+    }
+    if (isThenable(result)) result.then(succeed, raise)
+    else succeed(result)
+  }
+
+  /** Reply on the link the call came in on, or on the peer's current link if that one has closed. */
+  private answer(peer: string, link: Link, parts: Uint8Array[]): void {
+    if (this.closed) return
+    void link.send(parts).then((sent) => {
+      if (!sent) void this.mesh.linkTo(peer)?.send(parts)
+    })
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw closedError()
+  }
+}
+
+function closedError(): BilateralError {
+  return new BilateralError('CLOSED', 'the node is closed')
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function'
+}
+
+export type { CallResult, CallContext }

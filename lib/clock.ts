@@ -1,0 +1,18 @@
+/** The time source the node's timers use; tests inject a manual one. */
+export interface Clock {
+  /** Milliseconds, monotonic. */
+  now(): number
+  /** Run `fn` once after `ms`; the timer must not keep the process alive. */
+  setTimer(fn: () => void, ms: number): unknown
+  clearTimer(handle: unknown): void
+}
+
+export const systemClock: Clock = {
+  now: () => performance.now(),
+  setTimer(fn, ms) {
+    const t = setTimeout(fn, ms)
+    t.unref()
+    return t
+  },
+  clearTimer: (handle) => clearTimeout(handle as NodeJS.Timeout),
+}

@@ -1,0 +1,586 @@
+/**
+ * The connection and peer state machine. It knows links, names and liveness;
+ * calls and replies pass through it untouched to the node above.
+ *
+ * A peer is reached over at most one live link: an *outbound* link (a
+ * {@link Dialler}: our DEALER, our JOIN answered by STAY) or an *inbound*
+ * link (their DEALER on our ROUTER, their JOIN answered by our STAY). When
+ * both sides dial each other, the link dialled by the node whose name sorts
+ * first (by UTF-8 bytes) survives; the other is told PART CROSS. Both sides
+ * apply the same rule, so they agree without random back-off.
+ */
+import type { Clock } from './clock.js'
+import { BilateralError, type ErrorCode } from './errors.js'
+import { Codec, CodecError, FrameType, TICK, TOCK, encodeJoin, encodePart, encodeStay, type Frame } from './codec.js'
+import type { ResolvedOptions } from './options.js'
+import { DealerPort, RouterPort, type SocketSettings } from './transport.js'
+
+/** Why a peer went down. */
+export type DownReason =
+  /** It sent PART: it closed, disconnected, or restarted and forgot us. */
+  | 'PART'
+  /** Nothing heard from it for `peerTimeout`. */
+  | 'TIMEOUT'
+  /** Its connection was found closed when it came back under the same name. */
+  | 'LOST'
+  /** We called `disconnect()`. */
+  | 'DISCONNECT'
+  /** We called `close()`. */
+  | 'CLOSED'
+
+/** PART reasons (strings on the wire). */
+export const Part = {
+  CLOSE: 'CLOSE',
+  CROSS: 'CROSS',
+  NOT_JOINED: 'NOT_JOINED',
+  NETWORK_MISMATCH: 'NETWORK_MISMATCH',
+  LOOPBACK: 'LOOPBACK',
+  DUPLICATE: 'DUPLICATE',
+  WRONG_NAME: 'WRONG_NAME',
+  VERSION: 'VERSION',
+  PROTOCOL: 'PROTOCOL',
+} as const
+
+const REFUSALS: ReadonlySet<string> = new Set([
+  Part.NETWORK_MISMATCH,
+  Part.LOOPBACK,
+  Part.DUPLICATE,
+  Part.WRONG_NAME,
+  Part.VERSION,
+  Part.PROTOCOL,
+])
+
+export type DataFrame = Extract<Frame, { type: FrameType.CALL | FrameType.CAST | FrameType.REPLY | FrameType.ERROR }>
+
+/** One live way to reach a peer. */
+export interface Link {
+  readonly peer: string
+  readonly direction: 'outbound' | 'inbound'
+  send(parts: Uint8Array[]): Promise<boolean>
+}
+
+/** What the mesh tells the node above it. */
+export interface MeshEvents {
+  up(peer: string): void
+  down(peer: string, reason: DownReason): void
+  refused(peer: string, error: BilateralError): void
+  data(peer: string, frame: DataFrame, link: Link): void
+  dropped(error: BilateralError): void
+}
+
+class InboundLink implements Link {
+  readonly direction = 'inbound'
+  lastHeard: number
+
+  constructor(
+    readonly routingId: Buffer,
+    readonly key: string,
+    readonly peer: string,
+    private readonly router: RouterPort,
+    now: number,
+  ) {
+    this.lastHeard = now
+  }
+
+  send(parts: Uint8Array[]): Promise<boolean> {
+    return this.router.send(this.routingId, parts)
+  }
+}
+
+interface Peer {
+  readonly name: string
+  dialler: Dialler | undefined
+  inbound: InboundLink | undefined
+  /** The live link, if the peer is active. */
+  link: Link | undefined
+}
+
+export class Mesh {
+  private readonly peers = new Map<string, Peer>()
+  private readonly inbound = new Map<string, InboundLink>()
+  private readonly router: RouterPort
+  private readonly codec = new Codec()
+  private readonly nameBytes: Buffer
+  readonly settings: SocketSettings
+  private sweepTimer: unknown
+  private closed = false
+
+  constructor(
+    readonly options: ResolvedOptions,
+    readonly clock: Clock,
+    readonly events: MeshEvents,
+  ) {
+    this.nameBytes = Buffer.from(options.name)
+    this.settings = {
+      linger: options.linger,
+      maxMessageSize: options.maxMessageSize,
+      reconnectMin: options.reconnectMin,
+      reconnectMax: options.reconnectMax,
+      heartbeatInterval: options.pingInterval,
+      heartbeatTimeout: options.peerTimeout,
+    }
+    this.router = new RouterPort(this.settings, this.onRouterMessage, this.onSocketFailure)
+    this.scheduleSweep()
+  }
+
+  listen(address: string): Promise<string> {
+    return this.router.bind(address)
+  }
+
+  /** Start dialling `name` at `address` and keep the link up until {@link stop}. */
+  dial(name: string, address: string): void {
+    const peer = this.peer(name)
+    if (peer.dialler !== undefined) {
+      throw new BilateralError('ALREADY_CONNECTED', `already connecting to ${name}`, { peer: name })
+    }
+    const dialler = new Dialler(this, name, address)
+    peer.dialler = dialler
+    // Someone dialled us first under this name: their link stays, ours waits.
+    if (peer.link !== undefined) dialler.standby()
+    else dialler.start()
+  }
+
+  /** Is `name` something we dial? */
+  isDialling(name: string): boolean {
+    return this.peers.get(name)?.dialler !== undefined
+  }
+
+  /** Stop dialling `name`; part the link if it is ours. */
+  stop(name: string): void {
+    const peer = this.peers.get(name)
+    const dialler = peer?.dialler
+    if (peer === undefined || dialler === undefined) return
+    const wasLink = peer.link === dialler
+    if (wasLink) void dialler.send([encodePart(Part.CLOSE, 'disconnect')])
+    peer.dialler = undefined
+    dialler.stop()
+    if (wasLink) this.linkLost(dialler, 'DISCONNECT')
+    this.forgetIfUnused(peer)
+  }
+
+  /** Names of the active peers. */
+  activeNames(): string[] {
+    const names: string[] = []
+    for (const peer of this.peers.values()) if (peer.link !== undefined) names.push(peer.name)
+    return names
+  }
+
+  /** The live link to `name`, if any. */
+  linkTo(name: string): Link | undefined {
+    return this.peers.get(name)?.link
+  }
+
+  /** Part every link, stop every dialler, close the sockets. */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.clock.clearTimer(this.sweepTimer)
+    const part = encodePart(Part.CLOSE, 'closing')
+    for (const peer of [...this.peers.values()]) {
+      const link = peer.link
+      if (link !== undefined) {
+        void link.send([part])
+        peer.link = undefined
+        this.events.down(peer.name, 'CLOSED')
+      }
+      peer.dialler?.stop()
+    }
+    this.peers.clear()
+    this.inbound.clear()
+    this.router.close()
+  }
+
+  /** Sizes of the internal tables, for leak checks. */
+  stats(): { peers: number; inbound: number } {
+    return { peers: this.peers.size, inbound: this.inbound.size }
+  }
+
+  // --- links -------------------------------------------------------------
+
+  /** `link` has just been accepted (STAY sent or received). */
+  linkUp(link: Link): void {
+    const peer = this.peer(link.peer)
+    const current = peer.link
+    if (current === undefined) {
+      peer.link = link
+      if (link.direction === 'inbound') this.yieldDialler(peer)
+      this.events.up(peer.name)
+      return
+    }
+    if (current === link) return
+    const keep = (this.weDialFirst(peer.name) ? peer.dialler : peer.inbound) ?? link
+    const drop = keep === link ? current : link
+    peer.link = keep
+    void drop.send([encodePart(Part.CROSS, 'the other connection between us wins')])
+    this.discard(drop)
+  }
+
+  /** `link` is gone for `reason`; the peer is down unless another link remains. */
+  linkLost(link: Link, reason: DownReason): void {
+    const peer = this.peers.get(link.peer)
+    if (peer === undefined) return
+    this.discard(link)
+    if (peer.link !== link) return
+    peer.link = undefined
+    this.events.down(peer.name, reason)
+    if (!this.closed) peer.dialler?.resume()
+    this.forgetIfUnused(peer)
+  }
+
+  /** Remove `link` without events: inbound links are forgotten, diallers rest. */
+  private discard(link: Link): void {
+    if (link instanceof InboundLink) {
+      if (this.inbound.get(link.key) === link) this.inbound.delete(link.key)
+      const peer = this.peers.get(link.peer)
+      if (peer?.inbound === link) peer.inbound = undefined
+    } else if (link instanceof Dialler) {
+      link.standby()
+    }
+  }
+
+  /** An inbound link came up: a dialler that would lose to it stops joining. */
+  private yieldDialler(peer: Peer): void {
+    if (peer.dialler !== undefined && !this.weDialFirst(peer.name)) peer.dialler.standby()
+  }
+
+  /** Does the link we dial win over the one `name` dials? */
+  private weDialFirst(name: string): boolean {
+    return Buffer.compare(this.nameBytes, Buffer.from(name)) < 0
+  }
+
+  private peer(name: string): Peer {
+    let peer = this.peers.get(name)
+    if (peer === undefined) {
+      peer = { name, dialler: undefined, inbound: undefined, link: undefined }
+      this.peers.set(name, peer)
+    }
+    return peer
+  }
+
+  private forgetIfUnused(peer: Peer): void {
+    if (peer.dialler === undefined && peer.inbound === undefined && peer.link === undefined) this.peers.delete(peer.name)
+  }
+
+  // --- the ROUTER side -----------------------------------------------------
+
+  private onRouterMessage = (routingId: Buffer, parts: Buffer[]): void => {
+    if (this.closed) return
+    const key = routingId.toString('latin1')
+    const link = this.inbound.get(key)
+    let frames: Frame[]
+    try {
+      frames = this.codec.decodeMessage(parts)
+    } catch (error) {
+      this.reportDropped(error, link?.peer)
+      if (error instanceof CodecError && error.code === 'VERSION') {
+        void this.router.send(routingId, [encodePart(Part.VERSION, error.message)])
+      }
+      return
+    }
+    if (link !== undefined) link.lastHeard = this.clock.now()
+    for (const frame of frames) {
+      if (frame.type === FrameType.JOIN) {
+        void this.onJoin(routingId, key, frame)
+      } else if (link === undefined) {
+        // A dialler we do not know (we restarted, or it skipped JOIN): tell it to join.
+        if (frame.type !== FrameType.PART && frame.type !== FrameType.TOCK) {
+          void this.router.send(routingId, [encodePart(Part.NOT_JOINED, 'send JOIN first')])
+          return
+        }
+      } else if (frame.type === FrameType.TICK) {
+        void link.send([TOCK])
+      } else if (frame.type === FrameType.PART) {
+        this.linkLost(link, 'PART')
+      } else if (frame.type === FrameType.TOCK || frame.type === FrameType.STAY) {
+        // Liveness only.
+      } else {
+        this.events.data(link.peer, frame, link)
+      }
+    }
+  }
+
+  private async onJoin(routingId: Buffer, key: string, join: { network: string; name: string }): Promise<void> {
+    const refuse = (reason: string, code: ErrorCode, message: string): void => {
+      void this.router.send(routingId, [encodePart(reason, message)])
+      this.events.refused(join.name, new BilateralError(code, message, { peer: join.name }))
+    }
+    if (join.network !== this.options.network) {
+      return refuse(
+        Part.NETWORK_MISMATCH,
+        'NETWORK_MISMATCH',
+        `network ${JSON.stringify(join.network)} is not ours (${JSON.stringify(this.options.network)})`,
+      )
+    }
+    if (join.name === this.options.name) return refuse(Part.LOOPBACK, 'LOOPBACK', 'a node cannot join itself')
+    const existing = this.inbound.get(key)
+    if (existing !== undefined) {
+      if (existing.peer === join.name) void existing.send([encodeStay(this.options.network, this.options.name)])
+      else refuse(Part.PROTOCOL, 'PROTOCOL', `this connection already joined as ${existing.peer}`)
+      return
+    }
+    const other = this.peers.get(join.name)?.inbound
+    if (other !== undefined) {
+      // Someone already holds this name through another connection. It keeps
+      // it while that connection is alive; a send to a closed one fails.
+      const alive = await other.send([TOCK])
+      if (this.closed) return
+      const peer = this.peers.get(join.name)
+      if (alive && peer?.inbound === other) {
+        return refuse(Part.DUPLICATE, 'DUPLICATE', `${join.name} is already connected`)
+      }
+      if (peer?.inbound === other) this.linkLost(other, 'LOST')
+      if (this.inbound.has(key) || this.peers.get(join.name)?.inbound !== undefined) return
+    }
+    const peer = this.peer(join.name)
+    if (peer.link !== undefined && peer.link === peer.dialler && this.weDialFirst(join.name)) {
+      void this.router.send(routingId, [encodePart(Part.CROSS, 'the connection we dialled wins')])
+      return
+    }
+    const link = new InboundLink(routingId, key, join.name, this.router, this.clock.now())
+    this.inbound.set(key, link)
+    peer.inbound = link
+    void link.send([encodeStay(this.options.network, this.options.name)])
+    this.linkUp(link)
+  }
+
+  // --- shared --------------------------------------------------------------
+
+  /** Frames that arrived on a dialler's socket. */
+  onDiallerMessage(dialler: Dialler, parts: Buffer[]): void {
+    if (this.closed) return
+    let frames: Frame[]
+    try {
+      frames = this.codec.decodeMessage(parts)
+    } catch (error) {
+      this.reportDropped(error, dialler.peer)
+      return
+    }
+    dialler.lastHeard = this.clock.now()
+    for (const frame of frames) {
+      switch (frame.type) {
+        case FrameType.STAY:
+          this.onStay(dialler, frame)
+          break
+        case FrameType.PART:
+          this.onPart(dialler, frame.reason, frame.message)
+          break
+        case FrameType.TICK:
+          void dialler.send([TOCK])
+          break
+        case FrameType.TOCK:
+        case FrameType.JOIN:
+          break
+        default:
+          // Late traffic on a link that just lost a cross-dial still counts.
+          this.events.data(dialler.peer, frame, dialler)
+      }
+    }
+  }
+
+  private onStay(dialler: Dialler, stay: { network: string; name: string }): void {
+    if (dialler.state === 'standby') {
+      // The peer took our JOIN after we yielded to its own dial: withdraw it.
+      void dialler.send([encodePart(Part.CROSS, 'the other connection between us wins')])
+      return
+    }
+    if (dialler.state !== 'joining') return
+    if (stay.name !== dialler.peer || stay.network !== this.options.network) {
+      const code = stay.name !== dialler.peer ? 'WRONG_NAME' : 'NETWORK_MISMATCH'
+      const message =
+        code === 'WRONG_NAME'
+          ? `expected ${dialler.peer} at ${dialler.address}, found ${stay.name}`
+          : `network ${JSON.stringify(stay.network)} is not ours`
+      void dialler.send([encodePart(code, message)])
+      this.events.refused(dialler.peer, new BilateralError(code, message, { peer: dialler.peer }))
+      dialler.retryLater()
+      return
+    }
+    dialler.joined()
+    this.linkUp(dialler)
+  }
+
+  private onPart(dialler: Dialler, reason: string, message: string): void {
+    const peer = this.peers.get(dialler.peer)
+    if (reason === Part.CROSS) {
+      // Our link lost the tie-break; theirs (inbound) takes over.
+      if (peer?.link === dialler && peer.inbound !== undefined) {
+        peer.link = peer.inbound
+        dialler.standby()
+      } else if (peer?.link === dialler) {
+        this.linkLost(dialler, 'PART')
+      } else {
+        dialler.standby()
+      }
+      return
+    }
+    if (REFUSALS.has(reason)) {
+      const code = reason as ErrorCode
+      this.events.refused(dialler.peer, new BilateralError(code, `${dialler.peer} refused our join: ${message}`, { peer: dialler.peer }))
+      if (peer?.link === dialler) this.linkLost(dialler, 'PART')
+      else dialler.retryLater()
+      return
+    }
+    if (peer?.link === dialler) this.linkLost(dialler, 'PART')
+    // NOT_JOINED: the peer restarted and forgot us; join again right away.
+    if (reason === Part.NOT_JOINED) dialler.rejoin()
+  }
+
+  private reportDropped(error: unknown, peer: string | undefined): void {
+    const message = error instanceof Error ? error.message : String(error)
+    this.events.dropped(new BilateralError('PROTOCOL', `dropped a message: ${message}`, { peer, cause: error }))
+  }
+
+  onSocketFailure = (error: unknown): void => {
+    this.events.dropped(new BilateralError('PROTOCOL', `socket failure: ${String(error)}`, { cause: error }))
+  }
+
+  // --- liveness --------------------------------------------------------------
+
+  private scheduleSweep(): void {
+    const every = Math.max(5, Math.min(this.options.pingInterval, this.options.peerTimeout) / 8)
+    this.sweepTimer = this.clock.setTimer(() => {
+      if (this.closed) return
+      this.sweep()
+      this.scheduleSweep()
+    }, every)
+  }
+
+  /** Ping what we dialled; declare down what has been silent too long. */
+  private sweep(): void {
+    const now = this.clock.now()
+    const { peerTimeout, pingInterval } = this.options
+    for (const peer of [...this.peers.values()]) {
+      const link = peer.link
+      if (link === undefined) continue
+      const heard = (link as InboundLink | Dialler).lastHeard
+      if (now - heard > peerTimeout) {
+        this.linkLost(link, 'TIMEOUT')
+      } else if (link instanceof Dialler && now - link.lastTick >= pingInterval) {
+        link.lastTick = now
+        void link.send([TICK])
+      }
+    }
+  }
+}
+
+/** Our side of a link we dial: a DEALER, the JOIN handshake and reconnection. */
+export class Dialler implements Link {
+  readonly direction = 'outbound'
+  state: 'joining' | 'active' | 'standby' | 'stopped' = 'standby'
+  lastHeard = 0
+  lastTick = 0
+  private port: DealerPort | undefined
+  private timer: unknown
+  private attempt = 0
+
+  constructor(
+    private readonly mesh: Mesh,
+    readonly peer: string,
+    readonly address: string,
+  ) {}
+
+  send(parts: Uint8Array[]): Promise<boolean> {
+    return this.port === undefined ? Promise.resolve(false) : this.port.send(parts)
+  }
+
+  /** Open a fresh socket and join now, then every `joinInterval` until answered. */
+  start(): void {
+    if (this.state === 'stopped') return
+    this.clearTimer()
+    this.port?.close()
+    this.state = 'joining'
+    this.port = new DealerPort(
+      this.address,
+      this.mesh.settings,
+      (parts) => this.mesh.onDiallerMessage(this, parts),
+      () => this.sendJoin(0),
+      this.mesh.onSocketFailure,
+    )
+    this.sendJoin()
+  }
+
+  /**
+   * Send JOIN, then again every `joinInterval` until answered. A send fails at
+   * once while the socket has no connection. Right after a ZeroMQ handshake
+   * (`retry` set) the pipe may not be attached yet, so a failed JOIN is tried
+   * again a few times within ~60 ms instead of waiting a whole interval.
+   */
+  sendJoin(retry?: number): void {
+    if (this.state !== 'joining') return
+    const { network, name, joinInterval } = this.mesh.options
+    this.setTimer(joinInterval, () => this.sendJoin())
+    void this.send([encodeJoin(network, name)]).then((sent) => {
+      if (!sent && retry !== undefined && retry < 6 && this.state === 'joining') {
+        this.setTimer(2 ** retry, () => this.sendJoin(retry + 1))
+      }
+    })
+  }
+
+  /** STAY received. */
+  joined(): void {
+    this.clearTimer()
+    this.state = 'active'
+    this.attempt = 0
+    this.lastHeard = this.lastTick = this.mesh.clock.now()
+  }
+
+  /** The join was refused: try again after the back-off, on the same socket. */
+  retryLater(): void {
+    if (this.state === 'stopped') return
+    this.state = 'joining'
+    this.setTimer(this.backoff(), () => this.sendJoin())
+  }
+
+  /** The peer went down: reconnect after the back-off, with a fresh socket. */
+  resume(): void {
+    if (this.state === 'stopped') return
+    this.state = 'joining'
+    this.setTimer(this.backoff(), () => this.start())
+  }
+
+  /** The peer forgot us (it restarted): join again at once on this socket. */
+  rejoin(): void {
+    if (this.state === 'stopped' || this.port === undefined) return
+    this.state = 'joining'
+    this.sendJoin()
+  }
+
+  /**
+   * Another link serves this peer: stop joining. Once stragglers have had time
+   * to arrive, close the socket, or start joining again if that other link
+   * never came up.
+   */
+  standby(): void {
+    if (this.state === 'stopped') return
+    this.state = 'standby'
+    this.setTimer(this.mesh.options.joinInterval, () => {
+      if (this.mesh.linkTo(this.peer) === undefined) return this.resume()
+      this.port?.close()
+      this.port = undefined
+    })
+  }
+
+  stop(): void {
+    this.state = 'stopped'
+    this.clearTimer()
+    this.port?.close()
+    this.port = undefined
+  }
+
+  /** Capped exponential back-off with jitter in [½, 1] of the step. */
+  private backoff(): number {
+    const { reconnectMin, reconnectMax } = this.mesh.options
+    const step = Math.min(reconnectMax, reconnectMin * 2 ** Math.min(this.attempt++, 30))
+    return step / 2 + (Math.random() * step) / 2
+  }
+
+  private setTimer(ms: number, fn: () => void): void {
+    this.clearTimer()
+    this.timer = this.mesh.clock.setTimer(fn, ms)
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== undefined) this.mesh.clock.clearTimer(this.timer)
+    this.timer = undefined
+  }
+}

@@ -1,0 +1,98 @@
+import { BilateralError } from './errors.js'
+
+/** Default per-call timeout, ms. */
+export const DEFAULT_CALL_TIMEOUT = 2000
+/** Default interval between TICKs sent by the dialling side, ms. */
+export const DEFAULT_PING_INTERVAL = 2000
+/** Default silence after which an active peer is declared down, ms. */
+export const DEFAULT_PEER_TIMEOUT = 6000
+/** Default interval between JOIN re-sends while a dialled peer stays silent, ms. */
+export const DEFAULT_JOIN_INTERVAL = 1000
+/** Default first back-off after a refused join or a lost peer, ms. */
+export const DEFAULT_RECONNECT_MIN = 100
+/** Default cap of the exponential back-off, ms. */
+export const DEFAULT_RECONNECT_MAX = 5000
+/** Default time a closed socket keeps trying to deliver queued frames (such as PART), ms. */
+export const DEFAULT_LINGER = 200
+/** Default largest ZeroMQ message accepted, bytes (16 MiB). */
+export const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+/** Options of `new Bilateral(...)`. Every time is in milliseconds. */
+export interface BilateralOptions {
+  /** Network name; peers with another network never become active. Required. */
+  network: string
+  /** This node's name, 1–255 UTF-8 bytes. Required. */
+  name: string
+  /** Default timeout of `call()`, ms. Default 2000. */
+  callTimeout?: number
+  /** Interval between TICKs on connections this node dialled, ms. Default 2000. */
+  pingInterval?: number
+  /** Silence after which a peer is declared down, ms. Default 6000. Must exceed `pingInterval`. */
+  peerTimeout?: number
+  /** Interval between JOIN re-sends while a dialled peer does not answer, ms. Default 1000. */
+  joinInterval?: number
+  /** First back-off after a refused join or a lost peer (also ZeroMQ's reconnect interval), ms. Default 100. */
+  reconnectMin?: number
+  /** Cap of the exponential back-off, ms. Default 5000. */
+  reconnectMax?: number
+  /** How long closing sockets may keep trying to deliver queued frames, ms. Default 200. */
+  linger?: number
+  /** Largest ZeroMQ message accepted from a peer, bytes. Default 16 MiB. */
+  maxMessageSize?: number
+}
+
+export type ResolvedOptions = Required<BilateralOptions>
+
+/** Merge `options` with the defaults and validate every field, naming the one at fault. */
+export function resolveOptions(options: BilateralOptions): ResolvedOptions {
+  if (options === null || typeof options !== 'object') {
+    throw invalid('options', 'must be an object')
+  }
+  const resolved: ResolvedOptions = {
+    network: options.network,
+    name: options.name,
+    callTimeout: options.callTimeout ?? DEFAULT_CALL_TIMEOUT,
+    pingInterval: options.pingInterval ?? DEFAULT_PING_INTERVAL,
+    peerTimeout: options.peerTimeout ?? DEFAULT_PEER_TIMEOUT,
+    joinInterval: options.joinInterval ?? DEFAULT_JOIN_INTERVAL,
+    reconnectMin: options.reconnectMin ?? DEFAULT_RECONNECT_MIN,
+    reconnectMax: options.reconnectMax ?? DEFAULT_RECONNECT_MAX,
+    linger: options.linger ?? DEFAULT_LINGER,
+    maxMessageSize: options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE,
+  }
+  checkName('network', resolved.network)
+  checkName('name', resolved.name)
+  for (const key of ['callTimeout', 'pingInterval', 'peerTimeout', 'joinInterval', 'reconnectMin', 'reconnectMax'] as const) {
+    checkPositive(key, resolved[key])
+  }
+  if (!Number.isInteger(resolved.linger) || resolved.linger < 0) throw invalid('linger', 'must be an integer ≥ 0')
+  if (!Number.isInteger(resolved.maxMessageSize) || resolved.maxMessageSize < 1024) {
+    throw invalid('maxMessageSize', 'must be an integer ≥ 1024')
+  }
+  if (resolved.peerTimeout <= resolved.pingInterval) throw invalid('peerTimeout', 'must exceed pingInterval')
+  if (resolved.reconnectMax < resolved.reconnectMin) throw invalid('reconnectMax', 'must be ≥ reconnectMin')
+  return resolved
+}
+
+/** A peer or node name: a non-empty string of at most 255 UTF-8 bytes. */
+export function checkName(what: string, value: unknown): asserts value is string {
+  if (typeof value !== 'string' || value.length === 0 || Buffer.byteLength(value) > 255) {
+    throw invalid(what, 'must be a string of 1 to 255 bytes')
+  }
+}
+
+/** A timeout as given by a caller: positive and finite, else a TypeError. */
+export function checkTimeout(value: unknown): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new TypeError(`timeout must be a positive finite number of ms, got ${String(value)}`)
+  }
+  return value
+}
+
+function checkPositive(key: string, value: unknown): void {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw invalid(key, 'must be a positive finite number')
+}
+
+function invalid(key: string, why: string): BilateralError {
+  return new BilateralError('INVALID_ARGUMENT', `option ${key} ${why}`)
+}
