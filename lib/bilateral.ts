@@ -161,6 +161,14 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     return this.mesh.activeNames()
   }
 
+  /**
+   * Each active peer with the direction of the one connection that serves it:
+   * `outbound` if we dialled it, `inbound` if it dialled us.
+   */
+  links(): { peer: string; direction: 'outbound' | 'inbound' }[] {
+    return this.mesh.links()
+  }
+
   /** Number of active peers. */
   connectionCount(): number {
     return this.mesh.activeNames().length

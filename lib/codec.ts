@@ -92,7 +92,8 @@ export class Codec {
   /** Decode a body part into its value; throws CodecError. */
   decodeBody(body: Uint8Array): unknown {
     try {
-      return this.decoder.decode(body)
+      // A plain view, so binary values come back as Uint8Array, not Buffer.
+      return this.decoder.decode(Buffer.isBuffer(body) ? new Uint8Array(body.buffer, body.byteOffset, body.byteLength) : body)
     } catch (error) {
       throw new CodecError('MALFORMED', `undecodable body: ${(error as Error).message}`)
     }

@@ -165,6 +165,13 @@ export class Mesh {
     return names
   }
 
+  /** Each active peer and which side dialled the link that serves it. */
+  links(): { peer: string; direction: 'outbound' | 'inbound' }[] {
+    const out: { peer: string; direction: 'outbound' | 'inbound' }[] = []
+    for (const peer of this.peers.values()) if (peer.link !== undefined) out.push({ peer: peer.name, direction: peer.link.direction })
+    return out
+  }
+
   /** The live link to `name`, if any. */
   linkTo(name: string): Link | undefined {
     return this.peers.get(name)?.link

@@ -1,0 +1,60 @@
+import { execFileSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { once } from 'node:events'
+import { Bilateral, type BilateralOptions } from '../lib/index.js'
+
+/** Timings short enough for tests, long enough for a loaded 2-core machine. */
+export const FAST = {
+  pingInterval: 100,
+  peerTimeout: 600,
+  joinInterval: 100,
+  reconnectMin: 20,
+  reconnectMax: 300,
+  linger: 100,
+} satisfies Partial<BilateralOptions>
+
+const open: Bilateral[] = []
+
+/** A node with fast timings, closed by {@link closeAll}. */
+export function makeNode(name: string, options: Partial<BilateralOptions> = {}): Bilateral {
+  const node = new Bilateral({ network: 'test net', name, ...FAST, ...options })
+  open.push(node)
+  return node
+}
+
+export async function closeAll(): Promise<void> {
+  await Promise.all(open.splice(0).map((node) => node.close()))
+}
+
+/** `dialler` connects to `listener` (which listens on a fresh port); both see each other. */
+export async function pair(dialler: Bilateral, listener: Bilateral): Promise<string> {
+  const endpoint = await listener.listen('tcp://127.0.0.1:*')
+  dialler.connect(listener.name, endpoint)
+  await Promise.all([dialler.waitForPeers([listener.name], { timeout: 5000 }), listener.waitForPeers([dialler.name], { timeout: 5000 })])
+  return endpoint
+}
+
+export class Arith {
+  SumDiff(args: { A: number; B: number }) {
+    return { S: args.A + args.B, D: args.A - args.B }
+  }
+}
+
+/** Resolve with the next `event` arguments, or reject after `ms`. */
+export function nextEvent<T extends unknown[]>(emitter: Bilateral, event: string, ms = 5000): Promise<T> {
+  return once(emitter, event, { signal: AbortSignal.timeout(ms) }) as Promise<T>
+}
+
+/** Make sure dist/ exists for tests that run the compiled code in child processes. */
+export function ensureBuilt(): void {
+  if (!existsSync(new URL('../dist/index.js', import.meta.url))) {
+    execFileSync('npx', ['tsc', '-p', '.'], { cwd: new URL('..', import.meta.url), stdio: 'inherit' })
+  }
+}
+
+/** A promise and its resolver, for handlers that report being called. */
+export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void
+  const promise = new Promise<T>((r) => (resolve = r))
+  return { promise, resolve }
+}

@@ -1,0 +1,196 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import { afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { FAST, closeAll, deferred, ensureBuilt, makeNode, nextEvent, pair } from './helpers.js'
+import type { BilateralError } from '../lib/index.js'
+
+const PEER = fileURLToPath(new URL('./fixtures/peer.mjs', import.meta.url))
+const children: ChildProcess[] = []
+
+beforeAll(ensureBuilt)
+afterEach(async () => {
+  for (const child of children.splice(0)) child.kill('SIGKILL')
+  await closeAll()
+})
+
+function startPeer(...args: string[]): ChildProcess {
+  const child = spawn(process.execPath, [PEER, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+  children.push(child)
+  return child
+}
+
+describe('joining', () => {
+  it('a node that never listens is called back over the connection it dialled', async () => {
+    const hidden = makeNode('hidden')
+    const open = makeNode('open')
+    hidden.register({ Ping: () => 'pong' }, 'Svc')
+    await pair(hidden, open)
+    expect(await open.call(['hidden'], 'Svc.Ping')).toEqual([{ from: 'hidden', ok: true, reply: 'pong' }])
+  })
+
+  it('simultaneous cross-dials converge on one connection that both sides agree on', async () => {
+    const alpha = makeNode('alpha')
+    const beta = makeNode('beta')
+    const [ea, eb] = await Promise.all([alpha.listen('tcp://127.0.0.1:*'), beta.listen('tcp://127.0.0.1:*')])
+    const t0 = performance.now()
+    alpha.connect('beta', eb)
+    beta.connect('alpha', ea)
+    await Promise.all([alpha.waitForPeers(['beta']), beta.waitForPeers(['alpha'])])
+    // The connection alpha dialled wins ("alpha" sorts first); wait until the loser is parted.
+    const deadline = performance.now() + 2000
+    while (beta.links()[0]?.direction !== 'inbound' || alpha.links()[0]?.direction !== 'outbound') {
+      if (performance.now() > deadline) throw new Error(`no convergence: ${JSON.stringify([alpha.links(), beta.links()])}`)
+      await new Promise((r) => setImmediate(r))
+    }
+    expect(performance.now() - t0).toBeLessThan(1000)
+    expect(alpha.links()).toEqual([{ peer: 'beta', direction: 'outbound' }])
+    expect(beta.links()).toEqual([{ peer: 'alpha', direction: 'inbound' }])
+    alpha.register({ Who: () => 'alpha' }, 'Id')
+    beta.register({ Who: () => 'beta' }, 'Id')
+    expect((await alpha.call([], 'Id.Who'))[0]).toMatchObject({ reply: 'beta' })
+    expect((await beta.call([], 'Id.Who'))[0]).toMatchObject({ reply: 'alpha' })
+    // Stays converged: no flapping over several ping periods.
+    const flaps: string[] = []
+    alpha.on('peer:down', (n) => flaps.push(`alpha lost ${n}`))
+    beta.on('peer:down', (n) => flaps.push(`beta lost ${n}`))
+    await expect(nextEvent(alpha, 'peer:down', 5 * FAST.pingInterval)).rejects.toThrow()
+    expect(flaps).toEqual([])
+  })
+
+  it('a peer with another network name never becomes active, and both sides say why', async () => {
+    const ours = makeNode('ours')
+    const theirs = makeNode('theirs', { network: 'other net' })
+    const endpoint = await theirs.listen('tcp://127.0.0.1:*')
+    const refusedThere = nextEvent<[string, BilateralError]>(theirs, 'peer:refused')
+    const refusedHere = nextEvent<[string, BilateralError]>(ours, 'peer:refused')
+    ours.connect('theirs', endpoint)
+    const [[who, why], [whoHere, whyHere]] = await Promise.all([refusedThere, refusedHere])
+    expect(who).toBe('ours')
+    expect(why.code).toBe('NETWORK_MISMATCH')
+    expect(whoHere).toBe('theirs')
+    expect(whyHere.code).toBe('NETWORK_MISMATCH')
+    await expect(ours.waitForPeers(['theirs'], { timeout: 300 })).rejects.toMatchObject({ code: 'TIMEOUT' })
+    expect(ours.activeConnections()).toEqual([])
+    expect(theirs.activeConnections()).toEqual([])
+  })
+
+  it('dialling an address where another name answers is refused as WRONG_NAME', async () => {
+    const me = makeNode('me')
+    const actual = makeNode('actual')
+    const endpoint = await actual.listen('tcp://127.0.0.1:*')
+    const refused = nextEvent<[string, BilateralError]>(me, 'peer:refused')
+    me.connect('expected', endpoint)
+    const [name, error] = await refused
+    expect(name).toBe('expected')
+    expect(error.code).toBe('WRONG_NAME')
+    expect(me.activeConnections()).toEqual([])
+  })
+
+  it('a second connection claiming an active name does not take over its traffic', async () => {
+    const server = makeNode('server')
+    const real = makeNode('twin')
+    const impostor = makeNode('twin')
+    real.register({ Who: () => 'real' }, 'Id')
+    impostor.register({ Who: () => 'impostor' }, 'Id')
+    const endpoint = await pair(real, server)
+    const refused = nextEvent<[string, BilateralError]>(server, 'peer:refused')
+    impostor.connect('server', endpoint)
+    const [name, error] = await refused
+    expect([name, error.code]).toEqual(['twin', 'DUPLICATE'])
+    expect(await server.call(['twin'], 'Id.Who')).toEqual([{ from: 'twin', ok: true, reply: 'real' }])
+  })
+})
+
+describe('leaving', () => {
+  it('a listening peer that closes sends PART: the dialler learns at once and its pending calls fail PEER_DOWN', async () => {
+    const alpha = makeNode('alpha')
+    const beta = makeNode('beta')
+    const entered = deferred()
+    beta.register({ Hang: () => (entered.resolve(), new Promise(() => {})) }, 'Slow')
+    await pair(alpha, beta)
+    const pending = alpha.call(['beta'], 'Slow.Hang', null, { timeout: 30_000 })
+    await entered.promise
+    const down = nextEvent<[string, string]>(alpha, 'peer:down', 2000)
+    await beta.close()
+    expect(await down).toEqual(['beta', 'PART'])
+    expect(await pending).toMatchObject([{ from: 'beta', ok: false, error: { code: 'PEER_DOWN' } }])
+  })
+
+  it('disconnect() parts the link: both sides see the peer go down', async () => {
+    const alpha = makeNode('alpha')
+    const beta = makeNode('beta')
+    await pair(alpha, beta)
+    const there = nextEvent<[string, string]>(beta, 'peer:down', 2000)
+    const here = nextEvent<[string, string]>(alpha, 'peer:down', 2000)
+    await alpha.disconnect('beta')
+    expect(await here).toEqual(['beta', 'DISCONNECT'])
+    expect(await there).toEqual(['alpha', 'PART'])
+    await expect(alpha.disconnect('beta')).rejects.toMatchObject({ code: 'NOT_CONNECTED' })
+    // And connect() again works.
+    alpha.connect('beta', (await beta.listen('tcp://127.0.0.1:*')) as string)
+    await alpha.waitForPeers(['beta'], { timeout: 5000 })
+  })
+
+  it('close() settles pending calls with CLOSED and the process then exits on its own', async () => {
+    const host = makeNode('host')
+    const endpoint = await host.listen('tcp://127.0.0.1:*')
+    const child = startPeer('closer', 'host', endpoint, 'close-pending')
+    let out = ''
+    child.stdout!.on('data', (d: Buffer) => (out += d))
+    const [code] = (await once(child, 'exit', { signal: AbortSignal.timeout(10_000) })) as [number]
+    expect(code).toBe(0)
+    expect(JSON.parse(out)).toEqual(['CLOSED'])
+  })
+
+  it('after close(), the node refuses work with CLOSED and its tables are empty', async () => {
+    const alpha = makeNode('alpha')
+    const beta = makeNode('beta')
+    beta.register({ Hang: () => new Promise(() => {}) }, 'Slow')
+    await pair(alpha, beta)
+    const pending = alpha.call(['beta'], 'Slow.Hang', null, { timeout: 30_000 })
+    await alpha.close()
+    expect(await pending).toMatchObject([{ ok: false, error: { code: 'CLOSED' } }])
+    expect(alpha.stats()).toEqual({ pending: 0, timerQueues: 0, peers: 0, inbound: 0 })
+    await expect(alpha.call([], 'Slow.Hang')).rejects.toMatchObject({ code: 'CLOSED' })
+    expect(() => alpha.connect('x', 'tcp://127.0.0.1:1')).toThrow(expect.objectContaining({ code: 'CLOSED' }))
+  })
+})
+
+describe('crashes', () => {
+  it('a SIGKILLed peer goes down within peerTimeout and is active again once restarted', async () => {
+    const host = makeNode('host')
+    const endpoint = await host.listen('tcp://127.0.0.1:*')
+    const up = nextEvent(host, 'peer:up')
+    const first = startPeer('worker', 'host', endpoint)
+    await up
+    const [before] = await host.call(['worker'], 'Arith.Pid')
+    expect(before).toEqual({ from: 'worker', ok: true, reply: first.pid })
+
+    const down = nextEvent<[string, string]>(host, 'peer:down', 5000)
+    const killedAt = performance.now()
+    first.kill('SIGKILL')
+    expect(await down).toEqual(['worker', 'TIMEOUT'])
+    // Declared within peerTimeout plus one sweep period of the liveness check.
+    expect(performance.now() - killedAt).toBeLessThan(FAST.peerTimeout * 1.5)
+    expect(host.activeConnections()).toEqual([])
+
+    const back = nextEvent(host, 'peer:up', 10_000)
+    const second = startPeer('worker', 'host', endpoint)
+    await back
+    expect(await host.call(['worker'], 'Arith.Pid')).toEqual([{ from: 'worker', ok: true, reply: second.pid }])
+  })
+
+  it('a restarted listener is rejoined by its dialler without calling connect() again', async () => {
+    const dialler = makeNode('dialler')
+    const first = makeNode('listener')
+    const endpoint = await pair(dialler, first)
+    await first.close()
+    const again = makeNode('listener')
+    again.register({ Ping: () => 'pong' }, 'Svc')
+    const up = nextEvent(dialler, 'peer:up', 10_000)
+    await again.listen(endpoint)
+    await up
+    expect(await dialler.call(['listener'], 'Svc.Ping')).toEqual([{ from: 'listener', ok: true, reply: 'pong' }])
+  })
+})
