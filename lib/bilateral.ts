@@ -5,10 +5,12 @@ import { EventEmitter } from 'node:events'
 import { systemClock, type Clock } from './clock.js'
 import { Codec, FrameType, encodeBody, encodeCall, encodeCast, encodeError, encodeReply } from './codec.js'
 import { BilateralError, RemoteError } from './errors.js'
-import { Mesh, type DataFrame, type DownReason, type Link } from './mesh.js'
+import { checkJoinProof, derivePublicKey, isZ85Key, makeJoinProof } from './crypto.js'
+import { z85Encode } from './z85.js'
+import { Mesh, type DataFrame, type DownReason, type Identity, type Link } from './mesh.js'
 import { checkName, checkTimeout, resolveOptions, type BilateralOptions, type ResolvedOptions } from './options.js'
 import { PendingCalls, type CallResult } from './pending.js'
-import { Registry, type CallContext } from './registry.js'
+import { Registry, toPredicate, type CallContext, type RegisterOptions } from './registry.js'
 
 export interface CallOptions {
   /** How long to wait for replies, ms. Default: the node's `callTimeout` (2000). */
@@ -32,6 +34,10 @@ export interface BilateralEvents {
   'cast:error': [error: unknown, ctx: CallContext]
   /** A message from a peer was dropped (undecodable, unknown frame). */
   'frame:dropped': [error: BilateralError]
+  /** Encrypted nodes: a key outside `authorizedKeys` tried to connect and was refused during the handshake. */
+  'auth:rejected': [publicKey: string]
+  /** A ZeroMQ handshake on our listening socket failed; `error.code` is `AUTH` or `HANDSHAKE`. */
+  'handshake:error': [error: BilateralError]
 }
 
 export class Bilateral extends EventEmitter<BilateralEvents> {
@@ -40,7 +46,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   /** This node's network name. */
   readonly network: string
   private readonly options: ResolvedOptions
-  private readonly registry = new Registry()
+  private readonly registry: Registry
   private readonly pending: PendingCalls
   private readonly codec = new Codec()
   private readonly mesh: Mesh
@@ -52,18 +58,53 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     this.options = resolveOptions(options)
     this.name = this.options.name
     this.network = this.options.network
+    this.registry = new Registry(this.options.defaultExposure)
     this.pending = new PendingCalls(clock)
-    this.mesh = new Mesh(this.options, clock, {
-      up: (peer) => this.emit('peer:up', peer),
-      down: (peer, reason) => {
-        // A peer that said goodbye will not answer; one that went silent might yet.
-        if (reason === 'PART' || reason === 'DISCONNECT') this.pending.failPeer(peer, 'PEER_DOWN', `${peer} left`)
-        this.emit('peer:down', peer, reason)
+    this.mesh = new Mesh(
+      this.options,
+      clock,
+      {
+        up: (peer) => this.emit('peer:up', peer),
+        down: (peer, reason) => {
+          // A peer that said goodbye will not answer; one that went silent might yet.
+          if (reason === 'PART' || reason === 'DISCONNECT') this.pending.failPeer(peer, 'PEER_DOWN', `${peer} left`)
+          this.emit('peer:down', peer, reason)
+        },
+        refused: (peer, error) => this.emit('peer:refused', peer, error),
+        data: (peer, frame, link) => this.onData(peer, frame, link),
+        dropped: (error) => this.emit('frame:dropped', error),
+        handshakeFailed: (error) => this.emit('handshake:error', error),
       },
-      refused: (peer, error) => this.emit('peer:refused', peer, error),
-      data: (peer, frame, link) => this.onData(peer, frame, link),
-      dropped: (error) => this.emit('frame:dropped', error),
-    })
+      this.identity(),
+    )
+  }
+
+  /** Whether this node encrypts its traffic (it was given a keypair). */
+  get encrypted(): boolean {
+    return this.options.keypair !== undefined
+  }
+
+  private identity(): Identity | undefined {
+    const keys = this.options.keypair
+    if (keys === undefined) return undefined
+    if (derivePublicKey(keys.secretKey) !== keys.publicKey) {
+      throw new BilateralError('INVALID_ARGUMENT', 'option keypair: publicKey does not belong to secretKey')
+    }
+    const { network } = this.options
+    const authorized = toPredicate(this.options.authorizedKeys ?? (() => true))
+    return {
+      publicKey: keys.publicKey,
+      secretKey: keys.secretKey,
+      proveTo: (peer) => makeJoinProof(network, keys.secretKey, peer),
+      verify: (claimed, proof) => checkJoinProof(proof, network, claimed, keys.secretKey),
+      admits: (raw) => {
+        const key = z85Encode(raw)
+        // Keys we dial are trusted for the connection we asked for, whichever side opens it.
+        if (authorized(key) || this.mesh.isDialling(key)) return true
+        this.emit('auth:rejected', key)
+        return false
+      },
+    }
   }
 
   /**
@@ -83,12 +124,14 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
 
   /**
    * Expose `receiver`'s methods to peers as `name.Method` (name defaults to
-   * the class name). Returns the full method names exposed.
+   * the class name). `options.peers` limits who may call it (others get
+   * NO_SUCH_METHOD, so nothing leaks about what exists); `options.methods`
+   * exposes only the listed methods. Returns the full method names exposed.
    * Throws `ALREADY_REGISTERED` or `INVALID_ARGUMENT`.
    */
-  register(receiver: object, name?: string): string[] {
+  register(receiver: object, name?: string, options?: RegisterOptions): string[] {
     this.assertOpen()
-    return this.registry.register(receiver, name)
+    return this.registry.register(receiver, name, options)
   }
 
   /**
@@ -101,6 +144,11 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     checkName('peer name', name)
     if (name === this.name)
       throw new BilateralError('LOOPBACK', `cannot connect to ourselves (${name}): loopback forbidden`, { peer: name })
+    if (this.encrypted && !isZ85Key(name)) {
+      throw new BilateralError('INVALID_ARGUMENT', 'an encrypted node connects to peers by their public key (40-character Z85)', {
+        peer: name,
+      })
+    }
     if (typeof address !== 'string' || !/^[a-z]+:\/\/./.test(address)) {
       throw new BilateralError('INVALID_ARGUMENT', `address ${JSON.stringify(address)} is not a ZeroMQ endpoint such as tcp://host:port`)
     }
@@ -289,7 +337,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       if (id === undefined) this.emit('cast:error', error ?? new BilateralError(code, message, { peer }), ctx)
       else this.answer(peer, link, [encodeError(id, code, name, message)])
     }
-    const handler = this.registry.lookup(method)
+    const handler = this.registry.lookup(method, peer)
     if (handler === undefined) return fail('NO_SUCH_METHOD', 'BilateralError', `no method ${method}`)
     let args: unknown
     try {

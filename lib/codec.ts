@@ -24,7 +24,7 @@ export enum FrameType {
 }
 
 export type Frame =
-  | { type: FrameType.JOIN; network: string; name: string }
+  | { type: FrameType.JOIN; network: string; name: string; proof?: Uint8Array }
   | { type: FrameType.STAY; network: string; name: string }
   | { type: FrameType.PART; reason: string; message: string }
   | { type: FrameType.TICK }
@@ -115,7 +115,12 @@ export class Codec {
 function readFrame(e: unknown[], body: () => Uint8Array): Frame {
   const type = e[1]
   switch (type) {
-    case FrameType.JOIN:
+    case FrameType.JOIN: {
+      const proof = e[4]
+      if (proof === undefined || proof === null) return { type, network: str(e, 2), name: str(e, 3) }
+      if (!(proof instanceof Uint8Array)) throw new CodecError('MALFORMED', 'field 4 (proof) must be binary')
+      return { type, network: str(e, 2), name: str(e, 3), proof }
+    }
     case FrameType.STAY:
       return { type, network: str(e, 2), name: str(e, 3) }
     case FrameType.PART:
@@ -162,7 +167,10 @@ export function encodeBody(value: unknown): Uint8Array {
 
 const envelope = (fields: unknown[]): Uint8Array => encoder.encode(fields)
 
-export const encodeJoin = (network: string, name: string): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.JOIN, network, name])
+export const encodeJoin = (network: string, name: string, proof?: Uint8Array): Uint8Array =>
+  envelope(
+    proof === undefined ? [PROTOCOL_VERSION, FrameType.JOIN, network, name] : [PROTOCOL_VERSION, FrameType.JOIN, network, name, proof],
+  )
 export const encodeStay = (network: string, name: string): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.STAY, network, name])
 export const encodePart = (reason: string, message: string): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.PART, reason, message])
 export const TICK: Uint8Array = envelope([PROTOCOL_VERSION, FrameType.TICK])

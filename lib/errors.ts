@@ -12,7 +12,9 @@
  * | `CLOSED` | this node was closed |
  * | `BAD_REQUEST` | the peer could not decode what we sent |
  * | `BAD_REPLY` | the handler's result could not be encoded |
- * | `NETWORK_MISMATCH`, `LOOPBACK`, `DUPLICATE`, `WRONG_NAME`, `VERSION` | a join was refused |
+ * | `NETWORK_MISMATCH`, `LOOPBACK`, `DUPLICATE`, `WRONG_NAME`, `VERSION`, `PROTOCOL` | a join was refused |
+ * | `AUTH` | a key was refused (ZAP) or a JOIN did not prove its name |
+ * | `HANDSHAKE` | the ZeroMQ handshake failed (plaintext meeting CURVE) |
  * | `INVALID_ARGUMENT`, `ALREADY_CONNECTED`, `ALREADY_REGISTERED`, `BIND_FAILED` | local misuse |
  */
 export type ErrorCode =
@@ -30,6 +32,8 @@ export type ErrorCode =
   | 'WRONG_NAME'
   | 'VERSION'
   | 'PROTOCOL'
+  | 'AUTH'
+  | 'HANDSHAKE'
   | 'INVALID_ARGUMENT'
   | 'ALREADY_CONNECTED'
   | 'ALREADY_REGISTERED'

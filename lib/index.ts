@@ -14,3 +14,5 @@ export {
   DEFAULT_RECONNECT_MIN,
   type BilateralOptions,
 } from './options.js'
+export { generateKeypair, publicKeyOf, type Keypair } from './crypto.js'
+export type { PeerRule, RegisterOptions } from './registry.js'

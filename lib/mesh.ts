@@ -13,7 +13,19 @@ import type { Clock } from './clock.js'
 import { BilateralError, type ErrorCode } from './errors.js'
 import { Codec, CodecError, FrameType, TICK, TOCK, encodeJoin, encodePart, encodeStay, type Frame } from './codec.js'
 import type { ResolvedOptions } from './options.js'
-import { DealerPort, RouterPort, type SocketSettings } from './transport.js'
+import { DealerPort, RouterPort, ZapHandler, newContext, type HandshakeFailure, type SocketSettings } from './transport.js'
+
+/** An encrypted node's keys and the proofs that bind names to them. */
+export interface Identity {
+  readonly publicKey: string
+  readonly secretKey: string
+  /** The JOIN proof that we hold our secret key, for the peer whose public key is `peer`. */
+  proveTo(peer: string): Uint8Array
+  /** Does `proof` show that the dialler holds the secret key of `claimed`? */
+  verify(claimed: string, proof: Uint8Array | undefined): boolean
+  /** May this public key (raw 32 bytes) complete a handshake with our ROUTER? */
+  admits(publicKey: Uint8Array): boolean
+}
 
 /** Why a peer went down. */
 export type DownReason =
@@ -39,6 +51,7 @@ export const Part = {
   WRONG_NAME: 'WRONG_NAME',
   VERSION: 'VERSION',
   PROTOCOL: 'PROTOCOL',
+  AUTH: 'AUTH',
 } as const
 
 const REFUSALS: ReadonlySet<string> = new Set([
@@ -48,6 +61,7 @@ const REFUSALS: ReadonlySet<string> = new Set([
   Part.WRONG_NAME,
   Part.VERSION,
   Part.PROTOCOL,
+  Part.AUTH,
 ])
 
 export type DataFrame = Extract<Frame, { type: FrameType.CALL | FrameType.CAST | FrameType.REPLY | FrameType.ERROR }>
@@ -66,6 +80,8 @@ export interface MeshEvents {
   refused(peer: string, error: BilateralError): void
   data(peer: string, frame: DataFrame, link: Link): void
   dropped(error: BilateralError): void
+  /** A ZMTP handshake on our ROUTER failed (a refused key, plaintext meeting CURVE). */
+  handshakeFailed(error: BilateralError): void
 }
 
 class InboundLink implements Link {
@@ -102,6 +118,7 @@ export class Mesh {
   private readonly codec = new Codec()
   private readonly nameBytes: Buffer
   readonly settings: SocketSettings
+  private readonly zap: ZapHandler | undefined
   private sweepTimer: unknown
   private closed = false
 
@@ -109,6 +126,7 @@ export class Mesh {
     readonly options: ResolvedOptions,
     readonly clock: Clock,
     readonly events: MeshEvents,
+    readonly identity: Identity | undefined,
   ) {
     this.nameBytes = Buffer.from(options.name)
     this.settings = {
@@ -119,11 +137,19 @@ export class Mesh {
       heartbeatInterval: options.pingInterval,
       heartbeatTimeout: options.peerTimeout,
     }
-    this.router = new RouterPort(this.settings, this.onRouterMessage, this.onSocketFailure)
+    if (identity !== undefined) {
+      this.settings.curve = { publicKey: identity.publicKey, secretKey: identity.secretKey }
+      this.settings.context = newContext()
+      this.zap = new ZapHandler(this.settings.context, (key) => identity.admits(key))
+    }
+    this.router = new RouterPort(this.settings, this.onRouterMessage, this.onSocketFailure, (failure) =>
+      this.events.handshakeFailed(handshakeError(failure)),
+    )
     this.scheduleSweep()
   }
 
-  listen(address: string): Promise<string> {
+  async listen(address: string): Promise<string> {
+    await this.zap?.ready
     return this.router.bind(address)
   }
 
@@ -138,6 +164,12 @@ export class Mesh {
     // Someone dialled us first under this name: their link stays, ours waits.
     if (peer.link !== undefined) dialler.standby()
     else dialler.start()
+  }
+
+  /** The JOIN we send to `peer` (with a proof of our key on an encrypted node). */
+  joinFrameFor(peer: string): Uint8Array {
+    const { network, name } = this.options
+    return encodeJoin(network, name, this.identity?.proveTo(peer))
   }
 
   /** Is `name` something we dial? */
@@ -195,6 +227,7 @@ export class Mesh {
     this.peers.clear()
     this.inbound.clear()
     this.router.close()
+    this.zap?.close()
   }
 
   /** Sizes of the internal tables, for leak checks. */
@@ -306,7 +339,7 @@ export class Mesh {
     }
   }
 
-  private async onJoin(routingId: Buffer, key: string, join: { network: string; name: string }): Promise<void> {
+  private async onJoin(routingId: Buffer, key: string, join: { network: string; name: string; proof?: Uint8Array }): Promise<void> {
     const refuse = (reason: string, code: ErrorCode, message: string): void => {
       void this.router.send(routingId, [encodePart(reason, message)])
       this.events.refused(join.name, new BilateralError(code, message, { peer: join.name }))
@@ -319,6 +352,9 @@ export class Mesh {
       )
     }
     if (join.name === this.options.name) return refuse(Part.LOOPBACK, 'LOOPBACK', 'a node cannot join itself')
+    if (this.identity !== undefined && !this.identity.verify(join.name, join.proof)) {
+      return refuse(Part.AUTH, 'AUTH', 'the JOIN does not prove that the dialler holds the key it claims as its name')
+    }
     const existing = this.inbound.get(key)
     if (existing !== undefined) {
       if (existing.peer === join.name) void existing.send([encodeStay(this.options.network, this.options.name)])
@@ -477,6 +513,9 @@ export class Dialler implements Link {
   lastHeard = 0
   lastTick = 0
   private port: DealerPort | undefined
+  private joinFrame: Uint8Array | undefined
+  /** A JOIN was sent on this socket (and may still be queued). */
+  private joinQueued = false
   private timer: unknown
   private attempt = 0
 
@@ -496,31 +535,30 @@ export class Dialler implements Link {
     this.clearTimer()
     this.port?.close()
     this.state = 'joining'
+    this.joinQueued = false
     this.port = new DealerPort(
       this.address,
+      this.mesh.identity === undefined ? undefined : this.peer,
       this.mesh.settings,
       (parts) => this.mesh.onDiallerMessage(this, parts),
-      () => this.sendJoin(0),
+      (failure) => this.mesh.events.refused(this.peer, handshakeError(failure, this.peer)),
       this.mesh.onSocketFailure,
     )
     this.sendJoin()
   }
 
   /**
-   * Send JOIN, then again every `joinInterval` until answered. A send fails at
-   * once while the socket has no connection. Right after a ZeroMQ handshake
-   * (`retry` set) the pipe may not be attached yet, so a failed JOIN is tried
-   * again a few times within ~60 ms instead of waiting a whole interval.
+   * Send JOIN, then again every `joinInterval` until answered. The first one
+   * queues until the connection is up; re-sends go out only while connected,
+   * so an unreachable peer does not get a burst of stale JOINs on reconnect.
    */
-  sendJoin(retry?: number): void {
+  sendJoin(): void {
     if (this.state !== 'joining') return
-    const { network, name, joinInterval } = this.mesh.options
-    this.setTimer(joinInterval, () => this.sendJoin())
-    void this.send([encodeJoin(network, name)]).then((sent) => {
-      if (!sent && retry !== undefined && retry < 6 && this.state === 'joining') {
-        this.setTimer(2 ** retry, () => this.sendJoin(retry + 1))
-      }
-    })
+    this.joinFrame ??= this.mesh.joinFrameFor(this.peer)
+    this.setTimer(this.mesh.options.joinInterval, () => this.sendJoin())
+    if (this.joinQueued && this.port?.connected !== true) return
+    this.joinQueued = true
+    void this.send([this.joinFrame])
   }
 
   /** STAY received. */
@@ -590,4 +628,9 @@ export class Dialler implements Link {
     if (this.timer !== undefined) this.mesh.clock.clearTimer(this.timer)
     this.timer = undefined
   }
+}
+
+function handshakeError(failure: HandshakeFailure, peer?: string): BilateralError {
+  const what = failure.code === 'AUTH' ? 'key refused during the handshake' : 'handshake failed (is one side encrypted and the other not?)'
+  return new BilateralError(failure.code, `${what} with ${failure.address}: ${failure.message}`, { peer })
 }

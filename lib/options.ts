@@ -1,4 +1,5 @@
 import { BilateralError } from './errors.js'
+import type { PeerRule } from './registry.js'
 
 /** Default per-call timeout, ms. */
 export const DEFAULT_CALL_TIMEOUT = 2000
@@ -21,8 +22,20 @@ export const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 export interface BilateralOptions {
   /** Network name; peers with another network never become active. Required. */
   network: string
-  /** This node's name, 1–255 UTF-8 bytes. Required. */
-  name: string
+  /** This node's name, 1–255 UTF-8 bytes. Required for a plaintext node; an encrypted node's name is its public key. */
+  name?: string
+  /**
+   * CURVE keys (40-character Z85, from `generateKeypair()` or `bilateral-keygen`).
+   * With them the node is encrypted: all its traffic uses CURVE and its name is `publicKey`.
+   */
+  keypair?: { publicKey: string; secretKey: string }
+  /**
+   * Encrypted nodes only: the public keys allowed to connect to us, as a list or a predicate.
+   * Keys we `connect()` to are always allowed. Default: any key.
+   */
+  authorizedKeys?: PeerRule
+  /** Who may call receivers registered without `peers`: a list of names/keys or a predicate. Default: every peer. */
+  defaultExposure?: PeerRule
   /** Default timeout of `call()`, ms. Default 2000. */
   callTimeout?: number
   /** Interval between TICKs on connections this node dialled, ms. Default 2000. */
@@ -41,16 +54,31 @@ export interface BilateralOptions {
   maxMessageSize?: number
 }
 
-export type ResolvedOptions = Required<BilateralOptions>
+export type ResolvedOptions = Required<Omit<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure'>> &
+  Pick<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure'>
 
 /** Merge `options` with the defaults and validate every field, naming the one at fault. */
 export function resolveOptions(options: BilateralOptions): ResolvedOptions {
   if (options === null || typeof options !== 'object') {
     throw invalid('options', 'must be an object')
   }
+  const keypair = options.keypair
+  if (keypair !== undefined) {
+    if (keypair === null || typeof keypair !== 'object' || !isKey(keypair.publicKey) || !isKey(keypair.secretKey)) {
+      throw invalid('keypair', 'must be { publicKey, secretKey } as 40-character Z85 strings')
+    }
+    if (options.name !== undefined && options.name !== keypair.publicKey) {
+      throw invalid('name', 'of an encrypted node is its public key; leave it out')
+    }
+  } else if (options.authorizedKeys !== undefined) {
+    throw invalid('authorizedKeys', 'needs a keypair: only encrypted nodes can check keys')
+  }
   const resolved: ResolvedOptions = {
     network: options.network,
-    name: options.name,
+    name: keypair?.publicKey ?? (options.name as string),
+    keypair,
+    authorizedKeys: options.authorizedKeys,
+    defaultExposure: options.defaultExposure,
     callTimeout: options.callTimeout ?? DEFAULT_CALL_TIMEOUT,
     pingInterval: options.pingInterval ?? DEFAULT_PING_INTERVAL,
     peerTimeout: options.peerTimeout ?? DEFAULT_PEER_TIMEOUT,
@@ -88,6 +116,8 @@ export function checkTimeout(value: unknown): number {
   }
   return value
 }
+
+const isKey = (s: unknown): boolean => typeof s === 'string' && /^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/.test(s)
 
 function checkPositive(key: string, value: unknown): void {
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw invalid(key, 'must be a positive finite number')

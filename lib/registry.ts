@@ -1,7 +1,8 @@
 /**
- * The receiver registry: which `Receiver.Method` names exist and the function
- * behind each. Methods are snapshotted at registration into a Map, so lookup
- * never walks an object or its prototype chain at call time.
+ * The receiver registry: which `Receiver.Method` names exist, the function
+ * behind each, and who may call it. Methods are snapshotted at registration
+ * into a Map, so lookup never walks an object or its prototype chain at call
+ * time.
  */
 import { BilateralError } from './errors.js'
 
@@ -17,19 +18,39 @@ export interface CallContext {
 
 export type Handler = (args: unknown, ctx: CallContext) => unknown
 
+/** Which peers may call a receiver: a list of names (public keys when encrypted) or a predicate. */
+export type PeerRule = readonly string[] | ((peer: string) => boolean)
+
+/** Options of `register()`. */
+export interface RegisterOptions {
+  /** Only these peers may call this receiver; others get NO_SUCH_METHOD. Default: the node's `defaultExposure`. */
+  peers?: PeerRule
+  /** Expose only these methods of the receiver. Default: all of them. */
+  methods?: readonly string[]
+}
+
+interface Entry {
+  readonly fn: Handler
+  readonly allows: (peer: string) => boolean
+}
+
 const RECEIVER_NAME = /^[A-Za-z_$][\w$-]*$/
+const everyone = (): boolean => true
 
 export class Registry {
-  private readonly methods = new Map<string, Handler>()
+  private readonly methods = new Map<string, Entry>()
   private readonly receivers = new Set<string>()
+
+  /** @param defaultPeers the rule for receivers registered without `peers`. */
+  constructor(private readonly defaultPeers: PeerRule | undefined = undefined) {}
 
   /**
    * Expose `receiver`'s methods as `name.Method`. `name` defaults to the
    * receiver's class name. Exposed: functions found on the object or its
    * prototypes below `Object.prototype`, except `constructor`, names starting
-   * with `_`, symbols and accessors.
+   * with `_`, symbols and accessors; narrowed by `options.methods`.
    */
-  register(receiver: object, name?: string): string[] {
+  register(receiver: object, name?: string, options: RegisterOptions = {}): string[] {
     if (receiver === null || (typeof receiver !== 'object' && typeof receiver !== 'function')) {
       throw new BilateralError('INVALID_ARGUMENT', 'register() needs an object')
     }
@@ -44,22 +65,50 @@ export class Registry {
       throw new BilateralError('ALREADY_REGISTERED', `a receiver named ${receiverName} is already registered`)
     }
     const found = exposedMethods(receiver)
+    if (options.methods !== undefined) {
+      const wanted = new Set(options.methods)
+      for (const method of wanted) {
+        if (!found.has(method)) throw new BilateralError('INVALID_ARGUMENT', `${receiverName} has no method ${method} to expose`)
+      }
+      for (const method of [...found.keys()]) if (!wanted.has(method)) found.delete(method)
+    }
+    const allows = toPredicate(options.peers ?? this.defaultPeers)
     this.receivers.add(receiverName)
     for (const [method, fn] of found) {
-      this.methods.set(`${receiverName}.${method}`, fn.bind(receiver) as Handler)
+      this.methods.set(`${receiverName}.${method}`, { fn: fn.bind(receiver) as Handler, allows })
     }
     return [...found.keys()].map((method) => `${receiverName}.${method}`)
   }
 
-  /** The handler for a full method name, or undefined. */
-  lookup(method: string): Handler | undefined {
-    return this.methods.get(method)
+  /** The handler `peer` may call under a full method name, or undefined. */
+  lookup(method: string, peer: string): Handler | undefined {
+    const entry = this.methods.get(method)
+    return entry !== undefined && entry.allows(peer) ? entry.fn : undefined
   }
 
   /** Every exposed full method name. */
   names(): string[] {
     return [...this.methods.keys()]
   }
+}
+
+/** A rule as a predicate; validates lists. */
+export function toPredicate(rule: PeerRule | undefined): (peer: string) => boolean {
+  if (rule === undefined) return everyone
+  if (typeof rule === 'function') {
+    return (peer) => {
+      try {
+        return rule(peer) === true
+      } catch {
+        return false
+      }
+    }
+  }
+  if (!Array.isArray(rule) || !rule.every((p) => typeof p === 'string')) {
+    throw new BilateralError('INVALID_ARGUMENT', 'peers must be a list of names or a predicate')
+  }
+  const allowed = new Set(rule)
+  return (peer) => allowed.has(peer)
 }
 
 function className(receiver: object): string | undefined {

@@ -15,6 +15,73 @@ export interface SocketSettings {
   /** ZMTP heartbeat interval, ms (0 = off). */
   heartbeatInterval: number
   heartbeatTimeout: number
+  /** CURVE keys (Z85) of an encrypted node; absent for plaintext. */
+  curve?: { publicKey: string; secretKey: string }
+  /** The ZeroMQ context of the node's sockets (its own when encrypted, for its own ZAP handler). */
+  context?: zmq.Context
+}
+
+/** A failed ZMTP handshake: `AUTH` when the ZAP handler refused the key, `HANDSHAKE` otherwise (for example, plaintext meeting CURVE). */
+export type HandshakeFailure = { code: 'AUTH' | 'HANDSHAKE'; address: string; message: string }
+export type OnHandshakeFailure = (failure: HandshakeFailure) => void
+
+const ZAP_ENDPOINT = 'inproc://zeromq.zap.01'
+const ZAP_DOMAIN = 'bilateral'
+
+/** A fresh context for one encrypted node, so its ZAP handler serves only its own sockets. */
+export function newContext(): zmq.Context {
+  return new zmq.Context()
+}
+
+/**
+ * The ZAP handler (RFC 27) of one encrypted node: ZeroMQ asks it, during each
+ * CURVE handshake on the node's ROUTER, whether the client's key may connect.
+ */
+export class ZapHandler {
+  private readonly socket: zmq.Router
+  readonly ready: Promise<void>
+
+  constructor(
+    context: zmq.Context,
+    private readonly authorize: (publicKey: Uint8Array) => boolean,
+  ) {
+    this.socket = new zmq.Router({ context, linger: 0 })
+    this.ready = this.socket.bind(ZAP_ENDPOINT)
+    void this.loop()
+  }
+
+  close(): void {
+    this.socket.close()
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      await this.ready
+      for await (const [routingId, empty, version, requestId, , , , mechanism, key] of this.socket) {
+        let ok = false
+        try {
+          ok = version?.toString() === '1.0' && mechanism?.toString() === 'CURVE' && key?.length === 32 && this.authorize(key)
+        } catch {
+          ok = false
+        }
+        const reply = [routingId!, empty!, '1.0', requestId!, ok ? '200' : '400', ok ? 'OK' : 'key not authorised', '', '']
+        void this.socket.send(reply).catch(() => undefined)
+      }
+    } catch {
+      // Closed, or the endpoint is taken: handshakes then fail closed in ZeroMQ.
+    }
+  }
+}
+
+function watchHandshakes(socket: zmq.Socket, onFailure: OnHandshakeFailure): void {
+  socket.events.on('handshake:error:auth', (e) => onFailure({ code: 'AUTH', address: e.address, message: e.error.message }))
+  socket.events.on('handshake:error:protocol', (e) => onFailure({ code: 'HANDSHAKE', address: e.address, message: e.error.message }))
+  socket.events.on('handshake:error:other', (e) => onFailure({ code: 'HANDSHAKE', address: e.address, message: e.error.message }))
+}
+
+function curveServerOptions(s: SocketSettings): Partial<zmq.Router> {
+  if (s.curve === undefined) return {}
+  return { curveServer: true, curveSecretKey: s.curve.secretKey, curvePublicKey: s.curve.publicKey, zapDomain: ZAP_DOMAIN }
 }
 
 export type OnMessage = (parts: Buffer[]) => void
@@ -29,6 +96,7 @@ export class RouterPort {
     private readonly settings: SocketSettings,
     private readonly onMessage: OnRouterMessage,
     private readonly onFailure: (error: unknown) => void,
+    private readonly onHandshakeFailure: OnHandshakeFailure,
   ) {}
 
   /** Bind to `address`; resolves to the bound endpoint (with the port the system chose for `*`). */
@@ -58,6 +126,8 @@ export class RouterPort {
     if (this.socket !== undefined) return this.socket
     const s = this.settings
     const socket = new zmq.Router({
+      ...(s.context === undefined ? {} : { context: s.context }),
+      ...curveServerOptions(s),
       mandatory: true,
       sendTimeout: 0,
       linger: s.linger,
@@ -66,6 +136,7 @@ export class RouterPort {
       heartbeatTimeout: s.heartbeatTimeout,
     })
     this.socket = socket
+    watchHandshakes(socket, this.onHandshakeFailure)
     void this.loop(socket)
     return socket
   }
@@ -85,20 +156,33 @@ export class RouterPort {
 export class DealerPort {
   private readonly socket: zmq.Dealer
   private closed = false
+  /** Whether a connection has completed its ZeroMQ handshake and not dropped since. */
+  connected = false
 
   /**
-   * Dial `address`. `onReady` runs each time a connection completes its
-   * ZeroMQ handshake (so a JOIN sent then is not lost to an unconnected pipe).
+   * Dial `address`; on an encrypted node, `serverKey` is the peer's public key
+   * and the CURVE handshake proves the peer holds its secret.
+   *
+   * Not `immediate`: with it, libzmq drops messages already received but not
+   * yet read when the connection closes, so a PART sent just before a peer
+   * exits could be lost. Without it, messages sent while disconnected queue
+   * (up to the high-water mark) and go out on connect.
    */
   constructor(
     address: string,
+    serverKey: string | undefined,
     settings: SocketSettings,
     private readonly onMessage: OnMessage,
-    onReady: () => void,
+    onHandshakeFailure: OnHandshakeFailure,
     private readonly onFailure: (error: unknown) => void,
   ) {
+    const curve =
+      settings.curve === undefined || serverKey === undefined
+        ? {}
+        : { curveServerKey: serverKey, curvePublicKey: settings.curve.publicKey, curveSecretKey: settings.curve.secretKey }
     this.socket = new zmq.Dealer({
-      immediate: true,
+      ...(settings.context === undefined ? {} : { context: settings.context }),
+      ...curve,
       sendTimeout: 0,
       linger: settings.linger,
       maxMessageSize: settings.maxMessageSize,
@@ -107,14 +191,16 @@ export class DealerPort {
       heartbeatInterval: settings.heartbeatInterval,
       heartbeatTimeout: settings.heartbeatTimeout,
     })
-    this.socket.events.on('handshake', () => {
-      if (!this.closed) onReady()
+    this.socket.events.on('handshake', () => (this.connected = true))
+    this.socket.events.on('disconnect', () => (this.connected = false))
+    watchHandshakes(this.socket, (failure) => {
+      if (!this.closed) onHandshakeFailure(failure)
     })
     this.socket.connect(address)
     void this.loop()
   }
 
-  /** Queue `parts` as one message. Resolves false if there is no connection or the queue is full. */
+  /** Queue `parts` as one message. Resolves false if the queue is full or the socket closed. */
   send(parts: Uint8Array[]): Promise<boolean> {
     if (this.closed) return Promise.resolve(false)
     try {

@@ -186,7 +186,7 @@ describe('errors from handlers', () => {
         [rejected, 'TypeError', 'bad type'],
       ] as const) {
         expect(entry?.ok).toBe(false)
-        const error = (entry as { error: RemoteError }).error
+        const error = (entry as unknown as { error: RemoteError }).error
         expect(error).toBeInstanceOf(RemoteError)
         expect(error).toBeInstanceOf(BilateralError)
         expect(error.code).toBe('REMOTE')
