@@ -62,7 +62,18 @@ export const DEFAULT_DECODE_LIMITS: DecodeLimits = {
 }
 
 const MAX_ID = 0xffffffff
+const INT64_MIN = -(2n ** 63n)
+const UINT64_MAX = 2n ** 64n - 1n
 const encoder = new Encoder({ useBigInt64: true })
+
+// msgpack writes a BigInt with DataView.setBig(U)Int64, which wraps silently:
+// 2n ** 64n would go out as 0. Refuse what 64 bits cannot hold instead.
+const bigints = encoder as unknown as { encodeBigInt64(value: bigint): void }
+const encodeBigInt64 = bigints.encodeBigInt64.bind(encoder)
+bigints.encodeBigInt64 = (value) => {
+  if (value < INT64_MIN || value > UINT64_MAX) throw new RangeError(`BigInt ${value} does not fit in 64 bits`)
+  encodeBigInt64(value)
+}
 
 /** Encodes and decodes frames; holds only its msgpack decoder's limits. */
 export class Codec {

@@ -5,9 +5,13 @@
  * A peer is reached over at most one live link: an *outbound* link (a
  * {@link Dialler}: our DEALER, our JOIN answered by STAY) or an *inbound*
  * link (their DEALER on our ROUTER, their JOIN answered by our STAY). When
- * both sides dial each other, the link dialled by the node whose name sorts
- * first (by UTF-8 bytes) survives; the other is told PART CROSS. Both sides
- * apply the same rule, so they agree without random back-off.
+ * both sides dial each other, the first link to become live stays: a JOIN
+ * never replaces a live link (the joiner is told PART CROSS and stands by).
+ * Only when each side accepted the other's JOIN before either saw a STAY do
+ * both links come up; then the one dialled by the node whose name sorts
+ * first (by UTF-8 bytes) survives and the other is told PART CROSS. Both
+ * sides apply the same rules to the same events, so they agree without random
+ * back-off, and no JOIN, forged or not, can take a live link away.
  */
 import type { Clock } from './clock.js'
 import { BilateralError, type ErrorCode } from './errors.js'
@@ -306,7 +310,7 @@ export class Mesh {
   private onRouterMessage = (routingId: Buffer, parts: Buffer[]): void => {
     if (this.closed) return
     const key = routingId.toString('latin1')
-    const link = this.inbound.get(key)
+    let link = this.inbound.get(key)
     let frames: Frame[]
     try {
       frames = this.codec.decodeMessage(parts)
@@ -321,6 +325,8 @@ export class Mesh {
     for (const frame of frames) {
       if (frame.type === FrameType.JOIN) {
         void this.onJoin(routingId, key, frame)
+        // Frames batched after the JOIN belong to the link it just made (if it was accepted at once).
+        link = this.inbound.get(key)
       } else if (link === undefined) {
         // A dialler we do not know (we restarted, or it skipped JOIN): tell it to join.
         if (frame.type !== FrameType.PART && frame.type !== FrameType.TOCK) {
@@ -330,7 +336,9 @@ export class Mesh {
       } else if (frame.type === FrameType.TICK) {
         void link.send([TOCK])
       } else if (frame.type === FrameType.PART) {
-        this.linkLost(link, 'PART')
+        // CROSS while our own dial is joining: the peer yielded to our dial, whose
+        // STAY is on its way; keep using this link (it stays open a while) until then.
+        if (frame.reason !== Part.CROSS || this.peers.get(link.peer)?.dialler?.state !== 'joining') this.linkLost(link, 'PART')
       } else if (frame.type === FrameType.TOCK || frame.type === FrameType.STAY) {
         // Liveness only.
       } else {
@@ -375,8 +383,10 @@ export class Mesh {
       if (this.inbound.has(key) || this.peers.get(join.name)?.inbound !== undefined) return
     }
     const peer = this.peer(join.name)
-    if (peer.link !== undefined && peer.link === peer.dialler && this.weDialFirst(join.name)) {
-      void this.router.send(routingId, [encodePart(Part.CROSS, 'the connection we dialled wins')])
+    if (peer.link !== undefined && peer.link === peer.dialler) {
+      // A live link we dialled is never replaced by a JOIN: it is either the
+      // peer's own redundant dial, which yields, or someone claiming its name.
+      void this.router.send(routingId, [encodePart(Part.CROSS, 'the connection we dialled is live')])
       return
     }
     const link = new InboundLink(routingId, key, join.name, this.router, this.clock.now())

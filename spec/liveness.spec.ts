@@ -37,15 +37,17 @@ describe('joining', () => {
     alpha.connect('beta', eb)
     beta.connect('alpha', ea)
     await Promise.all([alpha.waitForPeers(['beta']), beta.waitForPeers(['alpha'])])
-    // The connection alpha dialled wins ("alpha" sorts first); wait until the loser is parted.
+    // Wait until exactly one connection serves the pair and both sides agree which.
+    const agreed = () => {
+      const [a, b] = [alpha.links(), beta.links()]
+      return a.length === 1 && b.length === 1 && a[0]!.direction !== b[0]!.direction
+    }
     const deadline = performance.now() + 2000
-    while (beta.links()[0]?.direction !== 'inbound' || alpha.links()[0]?.direction !== 'outbound') {
+    while (!agreed()) {
       if (performance.now() > deadline) throw new Error(`no convergence: ${JSON.stringify([alpha.links(), beta.links()])}`)
       await new Promise((r) => setImmediate(r))
     }
     expect(performance.now() - t0).toBeLessThan(1000)
-    expect(alpha.links()).toEqual([{ peer: 'beta', direction: 'outbound' }])
-    expect(beta.links()).toEqual([{ peer: 'alpha', direction: 'inbound' }])
     alpha.register({ Who: () => 'alpha' }, 'Id')
     beta.register({ Who: () => 'beta' }, 'Id')
     expect((await alpha.call([], 'Id.Who'))[0]).toMatchObject({ reply: 'beta' })
@@ -56,6 +58,27 @@ describe('joining', () => {
     beta.on('peer:down', (n) => flaps.push(`beta lost ${n}`))
     await expect(nextEvent(alpha, 'peer:down', 5 * FAST.pingInterval)).rejects.toThrow()
     expect(flaps).toEqual([])
+    expect(agreed()).toBe(true)
+  })
+
+  it('a JOIN claiming the name of a peer we dialled does not take over that link', async () => {
+    // "aaa" sorts before "zzz", so a name-order rule alone would let the claimant win.
+    const zzz = makeNode('zzz')
+    const real = makeNode('aaa')
+    const impostor = makeNode('aaa')
+    real.register({ Who: () => 'real' }, 'Id')
+    impostor.register({ Who: () => 'impostor' }, 'Id')
+    const zzzAddress = await zzz.listen('tcp://127.0.0.1:*')
+    await pair(zzz, real)
+    impostor.connect('zzz', zzzAddress)
+    // The impostor's JOIN is answered PART CROSS; its dialler stands by and retries later.
+    const ticks = 5
+    for (let i = 0; i < ticks; i++) {
+      expect(await zzz.call(['aaa'], 'Id.Who')).toEqual([{ from: 'aaa', ok: true, reply: 'real' }])
+      await expect(nextEvent(zzz, 'peer:down', FAST.joinInterval)).rejects.toThrow()
+    }
+    expect(zzz.links()).toEqual([{ peer: 'aaa', direction: 'outbound' }])
+    expect(impostor.activeConnections()).toEqual([])
   })
 
   it('a peer with another network name never becomes active, and both sides say why', async () => {

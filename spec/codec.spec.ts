@@ -1,0 +1,391 @@
+import { readFileSync } from 'node:fs'
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import {
+  Codec,
+  CodecError,
+  FrameType,
+  PROTOCOL_VERSION,
+  TICK,
+  TOCK,
+  encodeBody,
+  encodeCall,
+  encodeCast,
+  encodeError,
+  encodeJoin,
+  encodePart,
+  encodeReply,
+  encodeStay,
+  type Frame,
+} from '../lib/codec.js'
+
+// --- fixed vectors (spec/vectors/*.json; format described in PROTOCOL.md) ---
+
+/** A frame as written in the vectors: like {@link Frame}, with any body as hex. */
+type JsonFrame = { type: FrameType; body?: string; [field: string]: unknown }
+
+interface FrameVector {
+  name: string
+  /** The parts of one ZeroMQ message (routing id already removed), as hex. */
+  parts: string[]
+  /** What decodeMessage returns, when it succeeds. */
+  frames?: JsonFrame[]
+  /** True when encoding `frames` with the reference encoders gives exactly `parts`. */
+  canonical?: boolean
+  /** The CodecError code decodeMessage throws, when it fails. */
+  error?: 'MALFORMED' | 'VERSION'
+}
+
+interface BodyVector {
+  name: string
+  hex: string
+  /** JSON, with {"$bigint": "decimal"}, {"$date": ms} and {"$bin": "hex"} for the types JSON lacks. */
+  value?: unknown
+  canonical?: boolean
+  error?: 'MALFORMED'
+}
+
+const load = <T>(file: string): T[] => JSON.parse(readFileSync(new URL(`./vectors/${file}`, import.meta.url), 'utf8')) as T[]
+const frameVectors = load<FrameVector>('frames.json')
+const bodyVectors = load<BodyVector>('bodies.json')
+
+const bytes = (hex: string): Uint8Array => Uint8Array.from(Buffer.from(hex, 'hex'))
+const hex = (data: Uint8Array): string => Buffer.from(data).toString('hex')
+
+/** The parts the reference encoders produce for `frame`. */
+function encodeFrame(frame: Frame): Uint8Array[] {
+  switch (frame.type) {
+    case FrameType.JOIN:
+      return [encodeJoin(frame.network, frame.name)]
+    case FrameType.STAY:
+      return [encodeStay(frame.network, frame.name)]
+    case FrameType.PART:
+      return [encodePart(frame.reason, frame.message)]
+    case FrameType.TICK:
+      return [TICK]
+    case FrameType.TOCK:
+      return [TOCK]
+    case FrameType.CALL:
+      return [encodeCall(frame.id, frame.method), frame.body]
+    case FrameType.CAST:
+      return [encodeCast(frame.method), frame.body]
+    case FrameType.REPLY:
+      return [encodeReply(frame.id), frame.body]
+    case FrameType.ERROR:
+      return [encodeError(frame.id, frame.code, frame.name, frame.message)]
+  }
+}
+
+const fromJson = (frame: JsonFrame): Frame => (frame.body === undefined ? frame : { ...frame, body: bytes(frame.body) }) as Frame
+const toJson = (frame: Frame): JsonFrame => ('body' in frame ? { ...frame, body: hex(frame.body) } : frame)
+
+function untag(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(untag)
+  if (value === null || typeof value !== 'object') return value
+  if ('$bigint' in value) return BigInt(value.$bigint as string)
+  if ('$date' in value) return new Date(value.$date as number)
+  if ('$bin' in value) return bytes(value.$bin as string)
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, untag(v)]))
+}
+
+/** Run `fn` and return the error it throws (failing the test if it does not throw). */
+function thrown(fn: () => unknown): unknown {
+  try {
+    fn()
+  } catch (error) {
+    return error
+  }
+  throw new Error('expected an error, none was thrown')
+}
+
+const codec = new Codec()
+
+describe('frame vectors', () => {
+  it('cover every frame type, encoded and decoded', () => {
+    const types = new Set(frameVectors.filter((v) => v.canonical).flatMap((v) => v.frames!.map((f) => f.type)))
+    expect([...types].sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9])
+  })
+
+  for (const v of frameVectors.filter((v) => v.frames !== undefined)) {
+    it(`${v.name}: the parts decode to the expected frames`, () => {
+      expect(codec.decodeMessage(v.parts.map(bytes)).map(toJson)).toEqual(v.frames)
+    })
+  }
+
+  for (const v of frameVectors.filter((v) => v.canonical)) {
+    it(`${v.name}: the frames encode to exactly the expected parts`, () => {
+      expect(v.frames!.map(fromJson).flatMap(encodeFrame).map(hex)).toEqual(v.parts)
+    })
+  }
+
+  for (const v of frameVectors.filter((v) => v.error !== undefined)) {
+    it(`${v.name}: decoding fails with CodecError ${v.error}`, () => {
+      const error = thrown(() => codec.decodeMessage(v.parts.map(bytes)))
+      expect(error).toBeInstanceOf(CodecError)
+      expect(error).toMatchObject({ name: 'CodecError', code: v.error })
+    })
+  }
+})
+
+describe('body vectors', () => {
+  for (const v of bodyVectors.filter((v) => v.error === undefined)) {
+    it(`${v.name}: the body decodes to the expected value`, () => {
+      expect(codec.decodeBody(bytes(v.hex))).toEqual(untag(v.value))
+    })
+  }
+
+  for (const v of bodyVectors.filter((v) => v.canonical)) {
+    it(`${v.name}: the value encodes to exactly the expected body`, () => {
+      expect(hex(encodeBody(untag(v.value)))).toBe(v.hex)
+    })
+  }
+
+  for (const v of bodyVectors.filter((v) => v.error !== undefined)) {
+    it(`${v.name}: decoding the body fails with CodecError ${v.error}`, () => {
+      const error = thrown(() => codec.decodeBody(bytes(v.hex)))
+      expect(error).toBeInstanceOf(CodecError)
+      expect(error).toMatchObject({ code: v.error })
+    })
+  }
+})
+
+// --- behaviours, one per test ---
+
+describe('envelopes', () => {
+  it('every envelope starts with protocol version 1', () => {
+    expect(PROTOCOL_VERSION).toBe(1)
+    for (const part of [encodeJoin('n', 'a'), encodeStay('n', 'a'), encodePart('CLOSE', ''), TICK, TOCK, encodeCall(1, 'A.B')]) {
+      expect(part[1]).toBe(0x01)
+    }
+  })
+
+  it('a message may batch several frames, each with its own body part', () => {
+    const parts = [TICK, encodeCall(1, 'A.B'), encodeBody(1), encodeCast('C.D'), encodeBody(2), encodeReply(3), encodeBody(3), TOCK]
+    expect(codec.decodeMessage(parts).map((f) => f.type)).toEqual([
+      FrameType.TICK,
+      FrameType.CALL,
+      FrameType.CAST,
+      FrameType.REPLY,
+      FrameType.TOCK,
+    ])
+  })
+
+  it('a body part is returned as is, without being decoded', () => {
+    const body = bytes('c1c1c1')
+    const [frame] = codec.decodeMessage([encodeCall(9, 'A.B'), body])
+    expect(frame).toEqual({ type: FrameType.CALL, id: 9, method: 'A.B', body })
+  })
+
+  it('a truncated envelope is MALFORMED', () => {
+    const join = encodeJoin('net one', 'alpha')
+    for (let cut = 0; cut < join.length; cut++) {
+      expect(thrown(() => codec.decodeMessage([join.subarray(0, cut)]))).toMatchObject({ name: 'CodecError', code: 'MALFORMED' })
+    }
+  })
+
+  it('an envelope that is not an array is MALFORMED', () => {
+    for (const value of [{ v: 1, t: 4 }, 'TICK', 4, null, true, new Uint8Array([1, 4])]) {
+      expect(thrown(() => codec.decodeMessage([encodeBody(value)]))).toMatchObject({ name: 'CodecError', code: 'MALFORMED' })
+    }
+  })
+
+  it('an envelope of another protocol version fails with CodecError VERSION', () => {
+    const error = thrown(() => codec.decodeMessage([encodeBody([2, FrameType.TICK])]))
+    expect(error).toBeInstanceOf(CodecError)
+    expect(error).toMatchObject({ code: 'VERSION', message: 'unsupported protocol version 2' })
+  })
+
+  it('an unknown frame type rejects the whole message, including the frames before it', () => {
+    const parts = [encodeCall(1, 'A.B'), encodeBody(null), encodeBody([1, 42])]
+    expect(thrown(() => codec.decodeMessage(parts))).toMatchObject({ code: 'MALFORMED', message: 'unknown frame type 42' })
+  })
+
+  it('a CALL, CAST or REPLY without its body part is MALFORMED', () => {
+    for (const envelope of [encodeCall(1, 'A.B'), encodeCast('A.B'), encodeReply(1)]) {
+      expect(thrown(() => codec.decodeMessage([envelope]))).toMatchObject({ code: 'MALFORMED', message: 'missing body part' })
+    }
+  })
+
+  it('a message without any part is MALFORMED', () => {
+    expect(thrown(() => codec.decodeMessage([]))).toMatchObject({ code: 'MALFORMED' })
+  })
+
+  it('decoding a Buffer gives the same frames as decoding a Uint8Array', () => {
+    const parts = [encodeJoin('net', 'x'), encodeReply(4), encodeBody('r')]
+    expect(codec.decodeMessage(parts.map((p) => Buffer.from(p))).map(toJson)).toEqual(codec.decodeMessage(parts).map(toJson))
+  })
+
+  it('an envelope above the decode limits is MALFORMED', () => {
+    const small = new Codec({ maxStrLength: 8, maxBinLength: 8, maxArrayLength: 8, maxMapLength: 8, maxExtLength: 8 })
+    expect(thrown(() => small.decodeMessage([encodeJoin('net', 'a name longer than eight bytes')]))).toMatchObject({ code: 'MALFORMED' })
+  })
+})
+
+describe('bodies', () => {
+  it('a garbage body decodes with CodecError MALFORMED', () => {
+    const [frame] = codec.decodeMessage([encodeCall(1, 'A.B'), bytes('c1ff00')])
+    const error = thrown(() => codec.decodeBody((frame as { body: Uint8Array }).body))
+    expect(error).toBeInstanceOf(CodecError)
+    expect(error).toMatchObject({ code: 'MALFORMED' })
+  })
+
+  it('a body map with a __proto__ key fails with CodecError and changes no prototype', () => {
+    // {"__proto__": {"polluted": true}}, and the same one level down.
+    for (const body of ['81a95f5f70726f746f5f5f81a8706f6c6c75746564c3', '81a16181a95f5f70726f746f5f5f81a8706f6c6c75746564c3']) {
+      const error = thrown(() => codec.decodeBody(bytes(body)))
+      expect(error).toBeInstanceOf(CodecError)
+      expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+      expect(Object.prototype).not.toHaveProperty('polluted')
+    }
+  })
+
+  it('BigInt, Date, Uint8Array and nested objects round-trip through encodeBody and decodeBody', () => {
+    const value = {
+      big: 2n ** 63n - 1n,
+      neg: -(2n ** 63n),
+      unsigned: 2n ** 64n - 1n,
+      when: new Date(1_700_000_000_123),
+      before1970: new Date(-86_400_001),
+      bin: new Uint8Array([0, 1, 254, 255]),
+      nested: { list: [1, 'two', [3, { four: true, five: null }]], float: 1.5, large: 2 ** 40 },
+    }
+    expect(codec.decodeBody(encodeBody(value))).toEqual(value)
+  })
+
+  it('binary values decoded from a Buffer come back as plain Uint8Array', () => {
+    const value = codec.decodeBody(Buffer.from(encodeBody(new Uint8Array([1, 2, 3]))))
+    expect(Object.getPrototypeOf(value)).toBe(Uint8Array.prototype)
+  })
+
+  it('undefined is encoded as nil', () => {
+    expect(hex(encodeBody(undefined))).toBe('c0')
+  })
+
+  it('encodeBody of a function throws a TypeError', () => {
+    expect(() => encodeBody(() => 1)).toThrow(TypeError)
+  })
+
+  it('encodeBody of an object holding a function throws a TypeError', () => {
+    expect(() => encodeBody({ f: () => 1 })).toThrow(TypeError)
+  })
+
+  it('encodeBody of a circular object throws a TypeError that says so', () => {
+    const circular: Record<string, unknown> = {}
+    circular.self = circular
+    expect(() => encodeBody(circular)).toThrow(new TypeError('value cannot be encoded as msgpack: it is circular or nested too deeply'))
+  })
+
+  it('encodeBody of a BigInt wider than 64 bits throws a TypeError instead of wrapping', () => {
+    expect(() => encodeBody(2n ** 64n)).toThrow(TypeError)
+    expect(() => encodeBody({ deep: [-(2n ** 63n) - 1n] })).toThrow(TypeError)
+    expect(() => encodeBody(2n ** 64n - 1n)).not.toThrow()
+    expect(() => encodeBody(-(2n ** 63n))).not.toThrow()
+  })
+})
+
+// --- properties ---
+
+const text = fc.string({ unit: 'binary', maxLength: 40 })
+const callId = fc.integer({ min: 0, max: 0xffffffff })
+const body = fc.uint8Array({ maxLength: 64 })
+
+const frameArb: fc.Arbitrary<Frame> = fc.oneof(
+  fc.record({ type: fc.constant(FrameType.JOIN as const), network: text, name: text }),
+  fc.record({ type: fc.constant(FrameType.STAY as const), network: text, name: text }),
+  fc.record({ type: fc.constant(FrameType.PART as const), reason: text, message: text }),
+  fc.record({ type: fc.constant(FrameType.TICK as const) }),
+  fc.record({ type: fc.constant(FrameType.TOCK as const) }),
+  fc.record({ type: fc.constant(FrameType.CALL as const), id: callId, method: text, body }),
+  fc.record({ type: fc.constant(FrameType.CAST as const), method: text, body }),
+  fc.record({ type: fc.constant(FrameType.REPLY as const), id: callId, body }),
+  fc.record({ type: fc.constant(FrameType.ERROR as const), id: callId, code: text, name: text, message: text }),
+)
+
+/** decodeMessage either returns frames or throws a CodecError; anything else fails the property. */
+function decodesOrCodecError(parts: Uint8Array[]): void {
+  try {
+    const frames = codec.decodeMessage(parts)
+    expect(frames.length).toBeGreaterThan(0)
+  } catch (error) {
+    if (!(error instanceof CodecError)) throw error
+    expect(['MALFORMED', 'VERSION']).toContain(error.code)
+  }
+}
+
+/** Msgpack values of every kind, to build envelopes that are arrays but not necessarily valid. */
+const msgpackValue = fc.oneof(
+  text,
+  fc.integer(),
+  fc.integer({ min: -1, max: 12 }),
+  fc.double(),
+  fc.boolean(),
+  fc.constant(null),
+  fc.uint8Array({ maxLength: 8 }),
+  fc.bigInt({ min: -(2n ** 63n), max: 2n ** 64n - 1n }),
+  fc.date({ noInvalidDate: true }),
+  fc.dictionary(text, fc.integer(), { maxKeys: 3 }),
+)
+
+describe('properties', () => {
+  it('decoding an encoded frame gives back the same frame', () => {
+    fc.assert(
+      fc.property(frameArb, (frame) => {
+        expect(codec.decodeMessage(encodeFrame(frame))).toEqual([frame])
+      }),
+    )
+  })
+
+  it('decoding a batch of encoded frames gives back the same frames in order', () => {
+    fc.assert(
+      fc.property(fc.array(frameArb, { minLength: 1, maxLength: 6 }), (frames) => {
+        expect(codec.decodeMessage(frames.flatMap(encodeFrame))).toEqual(frames)
+      }),
+    )
+  })
+
+  it('decodeMessage of arbitrary bytes returns frames or throws CodecError, never another error', () => {
+    fc.assert(fc.property(fc.array(fc.uint8Array({ maxLength: 48 }), { maxLength: 5 }), decodesOrCodecError), { numRuns: 2000 })
+  })
+
+  it('decodeMessage of arbitrary arrays as envelopes returns frames or throws CodecError, never another error', () => {
+    const envelope = fc
+      .tuple(
+        fc.oneof(fc.constant(1), msgpackValue),
+        fc.oneof(fc.integer({ min: 0, max: 10 }), msgpackValue),
+        fc.array(msgpackValue, { maxLength: 5 }),
+      )
+      .map(([version, type, rest]) => encodeBody([version, type, ...rest]))
+    const part = fc.oneof(envelope, fc.uint8Array({ maxLength: 16 }))
+    fc.assert(fc.property(fc.array(part, { maxLength: 5 }), decodesOrCodecError), { numRuns: 2000 })
+  })
+
+  it('decodeMessage of a valid message with bytes cut, flipped or appended returns frames or throws CodecError', () => {
+    const damaged = fc
+      .tuple(fc.array(frameArb, { minLength: 1, maxLength: 3 }), fc.nat(), fc.nat(), fc.integer({ min: 0, max: 255 }), fc.nat(3))
+      .map(([frames, which, at, byte, how]) => {
+        const parts = frames.flatMap(encodeFrame).map((p) => Uint8Array.from(p))
+        const i = which % parts.length
+        const p = parts[i]!
+        const j = p.length === 0 ? 0 : at % p.length
+        if (how === 0) parts[i] = p.subarray(0, j)
+        else if (how === 1 && p.length > 0) p[j] = byte
+        else if (how === 2) parts[i] = Uint8Array.from([...p, byte])
+        else parts.splice(i, 1)
+        return parts
+      })
+    fc.assert(fc.property(damaged, decodesOrCodecError), { numRuns: 2000 })
+  })
+
+  it('decodeBody of arbitrary bytes returns a value or throws CodecError, never another error', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 48 }), (data) => {
+        try {
+          codec.decodeBody(data)
+        } catch (error) {
+          if (!(error instanceof CodecError)) throw error
+        }
+      }),
+      { numRuns: 2000 },
+    )
+  })
+})
