@@ -322,7 +322,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       case FrameType.ERROR: {
         const error =
           frame.code === 'REMOTE'
-            ? new RemoteError(peer, frame.name, frame.message)
+            ? new RemoteError(peer, frame.name, frame.message, frame.remoteCode)
             : new BilateralError(frame.code, frame.message, { peer })
         this.pending.fail(frame.id, peer, error)
         return
@@ -335,7 +335,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     const ctx: CallContext = { from: peer, method, cast: id === undefined }
     const fail = (code: string, name: string, message: string, error?: unknown): void => {
       if (id === undefined) this.emit('cast:error', error ?? new BilateralError(code, message, { peer }), ctx)
-      else this.answer(peer, link, [encodeError(id, code, name, message)])
+      else this.answer(peer, link, [encodeError(id, code, name, message, ownCode(error))])
     }
     const handler = this.registry.lookup(method, peer)
     if (handler === undefined) return fail('NO_SUCH_METHOD', 'BilateralError', `no method ${method}`)
@@ -385,6 +385,12 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
 
 function closedError(): BilateralError {
   return new BilateralError('CLOSED', 'the node is closed')
+}
+
+/** A thrown error's own string `code` (as Node's and many libraries' errors have). */
+function ownCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null | undefined)?.code
+  return typeof code === 'string' && code.length <= 64 ? code : undefined
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

@@ -24,7 +24,7 @@ export enum FrameType {
 }
 
 export type Frame =
-  | { type: FrameType.JOIN; network: string; name: string; proof?: Uint8Array }
+  | { type: FrameType.JOIN; network: string; name: string; proof?: Uint8Array; target?: string }
   | { type: FrameType.STAY; network: string; name: string }
   | { type: FrameType.PART; reason: string; message: string }
   | { type: FrameType.TICK }
@@ -32,7 +32,7 @@ export type Frame =
   | { type: FrameType.CALL; id: number; method: string; body: Uint8Array }
   | { type: FrameType.CAST; method: string; body: Uint8Array }
   | { type: FrameType.REPLY; id: number; body: Uint8Array }
-  | { type: FrameType.ERROR; id: number; code: string; name: string; message: string }
+  | { type: FrameType.ERROR; id: number; code: string; name: string; message: string; remoteCode?: string }
 
 /** Why a message could not be decoded. */
 export class CodecError extends Error {
@@ -127,10 +127,12 @@ function readFrame(e: unknown[], body: () => Uint8Array): Frame {
   const type = e[1]
   switch (type) {
     case FrameType.JOIN: {
+      const frame: Frame = { type, network: str(e, 2), name: str(e, 3) }
       const proof = e[4]
-      if (proof === undefined || proof === null) return { type, network: str(e, 2), name: str(e, 3) }
-      if (!(proof instanceof Uint8Array)) throw new CodecError('MALFORMED', 'field 4 (proof) must be binary')
-      return { type, network: str(e, 2), name: str(e, 3), proof }
+      if (proof instanceof Uint8Array) frame.proof = proof
+      else if (proof !== undefined && proof !== null) throw new CodecError('MALFORMED', 'field 4 (proof) must be binary or nil')
+      if (e[5] !== undefined && e[5] !== null) frame.target = str(e, 5)
+      return frame
     }
     case FrameType.STAY:
       return { type, network: str(e, 2), name: str(e, 3) }
@@ -145,8 +147,11 @@ function readFrame(e: unknown[], body: () => Uint8Array): Frame {
       return { type, method: str(e, 2), body: body() }
     case FrameType.REPLY:
       return { type, id: id(e, 2), body: body() }
-    case FrameType.ERROR:
-      return { type, id: id(e, 2), code: str(e, 3), name: str(e, 4), message: str(e, 5) }
+    case FrameType.ERROR: {
+      const frame: Frame = { type, id: id(e, 2), code: str(e, 3), name: str(e, 4), message: str(e, 5) }
+      if (e[6] !== undefined && e[6] !== null) frame.remoteCode = str(e, 6)
+      return frame
+    }
     default:
       throw new CodecError('MALFORMED', `unknown frame type ${String(type)}`)
   }
@@ -178,10 +183,13 @@ export function encodeBody(value: unknown): Uint8Array {
 
 const envelope = (fields: unknown[]): Uint8Array => encoder.encode(fields)
 
-export const encodeJoin = (network: string, name: string, proof?: Uint8Array): Uint8Array =>
-  envelope(
-    proof === undefined ? [PROTOCOL_VERSION, FrameType.JOIN, network, name] : [PROTOCOL_VERSION, FrameType.JOIN, network, name, proof],
-  )
+/** JOIN; `proof` (encrypted nodes) and `target` (the name the dialler expects to reach) are optional trailing fields. */
+export function encodeJoin(network: string, name: string, proof?: Uint8Array, target?: string): Uint8Array {
+  const fields: unknown[] = [PROTOCOL_VERSION, FrameType.JOIN, network, name]
+  if (proof !== undefined || target !== undefined) fields.push(proof ?? null)
+  if (target !== undefined) fields.push(target)
+  return envelope(fields)
+}
 export const encodeStay = (network: string, name: string): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.STAY, network, name])
 export const encodePart = (reason: string, message: string): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.PART, reason, message])
 export const TICK: Uint8Array = envelope([PROTOCOL_VERSION, FrameType.TICK])
@@ -189,5 +197,10 @@ export const TOCK: Uint8Array = envelope([PROTOCOL_VERSION, FrameType.TOCK])
 export const encodeCall = (id: number, method: string): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.CALL, id, method])
 export const encodeCast = (method: string): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.CAST, method])
 export const encodeReply = (id: number): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.REPLY, id])
-export const encodeError = (id: number, code: string, name: string, message: string): Uint8Array =>
-  envelope([PROTOCOL_VERSION, FrameType.ERROR, id, code, name, message])
+/** ERROR; `remoteCode` is the handler error's own string `code`, when it had one. */
+export const encodeError = (id: number, code: string, name: string, message: string, remoteCode?: string): Uint8Array =>
+  envelope(
+    remoteCode === undefined
+      ? [PROTOCOL_VERSION, FrameType.ERROR, id, code, name, message]
+      : [PROTOCOL_VERSION, FrameType.ERROR, id, code, name, message, remoteCode],
+  )

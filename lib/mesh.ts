@@ -173,7 +173,7 @@ export class Mesh {
   /** The JOIN we send to `peer` (with a proof of our key on an encrypted node). */
   joinFrameFor(peer: string): Uint8Array {
     const { network, name } = this.options
-    return encodeJoin(network, name, this.identity?.proveTo(peer))
+    return encodeJoin(network, name, this.identity?.proveTo(peer), peer)
   }
 
   /** Is `name` something we dial? */
@@ -347,7 +347,11 @@ export class Mesh {
     }
   }
 
-  private async onJoin(routingId: Buffer, key: string, join: { network: string; name: string; proof?: Uint8Array }): Promise<void> {
+  private async onJoin(
+    routingId: Buffer,
+    key: string,
+    join: { network: string; name: string; proof?: Uint8Array; target?: string },
+  ): Promise<void> {
     const refuse = (reason: string, code: ErrorCode, message: string): void => {
       void this.router.send(routingId, [encodePart(reason, message)])
       this.events.refused(join.name, new BilateralError(code, message, { peer: join.name }))
@@ -359,6 +363,11 @@ export class Mesh {
         `network ${JSON.stringify(join.network)} is not ours (${JSON.stringify(this.options.network)})`,
       )
     }
+    if (join.target !== undefined && join.target !== this.options.name) {
+      return refuse(Part.WRONG_NAME, 'WRONG_NAME', `this is ${this.options.name}, not ${join.target}`)
+    }
+    if (join.name.length === 0 || Buffer.byteLength(join.name) > 255)
+      return refuse(Part.PROTOCOL, 'PROTOCOL', 'a name must be 1 to 255 bytes')
     if (join.name === this.options.name) return refuse(Part.LOOPBACK, 'LOOPBACK', 'a node cannot join itself')
     if (this.identity !== undefined && !this.identity.verify(join.name, join.proof)) {
       return refuse(Part.AUTH, 'AUTH', 'the JOIN does not prove that the dialler holds the key it claims as its name')
@@ -453,6 +462,8 @@ export class Mesh {
   }
 
   private onPart(dialler: Dialler, reason: string, message: string): void {
+    // A dialler standing by has no join in progress to refuse or restart.
+    if (dialler.state === 'standby' || dialler.state === 'stopped') return
     const peer = this.peers.get(dialler.peer)
     if (reason === Part.CROSS) {
       // Our link lost the tie-break; theirs (inbound) takes over.

@@ -221,6 +221,15 @@ describe('errors from handlers', () => {
     expect(Object.prototype.toString.call({})).toBe('[object Object]')
   })
 
+  it("a handler error's own string code travels as remoteCode", async () => {
+    const { alpha, beta } = await connectedPair()
+    beta.register({ Find: () => Promise.reject(Object.assign(new Error('no such user'), { code: 'E_NOT_FOUND' })) }, 'Users')
+    const [entry] = await alpha.call(['beta'], 'Users.Find')
+    const error = (entry as unknown as { error: RemoteError }).error
+    expect(error).toBeInstanceOf(RemoteError)
+    expect([error.code, error.remoteCode, error.message]).toEqual(['REMOTE', 'E_NOT_FOUND', 'no such user'])
+  })
+
   it('a result msgpack cannot encode becomes a BAD_REPLY entry', async () => {
     const { alpha, beta } = await connectedPair()
     beta.register({ Fn: () => () => 1 }, 'Odd')

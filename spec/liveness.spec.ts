@@ -104,10 +104,15 @@ describe('joining', () => {
     const endpoint = await actual.listen('tcp://127.0.0.1:*')
     const refused = nextEvent<[string, BilateralError]>(me, 'peer:refused')
     me.connect('expected', endpoint)
+    const ups: string[] = []
+    actual.on('peer:up', (n) => ups.push(n))
     const [name, error] = await refused
     expect(name).toBe('expected')
     expect(error.code).toBe('WRONG_NAME')
     expect(me.activeConnections()).toEqual([])
+    // Refused before it was ever accepted: the listener never saw it as a peer.
+    await expect(me.waitForPeers(['expected'], { timeout: 3 * FAST.joinInterval })).rejects.toMatchObject({ code: 'TIMEOUT' })
+    expect(ups).toEqual([])
   })
 
   it('a second connection claiming an active name does not take over its traffic', async () => {
