@@ -16,3 +16,6 @@ test: node_modules/.package-lock.json
 
 clean:
 	rm -rf dist
+
+bench: node_modules/.package-lock.json
+	npm run bench

@@ -137,7 +137,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   /**
    * Dial peer `name` at `address` and keep the connection up (rejoining with
    * back-off) until `disconnect(name)` or `close()`. Returns at once.
-   * Throws `LOOPBACK` (our own name), `ALREADY_CONNECTED`, `INVALID_ARGUMENT`.
+   * Throws `LOOPBACK` (our own name), `ALREADY_CONNECTED`, `INVALID_ARGUMENT`,
+   * `SOCKET` (no socket could be made, e.g. out of file descriptors).
    */
   connect(name: string, address: string): void {
     this.assertOpen()
@@ -152,12 +153,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     if (typeof address !== 'string' || !/^[a-z]+:\/\/./.test(address)) {
       throw new BilateralError('INVALID_ARGUMENT', `address ${JSON.stringify(address)} is not a ZeroMQ endpoint such as tcp://host:port`)
     }
-    try {
-      this.mesh.dial(name, address)
-    } catch (error) {
-      if (error instanceof BilateralError) throw error
-      throw new BilateralError('INVALID_ARGUMENT', `cannot connect to ${address}: ${(error as Error).message}`, { cause: error })
-    }
+    this.mesh.dial(name, address)
   }
 
   /**

@@ -16,6 +16,7 @@
  * | `AUTH` | a key was refused (ZAP) or a JOIN did not prove its name |
  * | `HANDSHAKE` | the ZeroMQ handshake failed (plaintext meeting CURVE) |
  * | `INVALID_ARGUMENT`, `ALREADY_CONNECTED`, `ALREADY_REGISTERED`, `BIND_FAILED` | local misuse |
+ * | `SOCKET` | no socket could be made (for example, out of file descriptors) |
  */
 export type ErrorCode =
   | 'TIMEOUT'
@@ -38,6 +39,7 @@ export type ErrorCode =
   | 'ALREADY_CONNECTED'
   | 'ALREADY_REGISTERED'
   | 'BIND_FAILED'
+  | 'SOCKET'
 
 export interface BilateralErrorOptions {
   /** The peer this error concerns, when there is one. */

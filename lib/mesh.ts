@@ -17,7 +17,7 @@ import type { Clock } from './clock.js'
 import { BilateralError, type ErrorCode } from './errors.js'
 import { Codec, CodecError, FrameType, TICK, TOCK, encodeJoin, encodePart, encodeStay, type Frame } from './codec.js'
 import type { ResolvedOptions } from './options.js'
-import { DealerPort, RouterPort, ZapHandler, newContext, type HandshakeFailure, type SocketSettings } from './transport.js'
+import { DealerPort, RouterPort, ZapHandler, newContext, sharedContext, type HandshakeFailure, type SocketSettings } from './transport.js'
 
 /** An encrypted node's keys and the proofs that bind names to them. */
 export interface Identity {
@@ -140,6 +140,7 @@ export class Mesh {
       reconnectMax: options.reconnectMax,
       heartbeatInterval: options.pingInterval,
       heartbeatTimeout: options.peerTimeout,
+      context: sharedContext(),
     }
     if (identity !== undefined) {
       this.settings.curve = { publicKey: identity.publicKey, secretKey: identity.secretKey }
@@ -164,10 +165,15 @@ export class Mesh {
       throw new BilateralError('ALREADY_CONNECTED', `already connecting to ${name}`, { peer: name })
     }
     const dialler = new Dialler(this, name, address)
-    peer.dialler = dialler
     // Someone dialled us first under this name: their link stays, ours waits.
-    if (peer.link !== undefined) dialler.standby()
-    else dialler.start()
+    try {
+      if (peer.link !== undefined) dialler.standby()
+      else dialler.start(true)
+    } catch (error) {
+      this.forgetIfUnused(peer)
+      throw error
+    }
+    peer.dialler = dialler
   }
 
   /** The JOIN we send to `peer` (with a proof of our key on an encrypted node). */
@@ -550,14 +556,36 @@ export class Dialler implements Link {
     return this.port === undefined ? Promise.resolve(false) : this.port.send(parts)
   }
 
-  /** Open a fresh socket and join now, then every `joinInterval` until answered. */
-  start(): void {
+  /**
+   * Open a fresh socket and join now, then every `joinInterval` until
+   * answered. If the socket cannot be made (out of file descriptors, say),
+   * the first attempt throws to `connect()`; later ones report and retry.
+   */
+  start(first = false): void {
     if (this.state === 'stopped') return
     this.clearTimer()
     this.port?.close()
+    this.port = undefined
     this.state = 'joining'
     this.joinQueued = false
-    this.port = new DealerPort(
+    try {
+      this.port = this.open()
+    } catch (error) {
+      const code = (error as { code?: unknown }).code === 'EINVAL' ? 'INVALID_ARGUMENT' : 'SOCKET'
+      const failure = new BilateralError(code, `cannot dial ${this.address}: ${(error as Error).message}`, {
+        peer: this.peer,
+        cause: error,
+      })
+      if (first) throw failure
+      this.mesh.events.refused(this.peer, failure)
+      this.setTimer(this.backoff(), () => this.start())
+      return
+    }
+    this.sendJoin()
+  }
+
+  private open(): DealerPort {
+    return new DealerPort(
       this.address,
       this.mesh.identity === undefined ? undefined : this.peer,
       this.mesh.settings,
@@ -565,7 +593,6 @@ export class Dialler implements Link {
       (failure) => this.mesh.events.refused(this.peer, handshakeError(failure, this.peer)),
       this.mesh.onSocketFailure,
     )
-    this.sendJoin()
   }
 
   /**

@@ -28,9 +28,24 @@ export type OnHandshakeFailure = (failure: HandshakeFailure) => void
 const ZAP_ENDPOINT = 'inproc://zeromq.zap.01'
 const ZAP_DOMAIN = 'bilateral'
 
+/**
+ * libzmq caps a context at 1023 sockets by default, and every dialled peer
+ * costs three (the DEALER and its monitor pair), so a node with a few hundred
+ * peers would hit it. Our contexts raise the cap; the process's fd limit
+ * still applies.
+ */
+const MAX_SOCKETS = 65_536
+
+/** The context shared by plaintext nodes (not zeromq's global one, whose settings belong to the application). */
+let shared: zmq.Context | undefined
+export function sharedContext(): zmq.Context {
+  shared ??= new zmq.Context({ maxSockets: MAX_SOCKETS })
+  return shared
+}
+
 /** A fresh context for one encrypted node, so its ZAP handler serves only its own sockets. */
 export function newContext(): zmq.Context {
-  return new zmq.Context()
+  return new zmq.Context({ maxSockets: MAX_SOCKETS })
 }
 
 /**

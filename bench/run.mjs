@@ -1,0 +1,328 @@
+#!/usr/bin/env node
+// bilateral benchmark: each scenario runs interleaved with its raw floor, in
+// several rounds, client and servers in separate processes over 127.0.0.1.
+// Prints one table and writes bench/results.json. Only same-run ratios mean
+// anything on a shared machine.
+//
+//   node bench/run.mjs            full run (under 3 minutes on 2 cores)
+//   node bench/run.mjs --tiny     a few hundred calls per scenario (make test)
+import { fork } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { connect as netConnect } from 'node:net'
+import { parseArgs } from 'node:util'
+import * as zmq from 'zeromq'
+import { decode, encode } from '@msgpack/msgpack'
+import { Bilateral } from '../dist/index.js'
+
+const { values: flags } = parseArgs({ options: { tiny: { type: 'boolean' }, rounds: { type: 'string' }, out: { type: 'string' } } })
+const TINY = flags.tiny === true
+const ROUNDS = Number(flags.rounds ?? (TINY ? 1 : 3))
+const N_SEQ = TINY ? 200 : 5000
+const N_PIPE = TINY ? 300 : 30000
+const DEPTH = 100
+const TIMINGS = { pingInterval: 1000, peerTimeout: 10_000, joinInterval: 200 }
+const children = []
+
+// --- processes ---------------------------------------------------------------
+
+function spawnServer() {
+  const child = fork(new URL('./server.mjs', import.meta.url), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const waiting = new Map()
+  let next = 0
+  child.on('message', ({ id, ok, value, error }) => {
+    const w = waiting.get(id)
+    waiting.delete(id)
+    ok ? w.resolve(value) : w.reject(new Error(error))
+  })
+  const server = {
+    child,
+    rpc: (command, args = {}) =>
+      new Promise((resolve, reject) => {
+        const id = next++
+        waiting.set(id, { resolve, reject })
+        child.send({ id, command, args })
+      }),
+  }
+  children.push(server)
+  return server
+}
+
+// --- drivers ------------------------------------------------------------------
+
+/** Run `n` operations with `depth` in flight; latencies in µs. */
+async function drive(n, depth, once) {
+  const lat = new Float64Array(n)
+  let started = 0
+  let done = 0
+  const t0 = performance.now()
+  await Promise.all(
+    Array.from({ length: Math.min(depth, n) }, async () => {
+      while (started < n) {
+        started++
+        const t = performance.now()
+        await once()
+        lat[done++] = (performance.now() - t) * 1000
+      }
+    }),
+  )
+  const seconds = (performance.now() - t0) / 1000
+  lat.sort()
+  return { rate: n / seconds, p50: lat[Math.floor(n * 0.5)], p99: lat[Math.min(n - 1, Math.floor(n * 0.99))], seconds }
+}
+
+/** A raw DEALER with replies matched in order (one ROUTER answers FIFO). */
+async function rawDealer(endpoint) {
+  const socket = new zmq.Dealer({ sendTimeout: 0, sendHighWaterMark: 100_000, receiveHighWaterMark: 100_000, linger: 0 })
+  socket.connect(endpoint)
+  const queue = []
+  let head = 0
+  void (async () => {
+    for await (const [msg] of socket) queue[head++]?.(msg)
+  })()
+  return {
+    request(bytes) {
+      return new Promise((resolve) => {
+        queue.push(resolve)
+        socket.send(bytes)
+      })
+    },
+    send: (bytes) => socket.send(bytes),
+    close: () => socket.close(),
+  }
+}
+
+/** A raw node:net client with 4-byte length prefixes, replies in order. */
+async function rawNet(endpoint) {
+  const { hostname, port } = new URL(endpoint.replace('tcp:', 'http:'))
+  const socket = netConnect({ host: hostname, port: Number(port), noDelay: true })
+  await new Promise((r) => socket.once('connect', r))
+  const queue = []
+  let head = 0
+  let buffered = Buffer.alloc(0)
+  socket.on('data', (chunk) => {
+    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
+    while (buffered.length >= 4) {
+      const len = buffered.readUInt32BE(0)
+      if (buffered.length < 4 + len) break
+      const msg = buffered.subarray(4, 4 + len)
+      buffered = buffered.subarray(4 + len)
+      queue[head++]?.(msg)
+    }
+  })
+  return {
+    request(bytes) {
+      return new Promise((resolve) => {
+        queue.push(resolve)
+        const head4 = Buffer.alloc(4)
+        head4.writeUInt32BE(bytes.length)
+        socket.write(Buffer.concat([head4, bytes]))
+      })
+    },
+    close: () => socket.destroy(),
+  }
+}
+
+const args = () => ({ A: 100, B: 250 })
+const rawSumDiff = (client) => async () => decode(await client.request(encode(args())))
+const firstOk = (results) => {
+  if (results.length === 0 || !results.every((r) => r.ok)) throw new Error(`call failed: ${JSON.stringify(results)}`)
+}
+
+function clientNode(name) {
+  const node = new Bilateral({ network: 'bench', name, ...TIMINGS })
+  node.register({ SumDiff: (a) => ({ S: a.A + a.B, D: a.A - a.B }) }, 'Arith')
+  return node
+}
+
+// --- scenarios ----------------------------------------------------------------
+
+const rows = []
+function record(scenario, metric, unit, values) {
+  rows.push({ scenario, metric, unit, ...values })
+}
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+
+/** Run each named variant once per round, interleaved; return medians. */
+async function interleave(variants) {
+  const samples = Object.fromEntries(Object.keys(variants).map((k) => [k, []]))
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [name, run] of Object.entries(variants)) samples[name].push(await run())
+  }
+  const pick = (name, field) => median(samples[name].map((s) => s[field]))
+  return { pick }
+}
+
+async function pointToPoint(one) {
+  const [{ servers, net }] = [await one.rpc('serve', { names: ['server'] })]
+  const raw = await rawDealer(servers[0].zmq)
+  const tcp = await rawNet(net)
+  const client = clientNode('client')
+  client.connect('server', servers[0].bilateral)
+  await client.waitForPeers(['server'], { timeout: 10_000 })
+  // Reverse direction: the bench process listens, a second server-side node dials it.
+  const listener = clientNode('listener')
+  const listenAt = await listener.listen('tcp://127.0.0.1:*')
+  await one.rpc('dial', { name: 'dialler', peer: 'listener', address: listenAt })
+  await listener.waitForPeers(['dialler'], { timeout: 10_000 })
+
+  const call = (node, peer) => async () => firstOk(await node.call([peer], 'Arith.SumDiff', args()))
+  for (const [label, n, depth] of [
+    ['sequential', N_SEQ, 1],
+    [`${DEPTH} in flight`, N_PIPE, DEPTH],
+  ]) {
+    const { pick } = await interleave({
+      zmq: () => drive(n, depth, rawSumDiff(raw)),
+      net: () => drive(n, depth, rawSumDiff(tcp)),
+      forward: () => drive(n, depth, call(client, 'server')),
+      reverse: () => drive(n, depth, call(listener, 'dialler')),
+    })
+    for (const [variant, scenario] of [
+      ['forward', `call, dialler → listener, ${label}`],
+      ['reverse', `call, listener → dialler, ${label}`],
+    ]) {
+      for (const [metric, unit, field, better] of [
+        ['calls/s', '/s', 'rate', 'higher'],
+        ['p50', 'µs', 'p50', 'lower'],
+        ['p99', 'µs', 'p99', 'lower'],
+      ]) {
+        record(scenario, metric, unit, { bilateral: pick(variant, field), floor: pick('zmq', field), net: pick('net', field), better })
+      }
+    }
+  }
+
+  // cast: messages/s counted by the receiving handler.
+  const nCast = TINY ? 300 : 50_000
+  const { pick } = await interleave({
+    zmq: async () => {
+      const t0 = performance.now()
+      const done = raw.request(encode({ count: nCast }))
+      for (let i = 1; i < nCast; i++) raw.send(encode({ count: nCast }))
+      await done
+      return { rate: nCast / ((performance.now() - t0) / 1000) }
+    },
+    bilateral: async () => {
+      await client.call(['server'], 'Counter.Reset')
+      const t0 = performance.now()
+      // Casts beyond ZeroMQ's send high-water mark fail fast (cast resolves to []):
+      // send in windows and count only what was queued, as a real sender would.
+      let queued = 0
+      while (queued < nCast) {
+        const window = Array.from({ length: Math.min(500, nCast - queued) }, () => client.cast(['server'], 'Counter.Add'))
+        for (const sent of await Promise.all(window)) queued += sent.length
+      }
+      firstOk(await client.call(['server'], 'Counter.WaitFor', nCast, { timeout: 60_000 }))
+      return { rate: nCast / ((performance.now() - t0) / 1000) }
+    },
+  })
+  record('cast, delivered to the handler', 'msgs/s', '/s', { bilateral: pick('bilateral', 'rate'), floor: pick('zmq', 'rate'), better: 'higher' })
+
+  // payloads: MB/s of payload echoed, 8 in flight.
+  for (const size of [16, 1024, 64 * 1024, 1024 * 1024]) {
+    const n = TINY ? 20 : Math.max(50, Math.min(20_000, Math.floor((128 * 1024 * 1024) / size)))
+    const data = new Uint8Array(size).fill(7)
+    const mbps = (r) => ({ rate: (r.rate * size) / 1e6 })
+    const { pick } = await interleave({
+      zmq: async () => mbps(await drive(n, 8, async () => decode(await raw.request(encode({ data }))))),
+      net: async () => mbps(await drive(n, 8, async () => decode(await tcp.request(encode({ data }))))),
+      bilateral: async () => mbps(await drive(n, 8, async () => firstOk(await client.call(['server'], 'Echo.Echo', data, { timeout: 30_000 })))),
+    })
+    record(`payload ${size >= 1024 ? `${size / 1024} KiB` : `${size} B`} echo, 8 in flight`, 'MB/s', 'MB/s', {
+      bilateral: pick('bilateral', 'rate'),
+      floor: pick('zmq', 'rate'),
+      net: pick('net', 'rate'),
+      better: 'higher',
+    })
+  }
+  raw.close()
+  tcp.close()
+  await client.close()
+  await listener.close()
+}
+
+async function multicast(peers, processes) {
+  const per = Math.ceil(peers / processes)
+  const servers = []
+  for (let p = 0; p < processes; p++) {
+    const names = Array.from({ length: Math.min(per, peers - p * per) }, (_, i) => `m${p * per + i}`)
+    servers.push(...(await spawnServer().rpc('serve', { names })).servers)
+  }
+  const raws = await Promise.all(servers.map((s) => rawDealer(s.zmq)))
+  const client = clientNode(`mc${peers}`)
+  for (const s of servers) client.connect(s.name, s.bilateral)
+  await client.waitForPeers(
+    servers.map((s) => s.name),
+    { timeout: 10_000 },
+  )
+  const fanOut = async () => {
+    const bytes = encode(args())
+    await Promise.all(raws.map((r) => r.request(bytes)))
+  }
+  const gather = async () => {
+    const results = await client.call([], 'Arith.SumDiff', args())
+    if (results.length !== peers) throw new Error(`multicast got ${results.length} of ${peers}`)
+    firstOk(results)
+  }
+  const n = TINY ? 100 : peers > 3 ? 2000 : 4000
+  for (const [label, depth] of [
+    ['sequential', 1],
+    [`${DEPTH} in flight`, DEPTH],
+  ]) {
+    const { pick } = await interleave({ zmq: () => drive(n, depth, fanOut), bilateral: () => drive(n, depth, gather) })
+    const scenario = `multicast to ${peers} (${processes} server process${processes > 1 ? 'es' : ''}), ${label}`
+    record(scenario, 'calls/s', '/s', { bilateral: pick('bilateral', 'rate'), floor: pick('zmq', 'rate'), better: 'higher' })
+    record(scenario, 'p50', 'µs', { bilateral: pick('bilateral', 'p50'), floor: pick('zmq', 'p50'), better: 'lower' })
+    record(scenario, 'p99', 'µs', { bilateral: pick('bilateral', 'p99'), floor: pick('zmq', 'p99'), better: 'lower' })
+  }
+  for (const r of raws) r.close()
+  await client.close()
+}
+
+async function scale(total, processes) {
+  const per = Math.ceil(total / processes)
+  const hosts = Array.from({ length: processes }, () => spawnServer())
+  const made = await Promise.all(hosts.map((h, p) => h.rpc('mesh', { prefix: `n${p}-`, count: Math.min(per, total - p * per) })))
+  const all = made.flatMap((m) => m.nodes)
+  const before = made.reduce((sum, m) => sum + m.rss, 0)
+  // Node i dials every node after it: one connection per pair.
+  const plans = made.map((m) => m.nodes.flatMap((node) => all.slice(all.findIndex((x) => x.name === node.name) + 1).map((to) => ({ from: node.name, to }))))
+  const t0 = performance.now()
+  const after = await Promise.all(hosts.map((h, p) => h.rpc('meshConnect', { plan: plans[p], expect: total - 1 })))
+  const seconds = (performance.now() - t0) / 1000
+  const pairs = (total * (total - 1)) / 2
+  const rssDelta = after.reduce((sum, a) => sum + a.rss, 0) - before
+  record(`mesh of ${total} nodes (${processes} processes), full convergence`, 'seconds', 's', { bilateral: seconds, better: 'lower' })
+  record(`mesh of ${total} nodes, resident memory per connection (pair)`, 'KiB', 'KiB', { bilateral: rssDelta / pairs / 1024, better: 'lower' })
+  for (const h of hosts) h.child.send({ command: 'exit' })
+}
+
+// --- main -----------------------------------------------------------------------
+
+const started = performance.now()
+try {
+  await pointToPoint(spawnServer())
+  await multicast(3, 3)
+  await multicast(10, 2)
+  if (TINY) await scale(6, 2)
+  else {
+    await scale(20, 4)
+    await scale(50, 5)
+  }
+} finally {
+  for (const c of children) c.child.connected && c.child.send({ command: 'exit' })
+}
+
+const fmt = (v, unit) => (v === undefined ? '' : unit === '/s' ? Math.round(v).toLocaleString('en-US') : v >= 100 ? Math.round(v).toString() : v.toFixed(2))
+const ratio = (r) => {
+  if (r.floor === undefined) return ''
+  const x = r.better === 'higher' ? r.bilateral / r.floor : r.floor / r.bilateral
+  return `${x.toFixed(2)}×`
+}
+const lines = [
+  `| scenario | metric | bilateral | raw zeromq.js floor | vs floor (>1 is better) | raw node:net |`,
+  `| --- | --- | ---: | ---: | ---: | ---: |`,
+  ...rows.map((r) => `| ${r.scenario} | ${r.metric} | ${fmt(r.bilateral, r.unit)} | ${fmt(r.floor, r.unit)} | ${ratio(r)} | ${fmt(r.net, r.unit)} |`),
+]
+console.log(lines.join('\n'))
+console.log(`\n${ROUNDS} round(s), medians; node ${process.version}; ${((performance.now() - started) / 1000).toFixed(1)} s`)
+writeFileSync(flags.out ?? new URL('./results.json', import.meta.url), JSON.stringify({ date: new Date().toISOString(), node: process.version, tiny: TINY, rounds: ROUNDS, rows }, null, 2))
+process.exit(0)

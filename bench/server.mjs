@@ -1,0 +1,163 @@
+// A benchmark server in its own process, driven over IPC by bench/run.mjs.
+// It hosts whatever a scenario needs: raw ZeroMQ ROUTER echoes (the floor),
+// a raw node:net echo (the reference ceiling), and bilateral nodes.
+import { createServer } from 'node:net'
+import * as zmq from 'zeromq'
+import { decode, encode } from '@msgpack/msgpack'
+import { Bilateral } from '../dist/index.js'
+
+const TIMINGS = { pingInterval: 1000, peerTimeout: 10_000, joinInterval: 200 }
+const sumDiff = (a) => ({ S: a.A + a.B, D: a.A - a.B })
+const nodes = []
+const sockets = []
+let casts = 0
+let castTarget = Infinity
+let castWaiter
+
+class Arith {
+  SumDiff(args) {
+    return sumDiff(args)
+  }
+}
+class Echo {
+  Echo(x) {
+    return x
+  }
+}
+class Counter {
+  Add() {
+    if (++casts >= castTarget) castWaiter?.()
+  }
+  WaitFor(n) {
+    castTarget = n
+    return casts >= n ? casts : new Promise((resolve) => (castWaiter = () => resolve(casts)))
+  }
+  Reset() {
+    casts = 0
+    castTarget = Infinity
+  }
+}
+
+/** Raw floor: decode {A,B} (or {data}), compute, encode, reply. */
+async function rawRouter() {
+  const router = new zmq.Router({ sendHighWaterMark: 100_000, receiveHighWaterMark: 100_000 })
+  await router.bind('tcp://127.0.0.1:*')
+  sockets.push(router)
+  void (async () => {
+    let counted = 0
+    for await (const [id, msg] of router) {
+      const value = decode(msg)
+      if (value.count !== undefined) {
+        // cast floor: count one-way messages, answer once the target is reached
+        counted++
+        if (value.count === counted) (counted = 0), await router.send([id, encode({ done: true })])
+        continue
+      }
+      await router.send([id, encode(value.data !== undefined ? value : sumDiff(value))])
+    }
+  })()
+  return router.lastEndpoint
+}
+
+/** Raw node:net echo with 4-byte length prefixes. */
+async function rawNet() {
+  const server = createServer((socket) => {
+    let buffered = Buffer.alloc(0)
+    socket.setNoDelay(true)
+    socket.on('data', (chunk) => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
+      const out = []
+      while (buffered.length >= 4) {
+        const len = buffered.readUInt32BE(0)
+        if (buffered.length < 4 + len) break
+        const value = decode(buffered.subarray(4, 4 + len))
+        buffered = buffered.subarray(4 + len)
+        const reply = encode(value.data !== undefined ? value : sumDiff(value))
+        const head = Buffer.alloc(4)
+        head.writeUInt32BE(reply.length)
+        out.push(head, reply)
+      }
+      if (out.length > 0) socket.write(Buffer.concat(out))
+    })
+    socket.on('error', () => socket.destroy())
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  sockets.push({ close: () => server.close() })
+  return `tcp://127.0.0.1:${server.address().port}`
+}
+
+function bilateralNode(name) {
+  const node = new Bilateral({ network: 'bench', name, ...TIMINGS })
+  node.register(new Arith())
+  node.register(new Echo())
+  node.register(new Counter())
+  nodes.push(node)
+  return node
+}
+
+const handlers = {
+  /** Listening bilateral nodes plus raw routers: { count } of each. */
+  async serve({ names }) {
+    const out = []
+    for (const name of names) {
+      const node = bilateralNode(name)
+      out.push({ name, bilateral: await node.listen('tcp://127.0.0.1:*'), zmq: await rawRouter() })
+    }
+    return { servers: out, net: await rawNet() }
+  },
+  /** A bilateral node that dials `address` (for the reverse direction). */
+  async dial({ name, peer, address }) {
+    const node = bilateralNode(name)
+    node.connect(peer, address)
+    await node.waitForPeers([peer], { timeout: 10_000 })
+    return { name }
+  },
+  /** Scale: `count` nodes that each listen; returns their addresses. */
+  async mesh({ prefix, count }) {
+    const out = []
+    for (let i = 0; i < count; i++) {
+      const node = new Bilateral({ network: 'bench', name: `${prefix}${i}`, ...TIMINGS })
+      nodes.push(node)
+      out.push({ name: node.name, address: await node.listen('tcp://127.0.0.1:*') })
+    }
+    return { nodes: out, rss: process.memoryUsage().rss }
+  },
+  /** Scale: connect each local node to the peers given for it, wait for all `expect` peers. */
+  async meshConnect({ plan, expect }) {
+    for (const { from, to } of plan) nodes.find((n) => n.name === from).connect(to.name, to.address)
+    await Promise.all(nodes.map((node) => waitForCount(node, expect)))
+    return { rss: process.memoryUsage().rss, links: nodes.reduce((n, node) => n + node.connectionCount(), 0) }
+  },
+  async rss() {
+    return { rss: process.memoryUsage().rss }
+  },
+}
+
+function waitForCount(node, expect) {
+  if (node.connectionCount() >= expect) return Promise.resolve()
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${node.name} saw ${node.connectionCount()} of ${expect}`)), 30_000)
+    const check = () => {
+      if (node.connectionCount() >= expect) {
+        clearTimeout(timer)
+        node.off('peer:up', check)
+        resolve()
+      }
+    }
+    node.on('peer:up', check)
+  })
+}
+
+process.on('message', async ({ id, command, args }) => {
+  if (command === 'exit') {
+    await Promise.all(nodes.map((n) => n.close()))
+    for (const s of sockets) s.close()
+    process.exit(0)
+  }
+  try {
+    process.send({ id, ok: true, value: await handlers[command](args) })
+  } catch (error) {
+    process.send({ id, ok: false, error: String(error?.stack ?? error) })
+  }
+})
+process.on('disconnect', () => process.exit(0))

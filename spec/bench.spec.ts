@@ -1,0 +1,37 @@
+import { execFile } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { beforeAll, expect, it } from 'vitest'
+import { ensureBuilt } from './helpers.js'
+
+const run = promisify(execFile)
+beforeAll(ensureBuilt)
+
+// Not a timed test: it only proves the benchmark still runs and reports every scenario.
+it('the benchmark runs in tiny mode and reports every scenario against its floor', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'bilateral-bench-'))
+  try {
+    const out = join(dir, 'results.json')
+    const script = new URL('../bench/run.mjs', import.meta.url).pathname
+    const { stdout } = await run(process.execPath, [script, '--tiny', '--out', out], { timeout: 60_000 })
+    const { rows } = JSON.parse(readFileSync(out, 'utf8')) as { rows: { scenario: string; bilateral: number; floor?: number }[] }
+    const scenarios = new Set(rows.map((r) => r.scenario.replace(/ \(.*?\)/, '')))
+    for (const expected of [
+      'call, dialler → listener, sequential',
+      'call, listener → dialler, 100 in flight',
+      'cast, delivered to the handler',
+      'payload 1024 KiB echo, 8 in flight',
+      'multicast to 3, sequential',
+      'multicast to 10, 100 in flight',
+      'mesh of 6 nodes, full convergence',
+    ]) {
+      expect(scenarios, expected).toContain(expected)
+    }
+    expect(rows.every((r) => Number.isFinite(r.bilateral) && r.bilateral > 0)).toBe(true)
+    expect(stdout).toContain('vs floor')
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
