@@ -74,6 +74,14 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         data: (peer, frame, link) => this.onData(peer, frame, link),
         dropped: (error) => this.emit('frame:dropped', error),
         handshakeFailed: (error) => this.emit('handshake:error', error),
+        unsent: (peer, ids) => {
+          for (const id of ids)
+            this.pending.fail(
+              id,
+              peer,
+              new BilateralError('NOT_CONNECTED', `could not send to ${peer}: its queue is full or its link closed`, { peer }),
+            )
+        },
       },
       this.identity(),
     )
@@ -239,11 +247,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       const id = this.pending.allocateId()
       const envelope = encodeCall(id, method)
       const promise = new Promise<CallResult[]>((resolve) => this.pending.add(id, targets, timeout, early, site, resolve))
-      for (const [peer, link] of targets.links) {
-        link.send([envelope, body]).then((sent) => {
-          if (!sent) this.pending.fail(id, peer, new BilateralError('NOT_CONNECTED', `could not send to ${peer}`, { peer }))
-        }, undefined)
-      }
+      const frame = [envelope, body]
+      for (const link of targets.links.values()) link.post(frame, id)
       return promise as Promise<CallResult<R>[]>
     } catch (error) {
       return Promise.reject(error)
@@ -261,7 +266,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     const body = encodeBody(args)
     const envelope = encodeCast(method)
     const targets = this.targets(to, [])
-    const sent = await Promise.all([...targets.links].map(([, link]) => link.send([envelope, body])))
+    const frame = [envelope, body]
+    for (const link of targets.links.values()) link.post(frame)
+    const sent = await Promise.all([...targets.links.values()].map((link) => link.whenFlushed()))
     return targets.filter((_, i) => sent[i])
   }
 
@@ -331,7 +338,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     const ctx: CallContext = { from: peer, method, cast: id === undefined }
     const fail = (code: string, name: string, message: string, error?: unknown): void => {
       if (id === undefined) this.emit('cast:error', error ?? new BilateralError(code, message, { peer }), ctx)
-      else this.answer(peer, link, [encodeError(id, code, name, message, ownCode(error))])
+      else this.answer(link, [encodeError(id, code, name, message, ownCode(error))])
     }
     const handler = this.registry.lookup(method, peer)
     if (handler === undefined) return fail('NO_SUCH_METHOD', 'BilateralError', `no method ${method}`)
@@ -349,7 +356,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       } catch (error) {
         return fail('BAD_REPLY', 'BilateralError', `the result of ${method} cannot be encoded: ${(error as Error).message}`)
       }
-      this.answer(peer, link, [encodeReply(id), encoded])
+      this.answer(link, [encodeReply(id), encoded])
     }
     const raise = (error: unknown): void => {
       if (this.closed) return
@@ -366,12 +373,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     else succeed(result)
   }
 
-  /** Reply on the link the call came in on, or on the peer's current link if that one has closed. */
-  private answer(peer: string, link: Link, parts: Uint8Array[]): void {
-    if (this.closed) return
-    void link.send(parts).then((sent) => {
-      if (!sent) void this.mesh.linkTo(peer)?.send(parts)
-    })
+  /** Reply on the link the call came in on (which forwards to the peer's current link if its socket has closed). */
+  private answer(link: Link, parts: Uint8Array[]): void {
+    if (!this.closed) link.post(parts)
   }
 
   private assertOpen(): void {

@@ -17,6 +17,7 @@ import type { Clock } from './clock.js'
 import { BilateralError, type ErrorCode } from './errors.js'
 import { Codec, CodecError, FrameType, TICK, TOCK, encodeJoin, encodePart, encodeStay, type Frame } from './codec.js'
 import type { ResolvedOptions } from './options.js'
+import { Outbox } from './outbox.js'
 import { DealerPort, RouterPort, ZapHandler, newContext, sharedContext, type HandshakeFailure, type SocketSettings } from './transport.js'
 
 /** An encrypted node's keys and the proofs that bind names to them. */
@@ -74,7 +75,39 @@ export type DataFrame = Extract<Frame, { type: FrameType.CALL | FrameType.CAST |
 export interface Link {
   readonly peer: string
   readonly direction: 'outbound' | 'inbound'
+  /** Queue a data frame; frames of one event-loop turn leave as one message. `id` ≥ 0 is a call to fail if it cannot be queued. */
+  post(frame: Uint8Array[], id?: number): void
+  /** Resolves with whether everything posted so far was queued. */
+  whenFlushed(): Promise<boolean>
+  /** Send a control frame now, after anything already posted. Resolves false if it could not be queued. */
   send(parts: Uint8Array[]): Promise<boolean>
+  /** Queue one message as it is, bypassing the outbox. */
+  write(parts: Uint8Array[]): Promise<boolean>
+}
+
+/** The batching every link shares: posts go through an {@link Outbox}, control frames flush it first. */
+abstract class BatchingLink {
+  abstract readonly peer: string
+  private readonly outbox: Outbox
+
+  constructor(unsent: (ids: number[]) => void) {
+    this.outbox = new Outbox((parts) => this.write(parts), unsent)
+  }
+
+  abstract write(parts: Uint8Array[]): Promise<boolean>
+
+  post(frame: Uint8Array[], id?: number): void {
+    this.outbox.post(frame, id)
+  }
+
+  whenFlushed(): Promise<boolean> {
+    return this.outbox.whenFlushed()
+  }
+
+  send(parts: Uint8Array[]): Promise<boolean> {
+    this.outbox.flush()
+    return this.write(parts)
+  }
 }
 
 /** What the mesh tells the node above it. */
@@ -84,11 +117,13 @@ export interface MeshEvents {
   refused(peer: string, error: BilateralError): void
   data(peer: string, frame: DataFrame, link: Link): void
   dropped(error: BilateralError): void
+  /** Calls posted to `peer` whose batch could not be queued (its queue was full or its link gone). */
+  unsent(peer: string, ids: number[]): void
   /** A ZMTP handshake on our ROUTER failed (a refused key, plaintext meeting CURVE). */
   handshakeFailed(error: BilateralError): void
 }
 
-class InboundLink implements Link {
+class InboundLink extends BatchingLink implements Link {
   readonly direction = 'inbound'
   lastHeard: number
 
@@ -98,11 +133,13 @@ class InboundLink implements Link {
     readonly peer: string,
     private readonly router: RouterPort,
     now: number,
+    events: MeshEvents,
   ) {
+    super((ids) => events.unsent(peer, ids))
     this.lastHeard = now
   }
 
-  send(parts: Uint8Array[]): Promise<boolean> {
+  write(parts: Uint8Array[]): Promise<boolean> {
     return this.router.send(this.routingId, parts)
   }
 }
@@ -404,7 +441,7 @@ export class Mesh {
       void this.router.send(routingId, [encodePart(Part.CROSS, 'the connection we dialled is live')])
       return
     }
-    const link = new InboundLink(routingId, key, join.name, this.router, this.clock.now())
+    const link = new InboundLink(routingId, key, join.name, this.router, this.clock.now(), this.events)
     this.inbound.set(key, link)
     peer.inbound = link
     void link.send([encodeStay(this.options.network, this.options.name)])
@@ -534,7 +571,7 @@ export class Mesh {
 }
 
 /** Our side of a link we dial: a DEALER, the JOIN handshake and reconnection. */
-export class Dialler implements Link {
+export class Dialler extends BatchingLink implements Link {
   readonly direction = 'outbound'
   state: 'joining' | 'active' | 'standby' | 'stopped' = 'standby'
   lastHeard = 0
@@ -550,10 +587,15 @@ export class Dialler implements Link {
     private readonly mesh: Mesh,
     readonly peer: string,
     readonly address: string,
-  ) {}
+  ) {
+    super((ids) => mesh.events.unsent(peer, ids))
+  }
 
-  send(parts: Uint8Array[]): Promise<boolean> {
-    return this.port === undefined ? Promise.resolve(false) : this.port.send(parts)
+  /** On our socket; once a standby socket has closed, on whatever link now serves the peer. */
+  write(parts: Uint8Array[]): Promise<boolean> {
+    if (this.port !== undefined) return this.port.send(parts)
+    const other = this.mesh.linkTo(this.peer)
+    return other === undefined || other === this ? Promise.resolve(false) : other.write(parts)
   }
 
   /**
