@@ -1,0 +1,122 @@
+import * as zmq from 'zeromq'
+import { encode } from '@msgpack/msgpack'
+import { afterEach, describe, expect, it } from 'vitest'
+import { Codec, FrameType, encodeCall, encodeJoin, encodeBody, type Frame } from '../lib/codec.js'
+import { Arith, closeAll, makeNode, pair } from './helpers.js'
+
+const sockets: zmq.Dealer[] = []
+afterEach(async () => {
+  for (const s of sockets.splice(0)) s.close()
+  await closeAll()
+})
+
+const codec = new Codec()
+
+/** A node with a real peer, and a raw DEALER (not our code) connected to its ROUTER. */
+async function target() {
+  const server = makeNode('server')
+  const friend = makeNode('friend')
+  let served = 0
+  server.register({ SumDiff: (a: { A: number; B: number }) => (served++, { S: a.A + a.B, D: a.A - a.B }) }, 'Arith')
+  const endpoint = await pair(friend, server)
+  const raw = new zmq.Dealer({ linger: 0, receiveTimeout: 2000 })
+  sockets.push(raw)
+  raw.connect(endpoint)
+  const dropped: string[] = []
+  server.on('frame:dropped', (e) => dropped.push(e.code))
+  return { server, friend, raw, dropped, served: () => served }
+}
+
+async function stillServes(friend: ReturnType<typeof makeNode>): Promise<void> {
+  expect(await friend.call(['server'], 'Arith.SumDiff', { A: 2, B: 1 })).toEqual([{ from: 'server', ok: true, reply: { S: 3, D: 1 } }])
+}
+
+async function answer(raw: zmq.Dealer): Promise<Frame[]> {
+  return codec.decodeMessage(await raw.receive())
+}
+
+describe('hostile input from a raw ZeroMQ socket', () => {
+  it('random bytes, empty frames and many frames are dropped and reported; the node keeps serving', async () => {
+    const { friend, raw, dropped } = await target()
+    await raw.send([Buffer.from('\xc1\xff\x00garbage', 'latin1')])
+    await raw.send([Buffer.alloc(0)])
+    await raw.send(Array.from({ length: 1000 }, () => Buffer.from([0xc1])))
+    await raw.send([encode({ not: 'an envelope' })])
+    await raw.send([encode([1, 99, 'unknown type'])])
+    await stillServes(friend)
+    expect(dropped.length).toBeGreaterThanOrEqual(5)
+    expect(new Set(dropped)).toEqual(new Set(['PROTOCOL']))
+  })
+
+  it('a CALL before JOIN reaches no handler and is told NOT_JOINED', async () => {
+    const { friend, raw, served } = await target()
+    await raw.send([encodeCall(1, 'Arith.SumDiff'), encodeBody({ A: 1, B: 2 })])
+    expect(await answer(raw)).toMatchObject([{ type: FrameType.PART, reason: 'NOT_JOINED' }])
+    await stillServes(friend)
+    expect(served()).toBe(1)
+  })
+
+  it('a JOIN with a wrong or missing network is refused', async () => {
+    const { raw, server } = await target()
+    await raw.send([encodeJoin('other net', 'intruder')])
+    expect(await answer(raw)).toMatchObject([{ type: FrameType.PART, reason: 'NETWORK_MISMATCH' }])
+    await raw.send([encode([1, FrameType.JOIN])])
+    await raw.send([encodeJoin('test net', '')])
+    expect(await answer(raw)).toMatchObject([{ type: FrameType.PART, reason: 'PROTOCOL' }])
+    expect(server.activeConnections()).toEqual(['friend'])
+  })
+
+  it('joined, it can call only real methods; __proto__ keys in arguments change no prototype', async () => {
+    const { friend, raw } = await target()
+    await raw.send([encodeJoin('test net', 'rogue')])
+    expect(await answer(raw)).toMatchObject([{ type: FrameType.STAY }])
+    for (const [i, method] of ['Arith.__proto__', 'Arith.constructor', 'Arith.toString', 'Arith.hasOwnProperty'].entries()) {
+      await raw.send([encodeCall(i + 1, method), encodeBody({ A: 1, B: 2 })])
+      expect(await answer(raw)).toMatchObject([{ type: FrameType.ERROR, id: i + 1, code: 'NO_SUCH_METHOD' }])
+    }
+    // {"__proto__": {"polluted": true}} written by hand: msgpack map, key "__proto__".
+    const poisoned = Buffer.concat([
+      Buffer.from([0x81, 0xa9]),
+      Buffer.from('__proto__'),
+      Buffer.from([0x81, 0xa8]),
+      Buffer.from('polluted'),
+      Buffer.from([0xc3]),
+    ])
+    await raw.send([encodeCall(9, 'Arith.SumDiff'), poisoned])
+    expect(await answer(raw)).toMatchObject([{ type: FrameType.ERROR, id: 9, code: 'BAD_REQUEST' }])
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+    await stillServes(friend)
+  })
+
+  it('deeply nested arguments neither crash the node nor go unanswered', async () => {
+    const { friend, raw } = await target()
+    await raw.send([encodeJoin('test net', 'rogue')])
+    await answer(raw)
+    const depth = 100_000
+    const nested = Buffer.concat([Buffer.alloc(depth, 0x91), Buffer.from([0xc0])]) // [[[[...nil]]]]
+    await raw.send([encodeCall(1, 'Arith.SumDiff'), nested])
+    // The msgpack decoder is iterative, so depth cannot overflow the stack; the handler answers.
+    expect(await answer(raw)).toMatchObject([{ id: 1 }])
+    await stillServes(friend)
+  })
+
+  it('a flood of frames leaves the node serving its real peer', async () => {
+    const { friend, raw } = await target()
+    const junk = Buffer.from([0xc1])
+    for (let i = 0; i < 20_000; i++) await raw.send([junk])
+    await stillServes(friend)
+  })
+})
+
+it('a node closed while its peer is flooded and serving still exits cleanly', async () => {
+  const alpha = makeNode('alpha')
+  const beta = makeNode('beta')
+  beta.register(new Arith())
+  await pair(alpha, beta)
+  const calls = Array.from({ length: 500 }, () => alpha.call(['beta'], 'Arith.SumDiff', { A: 1, B: 1 }, { timeout: 10_000 }))
+  await beta.close()
+  const results = (await Promise.all(calls)).flat()
+  expect(results).toHaveLength(500)
+  for (const r of results) expect(r.ok || ['PEER_DOWN', 'TIMEOUT'].includes(r.error.code)).toBe(true)
+  expect(alpha.stats().pending).toBe(0)
+})
