@@ -196,11 +196,20 @@ describe('crashes', () => {
     expect(before).toEqual({ from: 'worker', ok: true, reply: first.pid })
 
     const down = nextEvent<[string, string]>(host, 'peer:down', 5000)
+    let downAt = Infinity
+    void down.then(() => (downAt = performance.now()))
+    const timeout = 2 * FAST.peerTimeout
+    const callAt = performance.now()
+    const pending = host.call(['worker'], 'Arith.Hang', null, { timeout })
     const killedAt = performance.now()
     first.kill('SIGKILL')
     expect(await down).toEqual(['worker', 'TIMEOUT'])
+    // Declared down, but its pending call waits for its own deadline, then times out.
+    expect(host.stats().pending).toBe(1)
+    expect(await pending).toMatchObject([{ from: 'worker', ok: false, error: { code: 'TIMEOUT' } }])
+    expect(performance.now() - callAt).toBeGreaterThanOrEqual(timeout - 5)
     // Declared within peerTimeout plus one sweep period of the liveness check.
-    expect(performance.now() - killedAt).toBeLessThan(FAST.peerTimeout * 1.5)
+    expect(downAt - killedAt).toBeLessThan(FAST.peerTimeout * 1.5)
     expect(host.activeConnections()).toEqual([])
 
     const back = nextEvent(host, 'peer:up', 10_000)
