@@ -241,7 +241,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       if (typeof method !== 'string' || method.length === 0) throw new TypeError('method must be a non-empty string')
       const body = encodeBody(args)
       const site: { stack?: string } = {}
-      Error.captureStackTrace(site, this.call)
+      if (this.options.callerStacks) Error.captureStackTrace(site, this.call)
       const early: CallResult[] = []
       const targets = this.targets(to, early)
       const id = this.pending.allocateId()

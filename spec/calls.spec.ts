@@ -221,6 +221,17 @@ describe('errors from handlers', () => {
     expect(Object.prototype.toString.call({})).toBe('[object Object]')
   })
 
+  it('with callerStacks off, errors carry no caller stack but everything else', async () => {
+    const alpha = makeNode('alpha', { callerStacks: false })
+    const beta = makeNode('beta')
+    beta.register({ Boom: () => Promise.reject(new RangeError('no')) }, 'Bad')
+    await pair(alpha, beta)
+    const [entry] = await alpha.call(['beta'], 'Bad.Boom')
+    const error = (entry as unknown as { error: RemoteError }).error
+    expect([error.code, error.name, error.message]).toEqual(['REMOTE', 'RangeError', 'no'])
+    expect(error.stack).not.toContain('calls.spec.ts')
+  })
+
   it("a handler error's own string code travels as remoteCode", async () => {
     const { alpha, beta } = await connectedPair()
     beta.register({ Find: () => Promise.reject(Object.assign(new Error('no such user'), { code: 'E_NOT_FOUND' })) }, 'Users')
