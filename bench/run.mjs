@@ -214,7 +214,11 @@ async function pointToPoint(one) {
       return { rate: nCast / ((performance.now() - t0) / 1000) }
     },
   })
-  record('cast, delivered to the handler', 'msgs/s', '/s', { bilateral: pick('bilateral', 'rate'), floor: pick('zmq', 'rate'), better: 'higher' })
+  record('cast, delivered to the handler', 'msgs/s', '/s', {
+    bilateral: pick('bilateral', 'rate'),
+    floor: pick('zmq', 'rate'),
+    better: 'higher',
+  })
 
   // payloads: MB/s of payload echoed, 8 in flight.
   for (const size of [16, 1024, 64 * 1024, 1024 * 1024]) {
@@ -224,7 +228,8 @@ async function pointToPoint(one) {
     const { pick } = await interleave({
       zmq: async () => mbps(await drive(n, 8, async () => decode(await raw.request(encode({ data }))))),
       net: async () => mbps(await drive(n, 8, async () => decode(await tcp.request(encode({ data }))))),
-      bilateral: async () => mbps(await drive(n, 8, async () => firstOk(await client.call(['server'], 'Echo.Echo', data, { timeout: 30_000 })))),
+      bilateral: async () =>
+        mbps(await drive(n, 8, async () => firstOk(await client.call(['server'], 'Echo.Echo', data, { timeout: 30_000 })))),
     })
     record(`payload ${size >= 1024 ? `${size / 1024} KiB` : `${size} B`} echo, 8 in flight`, 'MB/s', 'MB/s', {
       bilateral: pick('bilateral', 'rate'),
@@ -284,14 +289,19 @@ async function scale(total, processes) {
   const all = made.flatMap((m) => m.nodes)
   const before = made.reduce((sum, m) => sum + m.rss, 0)
   // Node i dials every node after it: one connection per pair.
-  const plans = made.map((m) => m.nodes.flatMap((node) => all.slice(all.findIndex((x) => x.name === node.name) + 1).map((to) => ({ from: node.name, to }))))
+  const plans = made.map((m) =>
+    m.nodes.flatMap((node) => all.slice(all.findIndex((x) => x.name === node.name) + 1).map((to) => ({ from: node.name, to }))),
+  )
   const t0 = performance.now()
   const after = await Promise.all(hosts.map((h, p) => h.rpc('meshConnect', { plan: plans[p], expect: total - 1 })))
   const seconds = (performance.now() - t0) / 1000
   const pairs = (total * (total - 1)) / 2
   const rssDelta = after.reduce((sum, a) => sum + a.rss, 0) - before
   record(`mesh of ${total} nodes (${processes} processes), full convergence`, 'seconds', 's', { bilateral: seconds, better: 'lower' })
-  record(`mesh of ${total} nodes, resident memory per connection (pair)`, 'KiB', 'KiB', { bilateral: rssDelta / pairs / 1024, better: 'lower' })
+  record(`mesh of ${total} nodes, resident memory per connection (pair)`, 'KiB', 'KiB', {
+    bilateral: rssDelta / pairs / 1024,
+    better: 'lower',
+  })
   for (const h of hosts) h.child.send({ command: 'exit' })
 }
 
@@ -311,7 +321,8 @@ try {
   for (const c of children) c.child.connected && c.child.send({ command: 'exit' })
 }
 
-const fmt = (v, unit) => (v === undefined ? '' : unit === '/s' ? Math.round(v).toLocaleString('en-US') : v >= 100 ? Math.round(v).toString() : v.toFixed(2))
+const fmt = (v, unit) =>
+  v === undefined ? '' : unit === '/s' ? Math.round(v).toLocaleString('en-US') : v >= 100 ? Math.round(v).toString() : v.toFixed(2)
 const ratio = (r) => {
   if (r.floor === undefined) return ''
   const x = r.better === 'higher' ? r.bilateral / r.floor : r.floor / r.bilateral
@@ -320,9 +331,14 @@ const ratio = (r) => {
 const lines = [
   `| scenario | metric | bilateral | raw zeromq.js floor | vs floor (>1 is better) | raw node:net |`,
   `| --- | --- | ---: | ---: | ---: | ---: |`,
-  ...rows.map((r) => `| ${r.scenario} | ${r.metric} | ${fmt(r.bilateral, r.unit)} | ${fmt(r.floor, r.unit)} | ${ratio(r)} | ${fmt(r.net, r.unit)} |`),
+  ...rows.map(
+    (r) => `| ${r.scenario} | ${r.metric} | ${fmt(r.bilateral, r.unit)} | ${fmt(r.floor, r.unit)} | ${ratio(r)} | ${fmt(r.net, r.unit)} |`,
+  ),
 ]
 console.log(lines.join('\n'))
 console.log(`\n${ROUNDS} round(s), medians; node ${process.version}; ${((performance.now() - started) / 1000).toFixed(1)} s`)
-writeFileSync(flags.out ?? new URL('./results.json', import.meta.url), JSON.stringify({ date: new Date().toISOString(), node: process.version, tiny: TINY, rounds: ROUNDS, rows }, null, 2))
+writeFileSync(
+  flags.out ?? new URL('./results.json', import.meta.url),
+  JSON.stringify({ date: new Date().toISOString(), node: process.version, tiny: TINY, rounds: ROUNDS, rows }, null, 2),
+)
 process.exit(0)

@@ -50,7 +50,7 @@ async function rawRouter() {
       if (value.count !== undefined) {
         // cast floor: count one-way messages, answer once the target is reached
         counted++
-        if (value.count === counted) (counted = 0), await router.send([id, encode({ done: true })])
+        if (value.count === counted) ((counted = 0), await router.send([id, encode({ done: true })]))
         continue
       }
       await router.send([id, encode(value.data !== undefined ? value : sumDiff(value))])
