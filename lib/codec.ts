@@ -118,7 +118,7 @@ export class Codec {
       throw new CodecError('MALFORMED', `undecodable envelope: ${(error as Error).message}`)
     }
     if (!Array.isArray(value) || value.length < 2) throw new CodecError('MALFORMED', 'envelope is not [version, type, ...]')
-    if (value[0] !== PROTOCOL_VERSION) throw new CodecError('VERSION', `unsupported protocol version ${String(value[0])}`)
+    if (value[0] !== PROTOCOL_VERSION) throw new CodecError('VERSION', `unsupported protocol version ${describe(value[0])}`)
     return value
   }
 }
@@ -153,8 +153,14 @@ function readFrame(e: unknown[], body: () => Uint8Array): Frame {
       return frame
     }
     default:
-      throw new CodecError('MALFORMED', `unknown frame type ${String(type)}`)
+      throw new CodecError('MALFORMED', `unknown frame type ${describe(type)}`)
   }
+}
+
+/** A peer-supplied value in an error message; never calls into the value (a map may carry a `toString` key). */
+function describe(v: unknown): string {
+  if (v === null || (typeof v !== 'object' && typeof v !== 'function')) return String(v)
+  return Array.isArray(v) ? 'an array' : v instanceof Uint8Array ? 'binary' : 'a map'
 }
 
 function str(e: unknown[], i: number): string {

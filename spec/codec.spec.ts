@@ -221,6 +221,18 @@ describe('envelopes', () => {
   })
 })
 
+describe('hostile envelope values', () => {
+  // Found by the fast-check property below: String() on a map with a `toString` key throws a TypeError.
+  it('a map with a toString key as version or type is a CodecError, not a TypeError', () => {
+    for (const fields of [
+      [{ toString: 'String' }, 1],
+      [1, { toString: 'x', valueOf: 'y' }],
+    ]) {
+      expect(() => new Codec().decodeMessage([encodeBody(fields)])).toThrow(CodecError)
+    }
+  })
+})
+
 describe('bodies', () => {
   it('a garbage body decodes with CodecError MALFORMED', () => {
     const [frame] = codec.decodeMessage([encodeCall(1, 'A.B'), bytes('c1ff00')])
