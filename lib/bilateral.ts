@@ -338,7 +338,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     const ctx: CallContext = { from: peer, method, cast: id === undefined }
     const fail = (code: string, name: string, message: string, error?: unknown): void => {
       if (id === undefined) this.emit('cast:error', error ?? new BilateralError(code, message, { peer }), ctx)
-      else this.answer(link, [encodeError(id, code, name, message, ownCode(error))])
+      else this.answer(peer, link, [encodeError(id, code, name, message, ownCode(error))])
     }
     const handler = this.registry.lookup(method, peer)
     if (handler === undefined) return fail('NO_SUCH_METHOD', 'BilateralError', `no method ${method}`)
@@ -356,7 +356,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       } catch (error) {
         return fail('BAD_REPLY', 'BilateralError', `the result of ${method} cannot be encoded: ${(error as Error).message}`)
       }
-      this.answer(link, [encodeReply(id), encoded])
+      this.answer(peer, link, [encodeReply(id), encoded])
     }
     const raise = (error: unknown): void => {
       if (this.closed) return
@@ -373,9 +373,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     else succeed(result)
   }
 
-  /** Reply on the link the call came in on (which forwards to the peer's current link if its socket has closed). */
-  private answer(link: Link, parts: Uint8Array[]): void {
-    if (!this.closed) link.post(parts)
+  /** Reply on the peer's current link, or on the one the call came in on if the peer is between links. */
+  private answer(peer: string, link: Link, parts: Uint8Array[]): void {
+    if (!this.closed) (this.mesh.linkTo(peer) ?? link).post(parts)
   }
 
   private assertOpen(): void {

@@ -155,6 +155,13 @@ interface Peer {
 export class Mesh {
   private readonly peers = new Map<string, Peer>()
   private readonly inbound = new Map<string, InboundLink>()
+  /**
+   * Inbound links that lost a cross-dial tie-break, by routing id, with when
+   * to forget them. The peer may still send on them for a moment (replies to
+   * calls that went out that way, calls made before it saw the PART); those
+   * frames are delivered rather than answered NOT_JOINED.
+   */
+  private readonly retired = new Map<string, { link: InboundLink; until: number }>()
   private readonly router: RouterPort
   private readonly codec = new Codec()
   private readonly nameBytes: Buffer
@@ -273,6 +280,7 @@ export class Mesh {
     }
     this.peers.clear()
     this.inbound.clear()
+    this.retired.clear()
     this.router.close()
     this.zap?.close()
   }
@@ -299,7 +307,7 @@ export class Mesh {
     const drop = keep === link ? current : link
     peer.link = keep
     void drop.send([encodePart(Part.CROSS, 'the other connection between us wins')])
-    this.discard(drop)
+    this.discard(drop, true)
   }
 
   /** `link` is gone for `reason`; the peer is down unless another link remains. */
@@ -314,10 +322,19 @@ export class Mesh {
     this.forgetIfUnused(peer)
   }
 
-  /** Remove `link` without events: inbound links are forgotten, diallers rest. */
-  private discard(link: Link): void {
+  /** The peer parted `link` with CROSS: it serves the peer no more, but stragglers on it still count. */
+  private linkRetired(link: InboundLink): void {
+    const peer = this.peers.get(link.peer)
+    if (peer?.link !== link) return this.discard(link, true)
+    this.linkLost(link, 'PART')
+    this.retired.set(link.key, { link, until: this.clock.now() + 2 * this.options.joinInterval })
+  }
+
+  /** Remove `link` without events: inbound links are forgotten (or `retire`d for a grace period), diallers rest. */
+  private discard(link: Link, retire = false): void {
     if (link instanceof InboundLink) {
       if (this.inbound.get(link.key) === link) this.inbound.delete(link.key)
+      if (retire) this.retired.set(link.key, { link, until: this.clock.now() + 2 * this.options.joinInterval })
       const peer = this.peers.get(link.peer)
       if (peer?.inbound === link) peer.inbound = undefined
     } else if (link instanceof Dialler) {
@@ -355,6 +372,7 @@ export class Mesh {
     const key = routingId.toString('latin1')
     let link = this.inbound.get(key)
     let frames: Frame[]
+    if (link === undefined && this.retired.has(key)) return this.onRetiredMessage(key, routingId, parts)
     try {
       frames = this.codec.decodeMessage(parts)
     } catch (error) {
@@ -381,11 +399,42 @@ export class Mesh {
       } else if (frame.type === FrameType.PART) {
         // CROSS while our own dial is joining: the peer yielded to our dial, whose
         // STAY is on its way; keep using this link (it stays open a while) until then.
-        if (frame.reason !== Part.CROSS || this.peers.get(link.peer)?.dialler?.state !== 'joining') this.linkLost(link, 'PART')
+        if (frame.reason !== Part.CROSS) this.linkLost(link, 'PART')
+        else if (this.peers.get(link.peer)?.dialler?.state !== 'joining') this.linkRetired(link)
       } else if (frame.type === FrameType.TOCK || frame.type === FrameType.STAY) {
         // Liveness only.
       } else {
         this.events.data(link.peer, frame, link)
+      }
+    }
+  }
+
+  /** Traffic on a link that lost a cross-dial: data still counts; a JOIN starts over. */
+  private onRetiredMessage(key: string, routingId: Buffer, parts: Buffer[]): void {
+    const entry = this.retired.get(key)
+    if (entry === undefined || entry.until < this.clock.now()) {
+      this.retired.delete(key)
+      return this.onRouterMessage(routingId, parts)
+    }
+    let frames: Frame[]
+    try {
+      frames = this.codec.decodeMessage(parts)
+    } catch (error) {
+      return this.reportDropped(error, entry.link.peer)
+    }
+    for (const frame of frames) {
+      if (frame.type === FrameType.JOIN) {
+        this.retired.delete(key)
+        return this.onRouterMessage(routingId, parts)
+      }
+      if (frame.type === FrameType.PART) this.retired.delete(key)
+      else if (
+        frame.type === FrameType.CALL ||
+        frame.type === FrameType.CAST ||
+        frame.type === FrameType.REPLY ||
+        frame.type === FrameType.ERROR
+      ) {
+        this.events.data(entry.link.peer, frame, entry.link)
       }
     }
   }
@@ -556,6 +605,7 @@ export class Mesh {
   private sweep(): void {
     const now = this.clock.now()
     const { peerTimeout, pingInterval } = this.options
+    for (const [key, { until }] of this.retired) if (until < now) this.retired.delete(key)
     for (const peer of [...this.peers.values()]) {
       const link = peer.link
       if (link === undefined) continue

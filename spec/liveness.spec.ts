@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { FAST, closeAll, deferred, ensureBuilt, makeNode, nextEvent, pair } from './helpers.js'
+import { Arith, FAST, closeAll, deferred, ensureBuilt, makeNode, nextEvent, pair } from './helpers.js'
 import type { BilateralError } from '../lib/index.js'
 
 const PEER = fileURLToPath(new URL('./fixtures/peer.mjs', import.meta.url))
@@ -59,6 +59,24 @@ describe('joining', () => {
     await expect(nextEvent(alpha, 'peer:down', 5 * FAST.pingInterval)).rejects.toThrow()
     expect(flaps).toEqual([])
     expect(agreed()).toBe(true)
+  })
+
+  it('calls made right after a simultaneous cross-dial are all answered, in both directions', async () => {
+    for (let round = 0; round < 5; round++) {
+      const alpha = makeNode(`alpha${round}`)
+      const beta = makeNode(`beta${round}`)
+      alpha.register(new Arith())
+      beta.register(new Arith())
+      const [ea, eb] = await Promise.all([alpha.listen('tcp://127.0.0.1:*'), beta.listen('tcp://127.0.0.1:*')])
+      alpha.connect(beta.name, eb)
+      beta.connect(alpha.name, ea)
+      await Promise.all([alpha.waitForPeers([beta.name]), beta.waitForPeers([alpha.name])])
+      const results = await Promise.all([
+        ...Array.from({ length: 4 }, () => alpha.call([beta.name], 'Arith.SumDiff', { A: 1, B: 1 }, { timeout: 1000 })),
+        ...Array.from({ length: 4 }, () => beta.call([alpha.name], 'Arith.SumDiff', { A: 1, B: 1 }, { timeout: 1000 })),
+      ])
+      expect(results.flat().filter((r) => !r.ok)).toEqual([])
+    }
   })
 
   it('a JOIN claiming the name of a peer we dialled does not take over that link', async () => {
