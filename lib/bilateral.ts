@@ -51,6 +51,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   private readonly codec = new Codec()
   private readonly mesh: Mesh
   private closed = false
+  private readonly waiters = new Set<Waiter>()
 
   /** @param clock for tests only: the time source of every timer. */
   constructor(options: BilateralOptions, clock: Clock = systemClock) {
@@ -64,10 +65,14 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       this.options,
       clock,
       {
-        up: (peer) => this.emit('peer:up', peer),
+        up: (peer) => {
+          for (const waiter of [...this.waiters]) waiter.up(peer)
+          this.emit('peer:up', peer)
+        },
         down: (peer, reason) => {
-          // A peer that said goodbye will not answer; one that went silent might yet.
-          if (reason === 'PART' || reason === 'DISCONNECT') this.pending.failPeer(peer, 'PEER_DOWN', `${peer} left`)
+          // A peer that left, or restarted (LOST), will not answer; one that went silent might yet.
+          if (reason === 'PART' || reason === 'DISCONNECT' || reason === 'LOST') this.pending.failPeer(peer, 'PEER_DOWN', `${peer} left`)
+          for (const waiter of this.waiters) waiter.down(peer)
           this.emit('peer:down', peer, reason)
         },
         refused: (peer, error) => this.emit('peer:refused', peer, error),
@@ -104,7 +109,10 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       publicKey: keys.publicKey,
       secretKey: keys.secretKey,
       proveTo: (peer) => makeJoinProof(network, keys.secretKey, peer),
-      verify: (claimed, proof) => checkJoinProof(proof, network, claimed, keys.secretKey),
+      // The claimed name must be admissible too: holding an allowed key and
+      // another key's secret must not let that other key in.
+      verify: (claimed, proof) =>
+        (authorized(claimed) || this.mesh.isDialling(claimed)) && checkJoinProof(proof, network, claimed, keys.secretKey),
       admits: (raw) => {
         const key = z85Encode(raw)
         // Keys we dial are trusted for the connection we asked for, whichever side opens it.
@@ -181,30 +189,33 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    */
   waitForPeers(names: readonly string[], options: WaitOptions = {}): Promise<void> {
     if (this.closed) return Promise.reject(closedError())
+    if (!Array.isArray(names) || !names.every((n) => typeof n === 'string')) {
+      return Promise.reject(new TypeError('names must be an array of strings'))
+    }
     const timeout = options.timeout === undefined ? this.options.callTimeout : checkTimeout(options.timeout)
     const missing = new Set(names.filter((name) => this.mesh.linkTo(name) === undefined))
     if (missing.size === 0) return Promise.resolve()
     return new Promise((resolve, reject) => {
-      const done = (error?: Error): void => {
-        clearTimeout(timer)
-        this.off('peer:up', onUp)
-        this.off('peer:down', onDown)
-        if (error === undefined) resolve()
-        else reject(error)
-      }
-      const onUp = (name: string): void => {
-        missing.delete(name)
-        if (missing.size === 0) done()
-      }
-      const onDown = (name: string, reason: DownReason): void => {
-        if (names.includes(name)) missing.add(name)
-        if (reason === 'CLOSED' && this.closed) done(closedError())
+      const waiter: Waiter = {
+        up: (name) => {
+          missing.delete(name)
+          if (missing.size === 0) waiter.settle()
+        },
+        down: (name) => {
+          if (names.includes(name)) missing.add(name)
+        },
+        settle: (error) => {
+          clearTimeout(timer)
+          this.waiters.delete(waiter)
+          if (error === undefined) resolve()
+          else reject(error)
+        },
       }
       const timer = setTimeout(() => {
-        done(new BilateralError('TIMEOUT', `peers not active after ${timeout} ms: ${[...missing].join(', ')}`))
+        waiter.settle(new BilateralError('TIMEOUT', `peers not active after ${timeout} ms: ${[...missing].join(', ')}`))
       }, timeout)
-      this.on('peer:up', onUp)
-      this.on('peer:down', onDown)
+      timer.unref()
+      this.waiters.add(waiter)
     })
   }
 
@@ -280,7 +291,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     if (this.closed) return
     this.closed = true
     this.pending.failAll('CLOSED', 'the node was closed')
-    this.mesh.close()
+    for (const waiter of [...this.waiters]) waiter.settle(closedError())
+    await this.mesh.close()
   }
 
   /** Sizes of internal tables; all zero after close(). For leak checks. */
@@ -338,7 +350,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     const ctx: CallContext = { from: peer, method, cast: id === undefined }
     const fail = (code: string, name: string, message: string, error?: unknown): void => {
       if (id === undefined) this.emit('cast:error', error ?? new BilateralError(code, message, { peer }), ctx)
-      else this.answer(peer, link, [encodeError(id, code, name, message, ownCode(error))])
+      else this.answer(peer, link, [encodeError(id, code, name, message, code === 'REMOTE' ? ownCode(error) : undefined)])
     }
     const handler = this.registry.lookup(method, peer)
     if (handler === undefined) return fail('NO_SUCH_METHOD', 'BilateralError', `no method ${method}`)
@@ -381,6 +393,13 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   private assertOpen(): void {
     if (this.closed) throw closedError()
   }
+}
+
+/** A pending waitForPeers(). */
+interface Waiter {
+  up(name: string): void
+  down(name: string): void
+  settle(error?: Error): void
 }
 
 function closedError(): BilateralError {

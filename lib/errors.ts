@@ -17,6 +17,7 @@
  * | `HANDSHAKE` | the ZeroMQ handshake failed (plaintext meeting CURVE) |
  * | `INVALID_ARGUMENT`, `ALREADY_CONNECTED`, `ALREADY_REGISTERED`, `BIND_FAILED` | local misuse |
  * | `SOCKET` | no socket could be made (for example, out of file descriptors) |
+ * | `INTERNAL` | handling one message failed (often a throwing event listener); reported, the node goes on |
  */
 export type ErrorCode =
   | 'TIMEOUT'
@@ -40,6 +41,7 @@ export type ErrorCode =
   | 'ALREADY_REGISTERED'
   | 'BIND_FAILED'
   | 'SOCKET'
+  | 'INTERNAL'
 
 export interface BilateralErrorOptions {
   /** The peer this error concerns, when there is one. */

@@ -263,8 +263,8 @@ export class Mesh {
     return this.peers.get(name)?.link
   }
 
-  /** Part every link, stop every dialler, close the sockets. */
-  close(): void {
+  /** Part every link, stop every dialler, close the sockets; resolves once the listening ports are free. */
+  async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
     this.clock.clearTimer(this.sweepTimer)
@@ -281,7 +281,8 @@ export class Mesh {
     this.peers.clear()
     this.inbound.clear()
     this.retired.clear()
-    this.router.close()
+    // The ZAP handler goes last: without it libzmq would admit any CURVE key.
+    await this.router.close()
     this.zap?.close()
   }
 
@@ -385,7 +386,7 @@ export class Mesh {
     if (link !== undefined) link.lastHeard = this.clock.now()
     for (const frame of frames) {
       if (frame.type === FrameType.JOIN) {
-        void this.onJoin(routingId, key, frame)
+        this.onJoin(routingId, key, frame).catch(this.onSocketFailure)
         // Frames batched after the JOIN belong to the link it just made (if it was accepted at once).
         link = this.inbound.get(key)
       } else if (link === undefined) {
@@ -586,8 +587,9 @@ export class Mesh {
     this.events.dropped(new BilateralError('PROTOCOL', `dropped a message: ${message}`, { peer, cause: error }))
   }
 
+  /** A receive loop or a listener above us failed on one message; the loop goes on. */
   onSocketFailure = (error: unknown): void => {
-    this.events.dropped(new BilateralError('PROTOCOL', `socket failure: ${String(error)}`, { cause: error }))
+    this.events.dropped(new BilateralError('INTERNAL', `failed while handling a message: ${String(error)}`, { cause: error }))
   }
 
   // --- liveness --------------------------------------------------------------

@@ -19,6 +19,8 @@ export class Outbox {
   private ids: number[] = []
   private scheduled = false
   private flushed: { promise: Promise<boolean>; resolve: (sent: boolean) => void } | undefined
+  /** The write of the last batch, for callers that ask after it already left. */
+  private last: Promise<boolean> = Promise.resolve(true)
 
   /**
    * @param write queues one message; resolves false if it could not be queued.
@@ -45,7 +47,7 @@ export class Outbox {
 
   /** Resolves with whether the batch holding everything posted so far was queued. */
   whenFlushed(): Promise<boolean> {
-    if (this.parts.length === 0) return Promise.resolve(true)
+    if (this.parts.length === 0) return this.last
     if (this.flushed === undefined) {
       let resolve!: (sent: boolean) => void
       const promise = new Promise<boolean>((r) => (resolve = r))
@@ -64,6 +66,7 @@ export class Outbox {
     this.bytes = 0
     this.flushed = undefined
     const sent = this.write(parts)
+    this.last = sent
     if (ids.length > 0 || flushed !== undefined) {
       void sent.then((ok) => {
         if (!ok && ids.length > 0) this.failed(ids)

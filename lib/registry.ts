@@ -4,6 +4,7 @@
  * into a Map, so lookup never walks an object or its prototype chain at call
  * time.
  */
+import { EventEmitter } from 'node:events'
 import { BilateralError } from './errors.js'
 
 /** What a handler learns about the call it serves. */
@@ -47,8 +48,9 @@ export class Registry {
   /**
    * Expose `receiver`'s methods as `name.Method`. `name` defaults to the
    * receiver's class name. Exposed: functions found on the object or its
-   * prototypes below `Object.prototype`, except `constructor`, names starting
-   * with `_`, symbols and accessors; narrowed by `options.methods`.
+   * prototypes up to the first built-in or Node core class (Object, Map,
+   * EventEmitter, ...), except `constructor`, names starting with `_`, symbols
+   * and accessors; narrowed by `options.methods`.
    */
   register(receiver: object, name?: string, options: RegisterOptions = {}): string[] {
     if (receiver === null || (typeof receiver !== 'object' && typeof receiver !== 'function')) {
@@ -117,10 +119,33 @@ function className(receiver: object): string | undefined {
   return ctor.name
 }
 
+/**
+ * Prototypes whose methods are never exposed, even when a receiver's class
+ * extends them: a class extending EventEmitter must not offer `emit` or
+ * `removeAllListeners` to peers, nor a Map its `clear`.
+ */
+const NOT_EXPOSED: ReadonlySet<object> = new Set<object>([
+  Object.prototype,
+  Function.prototype,
+  Array.prototype,
+  Map.prototype,
+  Set.prototype,
+  WeakMap.prototype,
+  WeakSet.prototype,
+  Promise.prototype,
+  Error.prototype,
+  Date.prototype,
+  RegExp.prototype,
+  Object.getPrototypeOf(Uint8Array.prototype) as object,
+  Uint8Array.prototype,
+  EventEmitter.prototype,
+  EventTarget.prototype,
+])
+
 function exposedMethods(receiver: object): Map<string, (...args: unknown[]) => unknown> {
   const found = new Map<string, (...args: unknown[]) => unknown>()
   const seen = new Set<string>()
-  for (let o: object | null = receiver; o !== null && o !== Object.prototype && o !== Function.prototype; o = Object.getPrototypeOf(o)) {
+  for (let o: object | null = receiver; o !== null && !NOT_EXPOSED.has(o); o = Object.getPrototypeOf(o)) {
     for (const key of Object.getOwnPropertyNames(o)) {
       if (key === 'constructor' || key.startsWith('_') || seen.has(key)) continue
       seen.add(key)

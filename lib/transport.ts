@@ -106,6 +106,7 @@ export type OnRouterMessage = (routingId: Buffer, parts: Buffer[]) => void
 export class RouterPort {
   private socket: zmq.Router | undefined
   private closed = false
+  private readonly endpoints: string[] = []
 
   constructor(
     private readonly settings: SocketSettings,
@@ -118,7 +119,9 @@ export class RouterPort {
   async bind(address: string): Promise<string> {
     const socket = this.open()
     await socket.bind(address)
-    return socket.lastEndpoint ?? address
+    const endpoint = socket.lastEndpoint ?? address
+    this.endpoints.push(endpoint)
+    return endpoint
   }
 
   /** Send to the peer behind `routingId`. Resolves false if that peer is gone or its queue is full. */
@@ -132,9 +135,29 @@ export class RouterPort {
     }
   }
 
-  close(): void {
+  /** Stop listening (the ports are free when this resolves), then close; queued frames get `linger` ms to leave. */
+  async close(): Promise<void> {
     this.closed = true
-    this.socket?.close()
+    const socket = this.socket
+    if (socket === undefined) return
+    // unbind() resolves once libzmq has been asked; the listening fd closes a
+    // moment later in its I/O thread, reported by a 'close' event. Wait for
+    // that (bounded), so the port is free when close() resolves.
+    const released = new Promise<void>((resolve) => {
+      let left = this.endpoints.length
+      const timer = setTimeout(resolve, 1000)
+      socket.events.on('close', () => {
+        if (--left <= 0) {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+      if (left === 0) resolve()
+    })
+    // zeromq.js allows one bind or unbind at a time per socket.
+    for (const endpoint of this.endpoints) await socket.unbind(endpoint).catch(() => undefined)
+    await released
+    socket.close()
   }
 
   private open(): zmq.Router {
@@ -159,7 +182,13 @@ export class RouterPort {
   private async loop(socket: zmq.Router): Promise<void> {
     try {
       for await (const [routingId, ...parts] of socket) {
-        if (routingId !== undefined) this.onMessage(routingId, parts)
+        if (routingId === undefined) continue
+        // One bad message (or a throwing event listener above us) must not end the loop.
+        try {
+          this.onMessage(routingId, parts)
+        } catch (error) {
+          this.onFailure(error)
+        }
       }
     } catch (error) {
       if (!this.closed) this.onFailure(error)
@@ -233,7 +262,13 @@ export class DealerPort {
 
   private async loop(): Promise<void> {
     try {
-      for await (const parts of this.socket) this.onMessage(parts)
+      for await (const parts of this.socket) {
+        try {
+          this.onMessage(parts)
+        } catch (error) {
+          this.onFailure(error)
+        }
+      }
     } catch (error) {
       if (!this.closed) this.onFailure(error)
     }

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events'
 import { afterEach, describe, expect, it } from 'vitest'
 import { BilateralError, RemoteError, type CallContext } from '../lib/index.js'
 import { Arith, closeAll, deferred, makeNode, pair } from './helpers.js'
@@ -246,6 +247,56 @@ describe('errors from handlers', () => {
     beta.register({ Fn: () => () => 1 }, 'Odd')
     const [entry] = await alpha.call(['beta'], 'Odd.Fn')
     expect(entry).toMatchObject({ ok: false, error: { code: 'BAD_REPLY', peer: 'beta' } })
+  })
+})
+
+describe('robustness of the node itself', () => {
+  it('a throwing event listener is reported as INTERNAL and the node keeps serving', async () => {
+    const alpha = makeNode('alpha')
+    const beta = makeNode('beta')
+    const gamma = makeNode('gamma')
+    beta.register(new Arith())
+    const internal = new Promise<BilateralError>((resolve) => beta.on('frame:dropped', (e) => e.code === 'INTERNAL' && resolve(e)))
+    beta.on('peer:up', (name) => {
+      if (name === 'alpha') throw new Error('listener bug')
+    })
+    await pair(alpha, beta)
+    expect((await internal).message).toContain('listener bug')
+    await pair(gamma, beta)
+    expect((await gamma.call(['beta'], 'Arith.SumDiff', { A: 1, B: 1 }))[0]).toMatchObject({ ok: true })
+  })
+
+  it('methods of library base classes (EventEmitter, Map) are never exposed', async () => {
+    const { alpha, beta } = await connectedPair()
+    class Service extends EventEmitter {
+      Ping() {
+        return 'pong'
+      }
+    }
+    expect(beta.register(new Service(), 'Svc')).toEqual(['Svc.Ping'])
+    expect(beta.register(new Map(), 'Store')).toEqual([])
+    expect((await alpha.call(['beta'], 'Svc.Ping'))[0]).toMatchObject({ ok: true, reply: 'pong' })
+    for (const method of ['Svc.emit', 'Svc.removeAllListeners', 'Svc.setMaxListeners', 'Store.clear', 'Store.set']) {
+      expect((await alpha.call(['beta'], method))[0], method).toMatchObject({ ok: false, error: { code: 'NO_SUCH_METHOD' } })
+    }
+  })
+
+  it('waitForPeers rejects with CLOSED as soon as the node closes, and holds no timer', async () => {
+    const node = makeNode('lonely')
+    const waiting = node.waitForPeers(['nobody'], { timeout: 60_000 })
+    const t0 = performance.now()
+    await node.close()
+    await expect(waiting).rejects.toMatchObject({ code: 'CLOSED' })
+    expect(performance.now() - t0).toBeLessThan(5_000)
+  })
+
+  it('many concurrent waitForPeers do not pile listeners on the node', async () => {
+    const { alpha } = await connectedPair()
+    const before = alpha.listenerCount('peer:up')
+    const waits = Array.from({ length: 50 }, () => alpha.waitForPeers(['later'], { timeout: 60_000 }).catch((e: BilateralError) => e.code))
+    expect(alpha.listenerCount('peer:up')).toBe(before)
+    await alpha.close()
+    expect(new Set(await Promise.all(waits))).toEqual(new Set(['CLOSED']))
   })
 })
 

@@ -52,6 +52,23 @@ describe('encrypted nodes', () => {
     expect(served).toBe(1)
   })
 
+  it('a key this node connects to is trusted for that connection even outside authorizedKeys', async () => {
+    const [ka, kb] = await Promise.all([generateKeypair(), generateKeypair()])
+    // Each only authorises nobody, yet each dials the other: both links are admitted.
+    const alpha = encrypted(ka, { authorizedKeys: [] })
+    const beta = encrypted(kb, { authorizedKeys: [] })
+    const [ea, eb] = await Promise.all([alpha.listen('tcp://127.0.0.1:*'), beta.listen('tcp://127.0.0.1:*')])
+    const rejected: string[] = []
+    alpha.on('auth:rejected', (k) => rejected.push(k))
+    beta.on('auth:rejected', (k) => rejected.push(k))
+    alpha.connect(kb.publicKey, eb)
+    beta.connect(ka.publicKey, ea)
+    await Promise.all([alpha.waitForPeers([kb.publicKey], { timeout: 5000 }), beta.waitForPeers([ka.publicKey], { timeout: 5000 })])
+    beta.register({ Ping: () => 'pong' }, 'Svc')
+    expect(await alpha.call([], 'Svc.Ping')).toEqual([{ from: kb.publicKey, ok: true, reply: 'pong' }])
+    expect(rejected).toEqual([])
+  })
+
   it('authorizedKeys may be a predicate', async () => {
     const [ks, kc] = await Promise.all([generateKeypair(), generateKeypair()])
     const asked: string[] = []
@@ -93,6 +110,28 @@ describe('encrypted nodes', () => {
     expect(server.activeConnections()).toEqual([kowner.publicKey])
     expect(await server.call([kowner.publicKey], 'Vault.Secret')).toEqual([{ from: kowner.publicKey, ok: true, reply: 'owner only' }])
     expect(await owner.call([], 'Id.Who')).toEqual([{ from: ks.publicKey, ok: true, reply: kowner.publicKey }])
+  })
+
+  it('an allowed key cannot bring in a key outside authorizedKeys by naming it in JOIN, even with its valid proof', async () => {
+    const [ks, kallowed, koutsider] = await Promise.all([generateKeypair(), generateKeypair(), generateKeypair()])
+    const server = encrypted(ks, { authorizedKeys: [kallowed.publicKey] })
+    const endpoint = await server.listen('tcp://127.0.0.1:*')
+    const sock = new zmq.Dealer({
+      curveServerKey: ks.publicKey,
+      curvePublicKey: kallowed.publicKey,
+      curveSecretKey: kallowed.secretKey,
+      linger: 0,
+    })
+    cleanups.push(() => sock.close())
+    sock.connect(endpoint)
+    const refused = nextEvent<[string, BilateralError]>(server, 'peer:refused')
+    await sock.send([
+      encodeJoin('test net', koutsider.publicKey, makeJoinProof('test net', koutsider.secretKey, ks.publicKey), ks.publicKey),
+    ])
+    expect(new Codec().decodeMessage(await sock.receive())).toMatchObject([{ type: FrameType.PART, reason: 'AUTH' }])
+    const [name, error] = await refused
+    expect([name, error.code]).toEqual([koutsider.publicKey, 'AUTH'])
+    expect(server.activeConnections()).toEqual([])
   })
 
   for (const [dialler, listener] of [
