@@ -16,15 +16,22 @@ beforeAll(() => {
 })
 afterAll(() => rmSync(scratch, { recursive: true, force: true }))
 
-it('README has runnable examples', () => {
-  expect(blocks.length).toBeGreaterThan(0)
+/** What each example's comments promise it prints, in order of appearance in README. */
+const promised: string[][] = [
+  ["from: 'beta'", 'S: 350', 'D: -150', "caller: 'alpha'", "from: 'gamma'", 'NOT_CONNECTED'],
+  ['Public.Rate 0.05', 'Account.Balance 10', 'Account.Withdraw NO_SUCH_METHOD'],
+  ['ok: true', 'hello '],
+]
+
+it('every README example has its promised output listed here', () => {
+  expect(blocks).toHaveLength(promised.length)
 })
 
 blocks.forEach((code, i) => {
-  it(`README example ${i + 1} runs as written`, async () => {
+  it(`README example ${i + 1} runs as written and prints what its comments say`, async () => {
     const file = new URL(`example-${i}.mjs`, scratch)
     writeFileSync(file, code)
     const { stdout } = await run(process.execPath, [file.pathname], { timeout: 15_000 })
-    expect(stdout.length).toBeGreaterThan(0)
+    for (const text of promised[i] ?? []) expect(stdout).toContain(text)
   })
 })

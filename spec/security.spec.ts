@@ -192,6 +192,35 @@ describe('encrypted nodes', () => {
   })
 })
 
+describe('exposure control on encrypted nodes', () => {
+  it('rules name peers by public key, and per-method rules hold when the listener calls back', async () => {
+    const [kh, kf, ko] = await Promise.all([generateKeypair(), generateKeypair(), generateKeypair()])
+    const hub = encrypted(kh)
+    const friend = encrypted(kf)
+    const other = encrypted(ko)
+    hub.register(new Arith(), 'Private', { peers: [kf.publicKey] })
+    class Account {
+      Balance() {
+        return 10
+      }
+      Withdraw() {
+        return 'gone'
+      }
+    }
+    friend.register(new Account(), 'Account', { methods: ['Balance'] })
+    await pair(friend, hub)
+    await pair(other, hub)
+    expect((await friend.call([kh.publicKey], 'Private.SumDiff', { A: 1, B: 1 }))[0]).toMatchObject({ ok: true })
+    expect((await other.call([kh.publicKey], 'Private.SumDiff', { A: 1, B: 1 }))[0]).toMatchObject({
+      ok: false,
+      error: { code: 'NO_SUCH_METHOD' },
+    })
+    // The listening hub calls back the node that dialled it.
+    expect((await hub.call([kf.publicKey], 'Account.Balance'))[0]).toMatchObject({ ok: true, reply: 10 })
+    expect((await hub.call([kf.publicKey], 'Account.Withdraw'))[0]).toMatchObject({ ok: false, error: { code: 'NO_SUCH_METHOD' } })
+  })
+})
+
 describe('exposure control', () => {
   async function triangle(options: Parameters<typeof makeNode>[1] = {}) {
     const hub = makeNode('hub', options)
