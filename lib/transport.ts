@@ -263,6 +263,8 @@ export class DealerPort {
   private async loop(): Promise<void> {
     try {
       for await (const parts of this.socket) {
+        // A message is proof of a connection, even before the monitor says so.
+        this.connected = true
         try {
           this.onMessage(parts)
         } catch (error) {
