@@ -52,6 +52,10 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   private readonly mesh: Mesh
   private closed = false
   private readonly waiters = new Set<Waiter>()
+  /** Calls outstanding per peer (for maxInflight). */
+  private readonly inflight = new Map<string, number>()
+  /** Handlers running for remote callers (for maxConcurrent). */
+  private running = 0
 
   /** @param clock for tests only: the time source of every timer. */
   constructor(options: BilateralOptions, clock: Clock = systemClock) {
@@ -60,7 +64,11 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     this.name = this.options.name
     this.network = this.options.network
     this.registry = new Registry(this.options.defaultExposure)
-    this.pending = new PendingCalls(clock)
+    this.pending = new PendingCalls(clock, (peer) => {
+      const n = (this.inflight.get(peer) ?? 1) - 1
+      if (n === 0) this.inflight.delete(peer)
+      else this.inflight.set(peer, n)
+    })
     this.mesh = new Mesh(
       this.options,
       clock,
@@ -254,12 +262,15 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       const site: { stack?: string } = {}
       if (this.options.callerStacks) Error.captureStackTrace(site, this.call)
       const early: CallResult[] = []
-      const targets = this.targets(to, early)
+      const targets = this.targets(to, early, this.options.maxInflight)
       const id = this.pending.allocateId()
       const envelope = encodeCall(id, method)
       const promise = new Promise<CallResult[]>((resolve) => this.pending.add(id, targets, timeout, early, site, resolve))
       const frame = [envelope, body]
-      for (const link of targets.links.values()) link.post(frame, id)
+      for (const [peer, link] of targets.links) {
+        this.inflight.set(peer, (this.inflight.get(peer) ?? 0) + 1)
+        link.post(frame, id)
+      }
       return promise as Promise<CallResult<R>[]>
     } catch (error) {
       return Promise.reject(error)
@@ -296,14 +307,20 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   }
 
   /** Sizes of internal tables; all zero after close(). For leak checks. */
-  stats(): { pending: number; timerQueues: number; peers: number; inbound: number } {
-    return { pending: this.pending.size, timerQueues: this.pending.queueCount, ...this.mesh.stats() }
+  stats(): { pending: number; timerQueues: number; inflight: number; running: number; peers: number; inbound: number } {
+    return {
+      pending: this.pending.size,
+      timerQueues: this.pending.queueCount,
+      inflight: this.inflight.size,
+      running: this.running,
+      ...this.mesh.stats(),
+    }
   }
 
   // --- internals -------------------------------------------------------------
 
-  /** Resolve `to` into live links; NOT_CONNECTED entries go to `early`. */
-  private targets(to: readonly string[], early: CallResult[]): string[] & { links: Map<string, Link> } {
+  /** Resolve `to` into live links; NOT_CONNECTED (and, given `limit`, OVERLOADED) entries go to `early`. */
+  private targets(to: readonly string[], early: CallResult[], limit = Infinity): string[] & { links: Map<string, Link> } {
     if (!Array.isArray(to)) throw new TypeError('to must be an array of peer names')
     const links = new Map<string, Link>()
     const names = to.length === 0 ? this.mesh.activeNames() : to
@@ -313,6 +330,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       const link = this.mesh.linkTo(name)
       if (link === undefined) {
         early.push({ from: name, ok: false, error: new BilateralError('NOT_CONNECTED', `${name} is not connected`, { peer: name }) })
+      } else if ((this.inflight.get(name) ?? 0) >= limit) {
+        const error = new BilateralError('OVERLOADED', `${limit} calls to ${name} are already outstanding (maxInflight)`, { peer: name })
+        early.push({ from: name, ok: false, error })
       } else {
         links.set(name, link)
       }
@@ -360,7 +380,12 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     } catch (error) {
       return fail('BAD_REQUEST', 'BilateralError', `undecodable arguments for ${method}: ${(error as Error).message}`, error)
     }
+    if (this.running >= this.options.maxConcurrent) {
+      return fail('OVERLOADED', 'BilateralError', `${this.running} handlers are already running (maxConcurrent)`)
+    }
+    this.running++
     const succeed = (result: unknown): void => {
+      this.running--
       if (id === undefined || this.closed) return
       let encoded: Uint8Array
       try {
@@ -371,6 +396,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       this.answer(peer, link, [encodeReply(id), encoded])
     }
     const raise = (error: unknown): void => {
+      this.running--
       if (this.closed) return
       const e = error instanceof Error ? error : new Error(String(error))
       fail('REMOTE', e.name, e.message, error)

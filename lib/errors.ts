@@ -17,6 +17,7 @@
  * | `HANDSHAKE` | the ZeroMQ handshake failed (plaintext meeting CURVE) |
  * | `INVALID_ARGUMENT`, `ALREADY_CONNECTED`, `ALREADY_REGISTERED`, `BIND_FAILED` | local misuse |
  * | `SOCKET` | no socket could be made (for example, out of file descriptors) |
+ * | `OVERLOADED` | a limit was reached: `maxInflight` here, or `maxConcurrent` at the peer |
  * | `INTERNAL` | handling one message failed (often a throwing event listener); reported, the node goes on |
  */
 export type ErrorCode =
@@ -42,6 +43,7 @@ export type ErrorCode =
   | 'BIND_FAILED'
   | 'SOCKET'
   | 'INTERNAL'
+  | 'OVERLOADED'
 
 export interface BilateralErrorOptions {
   /** The peer this error concerns, when there is one. */

@@ -15,6 +15,10 @@ export const DEFAULT_RECONNECT_MIN = 100
 export const DEFAULT_RECONNECT_MAX = 5000
 /** Default time a closed socket keeps trying to deliver queued frames (such as PART), ms. */
 export const DEFAULT_LINGER = 200
+/** Default most calls outstanding to one peer. */
+export const DEFAULT_MAX_INFLIGHT = 10_000
+/** Default most handlers running at once for remote callers. */
+export const DEFAULT_MAX_CONCURRENT = 1_000
 /** Default largest ZeroMQ message accepted, bytes (16 MiB). */
 export const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
@@ -58,6 +62,10 @@ export interface BilateralOptions {
    * quarter of throughput with 100 calls in flight); turn off on hot paths.
    */
   callerStacks?: boolean
+  /** Most calls this node may have outstanding to one peer; beyond it a call gets OVERLOADED for that peer at once. Default 10000. */
+  maxInflight?: number
+  /** Most handlers running at once for remote callers; beyond it a call is answered OVERLOADED (a cast is dropped, cast:error). Default 1000. */
+  maxConcurrent?: number
 }
 
 export type ResolvedOptions = Required<Omit<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure'>> &
@@ -94,6 +102,8 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
     linger: options.linger ?? DEFAULT_LINGER,
     maxMessageSize: options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE,
     callerStacks: options.callerStacks ?? true,
+    maxInflight: options.maxInflight ?? DEFAULT_MAX_INFLIGHT,
+    maxConcurrent: options.maxConcurrent ?? DEFAULT_MAX_CONCURRENT,
   }
   checkName('network', resolved.network)
   checkName('name', resolved.name)
@@ -103,6 +113,9 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
   if (!Number.isInteger(resolved.linger) || resolved.linger < 0) throw invalid('linger', 'must be an integer ≥ 0')
   if (!Number.isInteger(resolved.maxMessageSize) || resolved.maxMessageSize < 1024) {
     throw invalid('maxMessageSize', 'must be an integer ≥ 1024')
+  }
+  for (const key of ['maxInflight', 'maxConcurrent'] as const) {
+    if (!Number.isInteger(resolved[key]) || resolved[key] < 1) throw invalid(key, 'must be an integer ≥ 1')
   }
   if (typeof resolved.callerStacks !== 'boolean') throw invalid('callerStacks', 'must be a boolean')
   if (resolved.peerTimeout <= resolved.pingInterval) throw invalid('peerTimeout', 'must exceed pingInterval')

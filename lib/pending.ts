@@ -37,7 +37,11 @@ export class PendingCalls {
   private timer: unknown = undefined
   private armedFor = Infinity
 
-  constructor(private readonly clock: Clock) {}
+  /** @param peerDone told each time one peer's part of a call is settled, however it ended. */
+  constructor(
+    private readonly clock: Clock,
+    private readonly peerDone: (peer: string) => void = () => {},
+  ) {}
 
   /** Number of outstanding calls. */
   get size(): number {
@@ -126,6 +130,7 @@ export class PendingCalls {
   private take(id: number, peer: string): Entry | undefined {
     const entry = this.entries.get(id)
     if (entry === undefined || !entry.waiting.delete(peer)) return undefined
+    this.peerDone(peer)
     return entry
   }
 
