@@ -133,16 +133,26 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
 
   /**
    * Bind to `address` (for example `tcp://127.0.0.1:*`) so peers can dial us.
-   * Resolves to the bound endpoint. May be called several times.
-   * Rejects with `BIND_FAILED` (address taken or invalid) or `CLOSED`.
+   * Resolves to the bound endpoint. May be called several times. An address
+   * in use is retried for up to 500 ms (a port a closed node just released is
+   * freed asynchronously). Rejects with `BIND_FAILED` or `CLOSED`.
    */
   async listen(address: string): Promise<string> {
     this.assertOpen()
     if (typeof address !== 'string') throw new BilateralError('INVALID_ARGUMENT', 'address must be a string')
-    try {
-      return await this.mesh.listen(address)
-    } catch (error) {
-      throw new BilateralError('BIND_FAILED', `cannot listen on ${address}: ${(error as Error).message}`, { cause: error })
+    // A port released by a socket that just closed is freed a moment later by
+    // libzmq's I/O thread; retry an address in use briefly before giving up.
+    const giveUp = performance.now() + BIND_RETRY_MS
+    for (;;) {
+      try {
+        return await this.mesh.listen(address)
+      } catch (error) {
+        const inUse = (error as { code?: unknown }).code === 'EADDRINUSE'
+        if (!inUse || performance.now() >= giveUp || this.closed) {
+          throw new BilateralError('BIND_FAILED', `cannot listen on ${address}: ${(error as Error).message}`, { cause: error })
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20))
+      }
     }
   }
 
@@ -420,6 +430,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     if (this.closed) throw closedError()
   }
 }
+
+/** How long listen() retries an address in use, ms. */
+const BIND_RETRY_MS = 500
 
 /** A pending waitForPeers(). */
 interface Waiter {

@@ -263,7 +263,7 @@ export class Mesh {
     return this.peers.get(name)?.link
   }
 
-  /** Part every link, stop every dialler, close the sockets; resolves once the listening ports are free. */
+  /** Part every link, stop every dialler, close the sockets. */
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
@@ -282,7 +282,7 @@ export class Mesh {
     this.inbound.clear()
     this.retired.clear()
     // The ZAP handler goes last: without it libzmq would admit any CURVE key.
-    await this.router.close()
+    this.router.close()
     this.zap?.close()
   }
 

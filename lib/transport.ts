@@ -106,7 +106,6 @@ export type OnRouterMessage = (routingId: Buffer, parts: Buffer[]) => void
 export class RouterPort {
   private socket: zmq.Router | undefined
   private closed = false
-  private readonly endpoints: string[] = []
 
   constructor(
     private readonly settings: SocketSettings,
@@ -119,9 +118,7 @@ export class RouterPort {
   async bind(address: string): Promise<string> {
     const socket = this.open()
     await socket.bind(address)
-    const endpoint = socket.lastEndpoint ?? address
-    this.endpoints.push(endpoint)
-    return endpoint
+    return socket.lastEndpoint ?? address
   }
 
   /** Send to the peer behind `routingId`. Resolves false if that peer is gone or its queue is full. */
@@ -135,29 +132,15 @@ export class RouterPort {
     }
   }
 
-  /** Stop listening (the ports are free when this resolves), then close; queued frames get `linger` ms to leave. */
-  async close(): Promise<void> {
+  /**
+   * Close; queued frames (PART) get `linger` ms to leave. Not unbind() first:
+   * libzmq's unbind also tears down the accepted connections, and racing that
+   * with close aborted the process (an assertion in libzmq's pipe.cpp).
+   * libzmq frees the listening port a moment later, in its I/O thread.
+   */
+  close(): void {
     this.closed = true
-    const socket = this.socket
-    if (socket === undefined) return
-    // unbind() resolves once libzmq has been asked; the listening fd closes a
-    // moment later in its I/O thread, reported by a 'close' event. Wait for
-    // that (bounded), so the port is free when close() resolves.
-    const released = new Promise<void>((resolve) => {
-      let left = this.endpoints.length
-      const timer = setTimeout(resolve, 1000)
-      socket.events.on('close', () => {
-        if (--left <= 0) {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
-      if (left === 0) resolve()
-    })
-    // zeromq.js allows one bind or unbind at a time per socket.
-    for (const endpoint of this.endpoints) await socket.unbind(endpoint).catch(() => undefined)
-    await released
-    socket.close()
+    this.socket?.close()
   }
 
   private open(): zmq.Router {
