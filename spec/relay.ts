@@ -2,10 +2,15 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 
 /**
  * A TCP relay on 127.0.0.1 between a dialler and a listener, keeping a copy
- * of every byte that crosses it in either direction.
+ * of every byte that crosses it in either direction, and injecting faults:
+ * added latency, or a blackhole in one direction.
  */
 export class Relay {
   readonly captured: Buffer[] = []
+  /** Delay added to every chunk in each direction, ms. */
+  latency = 0
+  /** Drop everything flowing in these directions while set. */
+  blackhole = { toListener: false, toDialler: false }
   private readonly sockets = new Set<Socket>()
   private constructor(
     private readonly server: Server,
@@ -20,14 +25,16 @@ export class Relay {
     const relay = new Relay(server, address)
     server.on('connection', (client) => {
       const upstream = createConnection({ host: hostname, port: Number(port) })
-      for (const [from, to] of [
-        [client, upstream],
-        [upstream, client],
+      for (const [from, to, direction] of [
+        [client, upstream, 'toListener'],
+        [upstream, client, 'toDialler'],
       ] as const) {
         relay.sockets.add(from)
         from.on('data', (chunk: Buffer) => {
+          if (relay.blackhole[direction]) return
           relay.captured.push(chunk)
-          to.write(chunk)
+          if (relay.latency > 0) setTimeout(() => to.write(chunk), relay.latency)
+          else to.write(chunk)
         })
         from.on('error', () => to.destroy())
         from.on('close', () => {
