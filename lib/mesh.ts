@@ -559,15 +559,9 @@ export class Mesh {
     if (dialler.state === 'standby' || dialler.state === 'stopped') return
     const peer = this.peers.get(dialler.peer)
     if (reason === Part.CROSS) {
-      // Our link lost the tie-break; theirs (inbound) takes over.
-      if (peer?.link === dialler && peer.inbound !== undefined) {
-        peer.link = peer.inbound
-        dialler.standby()
-      } else if (peer?.link === dialler) {
-        this.linkLost(dialler, 'PART')
-      } else {
-        dialler.standby()
-      }
+      // Our link lost the tie-break: the peer's own dial serves it (its JOIN is on the way).
+      if (peer?.link === dialler) this.linkLost(dialler, 'PART')
+      else dialler.standby()
       return
     }
     if (REFUSALS.has(reason)) {

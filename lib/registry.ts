@@ -87,11 +87,6 @@ export class Registry {
     const entry = this.methods.get(method)
     return entry !== undefined && entry.allows(peer) ? entry.fn : undefined
   }
-
-  /** Every exposed full method name. */
-  names(): string[] {
-    return [...this.methods.keys()]
-  }
 }
 
 /** A rule as a predicate; validates lists. */

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs'
 import { once } from 'node:events'
 import { Bilateral, type BilateralOptions } from '../lib/index.js'
 
-/** Timings short enough for tests, long enough for a loaded 2-core machine. */
+/** Timings short enough for tests, long enough for a loaded 2-core machine (child processes use spec/fixtures/fast.mjs, the same). */
 export const FAST = {
   pingInterval: 100,
   peerTimeout: 600,
