@@ -78,8 +78,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
           this.emit('peer:up', peer)
         },
         down: (peer, reason) => {
-          // A peer that left, or restarted (LOST), will not answer; one that went silent might yet.
-          if (reason === 'PART' || reason === 'DISCONNECT' || reason === 'LOST') this.pending.failPeer(peer, 'PEER_DOWN', `${peer} left`)
+          // A peer that left, restarted or lost its connection will not answer; one that stalled (TIMEOUT) might yet.
+          if (reason !== 'TIMEOUT' && reason !== 'CLOSED') this.pending.failPeer(peer, 'PEER_DOWN', `${peer} is down (${reason})`)
           for (const waiter of this.waiters) waiter.down(peer)
           this.emit('peer:down', peer, reason)
         },
@@ -128,6 +128,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         this.emit('auth:rejected', key)
         return false
       },
+      allows: (name) => authorized(name) || this.mesh.isDialling(name),
     }
   }
 

@@ -30,14 +30,25 @@ export interface Identity {
   verify(claimed: string, proof: Uint8Array | undefined): boolean
   /** May this public key (raw 32 bytes) complete a handshake with our ROUTER? */
   admits(publicKey: Uint8Array): boolean
+  /** Is the peer named (Z85 key) `name` still allowed to join? Asked again at each of its pings, so a revoked key is dropped. */
+  allows(name: string): boolean
 }
 
 /** Why a peer went down. */
 export type DownReason =
   /** It sent PART: it closed, disconnected, or restarted and forgot us. */
   | 'PART'
-  /** Nothing heard from it for `peerTimeout`. */
+  /**
+   * The connection died: the peer's host closed it (the process exited or
+   * was killed), or ZeroMQ's heartbeats (answered by libzmq's I/O thread,
+   * not JavaScript) went unanswered for `peerTimeout`, so the host or the
+   * network is gone.
+   */
+  | 'HEARTBEAT'
+  /** The connection is alive but the peer has answered no ping for `stallTimeout`: its event loop is stuck. */
   | 'TIMEOUT'
+  /** A key was refused: the peer no longer admits ours, or we no longer admit its (`authorizedKeys` changed). */
+  | 'AUTH'
   /** Its connection was found closed when it came back under the same name. */
   | 'LOST'
   /** We called `disconnect()`. */
@@ -126,6 +137,8 @@ export interface MeshEvents {
 class InboundLink extends BatchingLink implements Link {
   readonly direction = 'inbound'
   lastHeard: number
+  /** A liveness probe is on its way. */
+  probing = false
 
   constructor(
     readonly routingId: Buffer,
@@ -168,6 +181,10 @@ export class Mesh {
   readonly settings: SocketSettings
   private readonly zap: ZapHandler | undefined
   private sweepTimer: unknown
+  private readonly sweepEvery: number
+  private lastSweep: number
+  /** A connection to our ROUTER closed: find out which inbound link it served at the next sweep. */
+  private probeInbound = false
   private closed = false
 
   constructor(
@@ -182,8 +199,12 @@ export class Mesh {
       maxMessageSize: options.maxMessageSize,
       reconnectMin: options.reconnectMin,
       reconnectMax: options.reconnectMax,
-      heartbeatInterval: options.pingInterval,
-      heartbeatTimeout: options.peerTimeout,
+      // A PING goes out at most pingInterval after the last traffic, so a
+      // dead connection is closed at most peerTimeout after it.
+      heartbeatInterval: Math.ceil(options.pingInterval),
+      heartbeatTimeout: Math.max(1, Math.floor(options.peerTimeout - options.pingInterval)),
+      // libzmq carries the TTL in tenths of a second, 16 bits.
+      heartbeatTimeToLive: Math.min(Math.ceil(options.peerTimeout), 6_553_500),
       context: sharedContext(),
     }
     if (identity !== undefined) {
@@ -191,9 +212,15 @@ export class Mesh {
       this.settings.context = newContext()
       this.zap = new ZapHandler(this.settings.context, (key) => identity.admits(key))
     }
-    this.router = new RouterPort(this.settings, this.onRouterMessage, this.onSocketFailure, (failure) =>
-      this.events.handshakeFailed(handshakeError(failure)),
+    this.router = new RouterPort(
+      this.settings,
+      this.onRouterMessage,
+      this.onSocketFailure,
+      (failure) => this.events.handshakeFailed(handshakeError(failure)),
+      () => (this.probeInbound = true),
     )
+    this.sweepEvery = Math.max(5, this.options.pingInterval / 8)
+    this.lastSweep = clock.now()
     this.scheduleSweep()
   }
 
@@ -396,6 +423,7 @@ export class Mesh {
           return
         }
       } else if (frame.type === FrameType.TICK) {
+        if (this.identity !== undefined && !this.identity.allows(link.peer)) return this.revoke(link)
         void link.send([TOCK])
       } else if (frame.type === FrameType.PART) {
         // CROSS while our own dial is joining: the peer yielded to our dial, whose
@@ -475,7 +503,7 @@ export class Mesh {
     if (other !== undefined) {
       // Someone already holds this name through another connection. It keeps
       // it while that connection is alive; a send to a closed one fails.
-      const alive = await other.send([TOCK])
+      const alive = (await this.router.deliver(other.routingId, [TOCK])) !== 'gone'
       if (this.closed) return
       const peer = this.peers.get(join.name)
       if (alive && peer?.inbound === other) {
@@ -567,7 +595,7 @@ export class Mesh {
     if (REFUSALS.has(reason)) {
       const code = reason as ErrorCode
       this.events.refused(dialler.peer, new BilateralError(code, `${dialler.peer} refused our join: ${message}`, { peer: dialler.peer }))
-      if (peer?.link === dialler) this.linkLost(dialler, 'PART')
+      if (peer?.link === dialler) this.linkLost(dialler, reason === Part.AUTH ? 'AUTH' : 'PART')
       else dialler.retryLater()
       return
     }
@@ -589,30 +617,67 @@ export class Mesh {
   // --- liveness --------------------------------------------------------------
 
   private scheduleSweep(): void {
-    const every = Math.max(5, Math.min(this.options.pingInterval, this.options.peerTimeout) / 8)
     this.sweepTimer = this.clock.setTimer(() => {
       if (this.closed) return
       this.sweep()
       this.scheduleSweep()
-    }, every)
+    }, this.sweepEvery)
   }
 
-  /** Ping what we dialled; declare down what has been silent too long. */
+  /**
+   * Ping what we dialled; declare down a link whose connection died
+   * (HEARTBEAT) or whose peer has answered nothing for `stallTimeout`
+   * (TIMEOUT). Silence alone, shorter than that, is a busy peer, not a dead
+   * one: ZeroMQ's heartbeats tell the two apart.
+   */
   private sweep(): void {
     const now = this.clock.now()
-    const { peerTimeout, pingInterval } = this.options
+    const { pingInterval, stallTimeout } = this.options
+    // Our own event loop was blocked: the silence since then is ours, not the peers'.
+    if (now - this.lastSweep > 4 * this.sweepEvery) this.forgive(now)
+    this.lastSweep = now
+    const probeAll = this.probeInbound
+    this.probeInbound = false
     for (const [key, { until }] of this.retired) if (until < now) this.retired.delete(key)
     for (const peer of [...this.peers.values()]) {
       const link = peer.link
-      if (link === undefined) continue
-      const heard = (link as InboundLink | Dialler).lastHeard
-      if (now - heard > peerTimeout) {
-        this.linkLost(link, 'TIMEOUT')
-      } else if (link instanceof Dialler && now - link.lastTick >= pingInterval) {
-        link.lastTick = now
-        void link.send([TICK])
+      if (link instanceof Dialler) {
+        // A sweep's grace lets frames already received (a PART) be read first.
+        if (link.droppedAt !== undefined && now - link.droppedAt >= this.sweepEvery) {
+          this.linkLost(link, link.authRefused ? 'AUTH' : 'HEARTBEAT')
+        } else if (now - link.lastHeard > stallTimeout) {
+          this.linkLost(link, 'TIMEOUT')
+        } else if (now - link.lastTick >= pingInterval) {
+          link.lastTick = now
+          void link.send([TICK])
+        }
+      } else if (link instanceof InboundLink) {
+        if (now - link.lastHeard > stallTimeout) this.linkLost(link, 'TIMEOUT')
+        else if (probeAll || now - link.lastHeard > pingInterval + this.sweepEvery) void this.probe(link)
       }
     }
+  }
+
+  /** Is the connection under a quiet inbound link still there? ROUTER_MANDATORY says 'gone' once libzmq has closed it. */
+  private async probe(link: InboundLink): Promise<void> {
+    if (link.probing) return
+    link.probing = true
+    const delivery = await this.router.deliver(link.routingId, [TOCK])
+    link.probing = false
+    if (delivery === 'gone' && this.peers.get(link.peer)?.link === link) this.linkLost(link, 'HEARTBEAT')
+  }
+
+  private forgive(now: number): void {
+    for (const peer of this.peers.values()) {
+      const link = peer.link as InboundLink | Dialler | undefined
+      if (link !== undefined) link.lastHeard = now
+    }
+  }
+
+  /** The peer's key is no longer authorised: tell it, and drop the link. */
+  private revoke(link: InboundLink): void {
+    void link.send([encodePart(Part.AUTH, 'your key is no longer authorised here')])
+    this.linkLost(link, 'AUTH')
   }
 }
 
@@ -622,6 +687,10 @@ export class Dialler extends BatchingLink implements Link {
   state: 'joining' | 'active' | 'standby' | 'stopped' = 'standby'
   lastHeard = 0
   lastTick = 0
+  /** When the connection of the active link closed (the sweep then declares the peer down). */
+  droppedAt: number | undefined
+  /** Since then, the peer's handshake refused our key. */
+  authRefused = false
   private port: DealerPort | undefined
   private joinFrame: Uint8Array | undefined
   /** A JOIN was sent on this socket (and may still be queued). */
@@ -678,8 +747,14 @@ export class Dialler extends BatchingLink implements Link {
       this.mesh.identity === undefined ? undefined : this.peer,
       this.mesh.settings,
       (parts) => this.mesh.onDiallerMessage(this, parts),
-      (failure) => this.mesh.events.refused(this.peer, handshakeError(failure, this.peer)),
+      (failure) => {
+        if (failure.code === 'AUTH' && this.droppedAt !== undefined) this.authRefused = true
+        this.mesh.events.refused(this.peer, handshakeError(failure, this.peer))
+      },
       this.mesh.onSocketFailure,
+      () => {
+        if (this.state === 'active') this.droppedAt ??= this.mesh.clock.now()
+      },
     )
   }
 
@@ -702,6 +777,8 @@ export class Dialler extends BatchingLink implements Link {
     this.clearTimer()
     this.state = 'active'
     this.attempt = 0
+    this.droppedAt = undefined
+    this.authRefused = false
     this.lastHeard = this.lastTick = this.mesh.clock.now()
   }
 

@@ -7,6 +7,8 @@ export const DEFAULT_CALL_TIMEOUT = 2000
 export const DEFAULT_PING_INTERVAL = 2000
 /** Default silence after which an active peer is declared down, ms. */
 export const DEFAULT_PEER_TIMEOUT = 6000
+/** Default time a peer whose connection is alive may leave our pings unanswered (its event loop busy) before it is declared down, ms. */
+export const DEFAULT_STALL_TIMEOUT = 60_000
 /** Default interval between JOIN re-sends while a dialled peer stays silent, ms. */
 export const DEFAULT_JOIN_INTERVAL = 1000
 /** Default first back-off after a refused join or a lost peer, ms. */
@@ -42,10 +44,21 @@ export interface BilateralOptions {
   defaultExposure?: PeerRule
   /** Default timeout of `call()`, ms. Default 2000. */
   callTimeout?: number
-  /** Interval between TICKs on connections this node dialled, ms. Default 2000. */
+  /** Interval between pings (TICKs on connections this node dialled, and ZeroMQ heartbeats on all), ms. Default 2000. */
   pingInterval?: number
-  /** Silence after which a peer is declared down, ms. Default 6000. Must exceed `pingInterval`. */
+  /**
+   * How soon a dead connection (a killed process, a cut cable) is detected, ms:
+   * ZeroMQ heartbeats, answered by libzmq's own thread even while a peer's
+   * JavaScript is busy, close a connection silent for this long, and the peer
+   * goes down with reason HEARTBEAT. Default 6000. Must exceed `pingInterval`.
+   */
   peerTimeout?: number
+  /**
+   * How long a peer whose connection is alive may leave our pings unanswered
+   * (a handler blocking its event loop) before it is declared down with
+   * reason TIMEOUT, ms. Default 60000. At least `peerTimeout`.
+   */
+  stallTimeout?: number
   /** Interval between JOIN re-sends while a dialled peer does not answer, ms. Default 1000. */
   joinInterval?: number
   /** First back-off after a refused join or a lost peer (also ZeroMQ's reconnect interval), ms. Default 100. */
@@ -96,6 +109,7 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
     callTimeout: options.callTimeout ?? DEFAULT_CALL_TIMEOUT,
     pingInterval: options.pingInterval ?? DEFAULT_PING_INTERVAL,
     peerTimeout: options.peerTimeout ?? DEFAULT_PEER_TIMEOUT,
+    stallTimeout: options.stallTimeout ?? Math.max(DEFAULT_STALL_TIMEOUT, options.peerTimeout ?? 0),
     joinInterval: options.joinInterval ?? DEFAULT_JOIN_INTERVAL,
     reconnectMin: options.reconnectMin ?? DEFAULT_RECONNECT_MIN,
     reconnectMax: options.reconnectMax ?? DEFAULT_RECONNECT_MAX,
@@ -107,7 +121,15 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
   }
   checkName('network', resolved.network)
   checkName('name', resolved.name)
-  for (const key of ['callTimeout', 'pingInterval', 'peerTimeout', 'joinInterval', 'reconnectMin', 'reconnectMax'] as const) {
+  for (const key of [
+    'callTimeout',
+    'pingInterval',
+    'peerTimeout',
+    'stallTimeout',
+    'joinInterval',
+    'reconnectMin',
+    'reconnectMax',
+  ] as const) {
     checkPositive(key, resolved[key])
   }
   if (!Number.isInteger(resolved.linger) || resolved.linger < 0) throw invalid('linger', 'must be an integer ≥ 0')
@@ -119,6 +141,8 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
   }
   if (typeof resolved.callerStacks !== 'boolean') throw invalid('callerStacks', 'must be a boolean')
   if (resolved.peerTimeout <= resolved.pingInterval) throw invalid('peerTimeout', 'must exceed pingInterval')
+  if (resolved.peerTimeout > 6_553_500) throw invalid('peerTimeout', 'must be at most 6553500 (ZeroMQ heartbeat limit)')
+  if (resolved.stallTimeout < resolved.peerTimeout) throw invalid('stallTimeout', 'must be at least peerTimeout')
   if (resolved.reconnectMax < resolved.reconnectMin) throw invalid('reconnectMax', 'must be ≥ reconnectMin')
   return resolved
 }

@@ -12,9 +12,12 @@ export interface SocketSettings {
   maxMessageSize: number
   reconnectMin: number
   reconnectMax: number
-  /** ZMTP heartbeat interval, ms (0 = off). */
+  /** ZMTP heartbeats, run by libzmq's I/O thread even while JavaScript is busy: a PING every `heartbeatInterval` ms (0 = off). */
   heartbeatInterval: number
+  /** Close a connection that has sent nothing for this long after a PING, ms. */
   heartbeatTimeout: number
+  /** Asks the other side to close the connection after this long without traffic from us, ms. */
+  heartbeatTimeToLive: number
   /** CURVE keys (Z85) of an encrypted node; absent for plaintext. */
   curve?: { publicKey: string; secretKey: string }
   /** The ZeroMQ context of the node's sockets (its own when encrypted, for its own ZAP handler). */
@@ -101,6 +104,16 @@ function curveServerOptions(s: SocketSettings): Partial<zmq.Router> {
 
 export type OnMessage = (parts: Buffer[]) => void
 export type OnRouterMessage = (routingId: Buffer, parts: Buffer[]) => void
+/** What became of a message sent to one routing id: queued, refused for a full queue, or refused because no such connection exists. */
+export type Delivery = 'sent' | 'full' | 'gone'
+
+function heartbeats(s: SocketSettings): Partial<zmq.Router & zmq.Dealer> {
+  return {
+    heartbeatInterval: s.heartbeatInterval,
+    heartbeatTimeout: s.heartbeatTimeout,
+    heartbeatTimeToLive: s.heartbeatTimeToLive,
+  }
+}
 
 /** The ROUTER socket peers dial into. Created on the first `bind()`. */
 export class RouterPort {
@@ -112,6 +125,8 @@ export class RouterPort {
     private readonly onMessage: OnRouterMessage,
     private readonly onFailure: (error: unknown) => void,
     private readonly onHandshakeFailure: OnHandshakeFailure,
+    /** A connection closed (by its peer, or by libzmq when its heartbeats stopped); which one, the monitor cannot say. */
+    private readonly onDisconnect: () => void,
   ) {}
 
   /** Bind to `address`; resolves to the bound endpoint (with the port the system chose for `*`). */
@@ -129,6 +144,21 @@ export class RouterPort {
       return socket.send([routingId, ...parts]).then(yes, no)
     } catch {
       return Promise.resolve(false)
+    }
+  }
+
+  /**
+   * Send to `routingId` and say what happened: with ROUTER_MANDATORY a
+   * connection libzmq has closed is 'gone' at once, which is how a dead
+   * inbound link is told from a quiet one.
+   */
+  deliver(routingId: Buffer, parts: Uint8Array[]): Promise<Delivery> {
+    const socket = this.socket
+    if (socket === undefined || this.closed) return Promise.resolve('gone')
+    try {
+      return socket.send([routingId, ...parts]).then(sent, delivery)
+    } catch (error) {
+      return Promise.resolve(delivery(error))
     }
   }
 
@@ -153,11 +183,13 @@ export class RouterPort {
       sendTimeout: 0,
       linger: s.linger,
       maxMessageSize: s.maxMessageSize,
-      heartbeatInterval: s.heartbeatInterval,
-      heartbeatTimeout: s.heartbeatTimeout,
+      ...heartbeats(s),
     })
     this.socket = socket
     watchHandshakes(socket, this.onHandshakeFailure)
+    socket.events.on('disconnect', () => {
+      if (!this.closed) this.onDisconnect()
+    })
     void this.loop(socket)
     return socket
   }
@@ -202,6 +234,8 @@ export class DealerPort {
     private readonly onMessage: OnMessage,
     onHandshakeFailure: OnHandshakeFailure,
     private readonly onFailure: (error: unknown) => void,
+    /** The connection closed: the peer's host closed it, or libzmq did when its heartbeats stopped. */
+    onDisconnect: () => void,
   ) {
     const curve =
       settings.curve === undefined || serverKey === undefined
@@ -215,11 +249,13 @@ export class DealerPort {
       maxMessageSize: settings.maxMessageSize,
       reconnectInterval: settings.reconnectMin,
       reconnectMaxInterval: settings.reconnectMax,
-      heartbeatInterval: settings.heartbeatInterval,
-      heartbeatTimeout: settings.heartbeatTimeout,
+      ...heartbeats(settings),
     })
     this.socket.events.on('handshake', () => (this.connected = true))
-    this.socket.events.on('disconnect', () => (this.connected = false))
+    this.socket.events.on('disconnect', () => {
+      this.connected = false
+      if (!this.closed) onDisconnect()
+    })
     watchHandshakes(this.socket, (failure) => {
       if (!this.closed) onHandshakeFailure(failure)
     })
@@ -262,3 +298,5 @@ export class DealerPort {
 
 const yes = (): boolean => true
 const no = (): boolean => false
+const sent = (): Delivery => 'sent'
+const delivery = (error: unknown): Delivery => ((error as { code?: unknown }).code === 'EAGAIN' ? 'full' : 'gone')

@@ -53,8 +53,9 @@ export function ensureBuilt(): void {
 }
 
 /** A promise and its resolver, for handlers that report being called. */
-export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
+export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void; reject: (error: Error) => void } {
   let resolve!: (value: T) => void
-  const promise = new Promise<T>((r) => (resolve = r))
-  return { promise, resolve }
+  let reject!: (error: Error) => void
+  const promise = new Promise<T>((yes, no) => ((resolve = yes), (reject = no)))
+  return { promise, resolve, reject }
 }

@@ -79,7 +79,7 @@ describe.skipIf(!canNetns)('a partition between two hosts (network namespaces jo
       alpha.next({ event: 'down', peer: 'beta' }, 5_000, fromA),
       beta.next({ event: 'down', peer: 'alpha' }, 5_000, fromB),
     ])
-    expect(downs.map((e) => e.reason)).toEqual(['TIMEOUT', 'TIMEOUT'])
+    expect(downs.map((e) => e.reason)).toEqual(['HEARTBEAT', 'HEARTBEAT'])
     expect(performance.now() - cutAt).toBeLessThan(PEER_TIMEOUT * 1.5 + 250)
 
     const [againA, againB] = [alpha.mark(), beta.mark()]

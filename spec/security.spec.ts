@@ -52,6 +52,31 @@ describe('encrypted nodes', () => {
     expect(served).toBe(1)
   })
 
+  it('revoking a key (the authorizedKeys predicate turns false) drops its live link on both sides with AUTH', async () => {
+    const [ks, kc] = await Promise.all([generateKeypair(), generateKeypair()])
+    const allowed = new Set([kc.publicKey])
+    const server = encrypted(ks, { authorizedKeys: (key) => allowed.has(key) })
+    const client = encrypted(kc)
+    server.register(new Arith(), 'Arith')
+    await pair(client, server)
+    const downs = Promise.all([nextEvent<[string, string]>(server, 'peer:down'), nextEvent<[string, string]>(client, 'peer:down')])
+    const refused = nextEvent<[string, BilateralError]>(client, 'peer:refused')
+    allowed.delete(kc.publicKey)
+    // Checked at the client's next ping.
+    expect(await downs).toEqual([
+      [kc.publicKey, 'AUTH'],
+      [ks.publicKey, 'AUTH'],
+    ])
+    expect((await refused)[1].code).toBe('AUTH')
+    // Its re-JOINs over the still-open connection are refused too.
+    const again = await nextEvent<[string, BilateralError]>(client, 'peer:refused', 5000)
+    expect(again[1].code).toBe('AUTH')
+    expect(server.activeConnections()).toEqual([])
+    expect(await client.call([ks.publicKey], 'Arith.SumDiff', { A: 1, B: 1 })).toMatchObject([
+      { ok: false, error: { code: 'NOT_CONNECTED' } },
+    ])
+  })
+
   it('a key this node connects to is trusted for that connection even outside authorizedKeys', async () => {
     const [ka, kb] = await Promise.all([generateKeypair(), generateKeypair()])
     // Each only authorises nobody, yet each dials the other: both links are admitted.
