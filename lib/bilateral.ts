@@ -313,6 +313,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     if (this.closed) return
     this.closed = true
     this.pending.failAll('CLOSED', 'the node was closed')
+    // Handlers still running are no longer ours to count; their results are dropped.
+    this.running = 0
     for (const waiter of [...this.waiters]) waiter.settle(closedError())
     await this.mesh.close()
   }
@@ -395,9 +397,11 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       return fail('OVERLOADED', 'BilateralError', `${this.running} handlers are already running (maxConcurrent)`)
     }
     this.running++
+    // After close() the count restarted at zero and late results are dropped.
     const succeed = (result: unknown): void => {
+      if (this.closed) return
       this.running--
-      if (id === undefined || this.closed) return
+      if (id === undefined) return
       let encoded: Uint8Array
       try {
         encoded = encodeBody(result)
@@ -407,8 +411,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       this.answer(peer, link, [encodeReply(id), encoded])
     }
     const raise = (error: unknown): void => {
-      this.running--
       if (this.closed) return
+      this.running--
       const e = error instanceof Error ? error : new Error(String(error))
       fail('REMOTE', e.name, e.message, error)
     }

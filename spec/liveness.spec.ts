@@ -6,6 +6,7 @@ import { Arith, FAST, closeAll, deferred, ensureBuilt, makeNode, nextEvent, pair
 import type { Bilateral, BilateralError } from '../lib/index.js'
 
 const PEER = fileURLToPath(new URL('./fixtures/peer.mjs', import.meta.url))
+const LIFECYCLE = fileURLToPath(new URL('./fixtures/lifecycle.mjs', import.meta.url))
 const children: ChildProcess[] = []
 
 beforeAll(ensureBuilt)
@@ -187,6 +188,32 @@ describe('leaving', () => {
     const [code] = (await once(child, 'exit', { signal: AbortSignal.timeout(10_000) })) as [number]
     expect(code).toBe(0)
     expect(JSON.parse(out)).toEqual(['CLOSED'])
+  })
+
+  it('restarts, reconnects and close() mid-call leave no table entry, timer or socket: the process exits on its own', async () => {
+    const child = spawn(process.execPath, [LIFECYCLE], { stdio: ['ignore', 'pipe', 'inherit'] })
+    children.push(child)
+    let out = ''
+    child.stdout!.on('data', (d: Buffer) => (out += d))
+    const [code] = (await once(child, 'exit', { signal: AbortSignal.timeout(20_000) })) as [number]
+    expect(code).toBe(0)
+    expect(JSON.parse(out)).toEqual({
+      scenarios: {
+        'listener restarts on the same address': 'ok',
+        'both sides restart': 'ok ok',
+        'disconnect() and connect() again': { results: ['ok', 'ok', 'ok'], peersAfterDisconnect: [0, 0] },
+        // b closed with two of a's calls running in its handlers: a's calls end PEER_DOWN at b's PART,
+        // b's own pending call CLOSED; the slow handler's late result was dropped quietly.
+        'close() with calls and handlers in flight': {
+          runningAtClose: 2,
+          aSaw: ['PEER_DOWN', 'PEER_DOWN'],
+          bSaw: ['CLOSED'],
+          pendingAfter: 0,
+        },
+      },
+      leaks: [],
+      errors: [],
+    })
   })
 
   it('after close(), the node refuses work with CLOSED and its tables are empty', async () => {
