@@ -319,8 +319,12 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     await this.mesh.close()
   }
 
-  /** Sizes of internal tables; all zero after close(). For leak checks. */
-  stats(): { pending: number; timerQueues: number; inflight: number; running: number; peers: number; inbound: number } {
+  /**
+   * Sizes of internal tables, all zero after close() (for leak checks), and
+   * `dropped`: how many messages from peers were dropped because they did not
+   * decode (each also reported as `frame:dropped`).
+   */
+  stats(): { pending: number; timerQueues: number; inflight: number; running: number; peers: number; inbound: number; dropped: number } {
     return {
       pending: this.pending.size,
       timerQueues: this.pending.queueCount,

@@ -8,6 +8,7 @@
  * PROTOCOL.md is the full description.
  */
 import { Decoder, Encoder } from '@msgpack/msgpack'
+import { MAX_DEPTH, tooDeep } from './depth.js'
 
 export const PROTOCOL_VERSION = 1
 
@@ -102,6 +103,7 @@ export class Codec {
 
   /** Decode a body part into its value; throws CodecError. */
   decodeBody(body: Uint8Array): unknown {
+    if (tooDeep(body)) throw new CodecError('MALFORMED', `undecodable body: nested deeper than ${MAX_DEPTH}`)
     try {
       // A plain view, so binary values come back as Uint8Array, not Buffer.
       return this.decoder.decode(Buffer.isBuffer(body) ? new Uint8Array(body.buffer, body.byteOffset, body.byteLength) : body)
@@ -112,6 +114,7 @@ export class Codec {
 
   private decodeEnvelope(part: Uint8Array): unknown[] {
     let value: unknown
+    if (tooDeep(part)) throw new CodecError('MALFORMED', `undecodable envelope: nested deeper than ${MAX_DEPTH}`)
     try {
       value = this.decoder.decode(part)
     } catch (error) {

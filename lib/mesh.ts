@@ -185,6 +185,8 @@ export class Mesh {
   private lastSweep: number
   /** A connection to our ROUTER closed: find out which inbound link it served at the next sweep. */
   private probeInbound = false
+  /** Messages dropped because they did not decode. */
+  private dropped = 0
   private closed = false
 
   constructor(
@@ -313,9 +315,9 @@ export class Mesh {
     this.zap?.close()
   }
 
-  /** Sizes of the internal tables, for leak checks. */
-  stats(): { peers: number; inbound: number } {
-    return { peers: this.peers.size, inbound: this.inbound.size }
+  /** Sizes of the internal tables, for leak checks, and how many messages were dropped undecodable. */
+  stats(): { peers: number; inbound: number; dropped: number } {
+    return { peers: this.peers.size, inbound: this.inbound.size, dropped: this.dropped }
   }
 
   // --- links -------------------------------------------------------------
@@ -399,17 +401,9 @@ export class Mesh {
     if (this.closed) return
     const key = routingId.toString('latin1')
     let link = this.inbound.get(key)
-    let frames: Frame[]
     if (link === undefined && this.retired.has(key)) return this.onRetiredMessage(key, routingId, parts)
-    try {
-      frames = this.codec.decodeMessage(parts)
-    } catch (error) {
-      this.reportDropped(error, link?.peer)
-      if (error instanceof CodecError && error.code === 'VERSION') {
-        void this.router.send(routingId, [encodePart(Part.VERSION, error.message)])
-      }
-      return
-    }
+    const frames = this.decode(parts, link?.peer, routingId)
+    if (frames === undefined) return
     if (link !== undefined) link.lastHeard = this.clock.now()
     for (const frame of frames) {
       if (frame.type === FrameType.JOIN) {
@@ -445,12 +439,8 @@ export class Mesh {
       this.retired.delete(key)
       return this.onRouterMessage(routingId, parts)
     }
-    let frames: Frame[]
-    try {
-      frames = this.codec.decodeMessage(parts)
-    } catch (error) {
-      return this.reportDropped(error, entry.link.peer)
-    }
+    const frames = this.decode(parts, entry.link.peer)
+    if (frames === undefined) return
     for (const frame of frames) {
       if (frame.type === FrameType.JOIN) {
         this.retired.delete(key)
@@ -531,13 +521,8 @@ export class Mesh {
   /** Frames that arrived on a dialler's socket. */
   onDiallerMessage(dialler: Dialler, parts: Buffer[]): void {
     if (this.closed) return
-    let frames: Frame[]
-    try {
-      frames = this.codec.decodeMessage(parts)
-    } catch (error) {
-      this.reportDropped(error, dialler.peer)
-      return
-    }
+    const frames = this.decode(parts, dialler.peer)
+    if (frames === undefined) return
     dialler.lastHeard = this.clock.now()
     for (const frame of frames) {
       switch (frame.type) {
@@ -604,9 +589,28 @@ export class Mesh {
     if (reason === Part.NOT_JOINED) dialler.rejoin()
   }
 
-  private reportDropped(error: unknown, peer: string | undefined): void {
-    const message = error instanceof Error ? error.message : String(error)
-    this.events.dropped(new BilateralError('PROTOCOL', `dropped a message: ${message}`, { peer, cause: error }))
+  /**
+   * Decode a message, or report it dropped (and answer PART VERSION to a
+   * ROUTER peer speaking another version). Errors made here carry no stack:
+   * it would only show this receive loop, and capturing it was most of the
+   * cost of a flood of junk.
+   */
+  private decode(parts: Buffer[], peer: string | undefined, routingId?: Buffer): Frame[] | undefined {
+    const stackTraceLimit = Error.stackTraceLimit
+    Error.stackTraceLimit = 0
+    try {
+      return this.codec.decodeMessage(parts)
+    } catch (error) {
+      this.dropped++
+      const message = error instanceof Error ? error.message : String(error)
+      this.events.dropped(new BilateralError('PROTOCOL', `dropped a message: ${message}`, { peer, cause: error }))
+      if (routingId !== undefined && error instanceof CodecError && error.code === 'VERSION') {
+        void this.router.send(routingId, [encodePart(Part.VERSION, error.message)])
+      }
+      return undefined
+    } finally {
+      Error.stackTraceLimit = stackTraceLimit
+    }
   }
 
   /** A receive loop or a listener above us failed on one message; the loop goes on. */

@@ -1,8 +1,13 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
 import * as zmq from 'zeromq'
 import { encode } from '@msgpack/msgpack'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { Codec, FrameType, encodeCall, encodeJoin, encodeBody, type Frame } from '../lib/codec.js'
-import { Arith, closeAll, makeNode, pair } from './helpers.js'
+import { Arith, closeAll, ensureBuilt, makeNode, pair } from './helpers.js'
+
+beforeAll(ensureBuilt)
 
 const sockets: zmq.Dealer[] = []
 afterEach(async () => {
@@ -95,23 +100,86 @@ describe('hostile input from a raw ZeroMQ socket', () => {
     await stillServes(friend)
   })
 
-  it('deeply nested arguments neither crash the node nor go unanswered', async () => {
-    const { friend, raw } = await target()
+  it('arguments nested deeper than 100 are refused BAD_REQUEST before they are built, and reach no handler', async () => {
+    const { friend, raw, served } = await target()
     await raw.send([encodeJoin('test net', 'rogue')])
     await answer(raw)
-    const depth = 100_000
-    const nested = Buffer.concat([Buffer.alloc(depth, 0x91), Buffer.from([0xc0])]) // [[[[...nil]]]]
+    // [[[[...nil]]]] a million deep: 1 MB that would decode into a million arrays.
+    const nested = Buffer.concat([Buffer.alloc(1_000_000, 0x91), Buffer.from([0xc0])])
     await raw.send([encodeCall(1, 'Arith.SumDiff'), nested])
-    // The msgpack decoder is iterative, so depth cannot overflow the stack; the handler answers.
-    expect(await answer(raw)).toMatchObject([{ id: 1 }])
+    expect(await answer(raw)).toMatchObject([
+      { type: FrameType.ERROR, id: 1, code: 'BAD_REQUEST', message: expect.stringContaining('nested deeper than 100') },
+    ])
+    // An envelope nested as deep is dropped as a whole.
+    await raw.send([Buffer.concat([Buffer.from([0x93, 0x01, 0x06]), nested])])
     await stillServes(friend)
+    expect(served()).toBe(1)
+  })
+})
+
+describe('hostile input against a node in its own process, with its memory watched', () => {
+  const TARGET = fileURLToPath(new URL('./fixtures/target.mjs', import.meta.url))
+  let child: ChildProcess | undefined
+  afterEach(() => void child?.kill('SIGKILL'))
+
+  type Stats = { served: number; reported: number; dropped: number; heapUsed: number; rss: number; pending: number; inbound: number }
+
+  /** The target node (child process), our node `friend` joined to it, and a raw DEALER connected to it. */
+  async function remoteTarget() {
+    child = spawn(process.execPath, ['--expose-gc', TARGET], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const [line] = (await once(child.stdout!, 'data')) as [Buffer]
+    const endpoint = line.toString().trim()
+    const friend = makeNode('friend')
+    friend.connect('target', endpoint)
+    await friend.waitForPeers(['target'], { timeout: 5000 })
+    const stats = async (gc = true): Promise<Stats> => {
+      const [r] = await friend.call<Stats>(['target'], 'Probe.Stats', gc, { timeout: 10_000 })
+      if (!r?.ok) throw new Error(`no stats: ${JSON.stringify(r)}`)
+      return r.reply
+    }
+    const sum = async () => (await friend.call(['target'], 'Arith.SumDiff', { A: 2, B: 1 }))[0]
+    const raw = new zmq.Dealer({ linger: 0, sendHighWaterMark: 0 })
+    sockets.push(raw)
+    raw.connect(endpoint)
+    // Warm up: a few thousand real calls, so caches and pools reach their working size.
+    for (let i = 0; i < 20; i++) await Promise.all(Array.from({ length: 100 }, sum))
+    return { friend, raw, stats, sum, baseline: await stats() }
+  }
+
+  it('a 100 MB frame is refused by ZeroMQ before JavaScript sees it; memory stays at its level', async () => {
+    const { raw, stats, sum, baseline } = await remoteTarget()
+    // libzmq reads the frame's size, sees it exceeds maxMessageSize (16 MiB) and closes the connection.
+    const disconnected = new Promise((resolve) => raw.events.on('disconnect', resolve))
+    await raw.send([Buffer.alloc(100 * 1024 * 1024, 0x42)])
+    await disconnected
+    expect(await sum()).toEqual({ from: 'target', ok: true, reply: { S: 3, D: 1 } })
+    const after = await stats()
+    expect(after.served).toBe(baseline.served + 1)
+    expect(after.heapUsed).toBeLessThan(baseline.heapUsed * 1.1)
+    expect(after.rss).toBeLessThan(baseline.rss + 32 * 1024 * 1024)
   })
 
-  it('a flood of frames leaves the node serving its real peer', async () => {
-    const { friend, raw } = await target()
+  it('a flood of 100,000 frames is dropped and counted; the node serves throughout, and memory returns to its level', async () => {
+    const { raw, stats, sum, baseline } = await remoteTarget()
     const junk = Buffer.from([0xc1])
-    for (let i = 0; i < 20_000; i++) await raw.send([junk])
-    await stillServes(friend)
+    const calls: Promise<unknown>[] = []
+    for (let i = 0; i < 100_000; i++) {
+      await raw.send([junk])
+      if (i % 10_000 === 0) calls.push(sum())
+    }
+    // Every call made during the flood was answered correctly.
+    expect(await Promise.all(calls)).toEqual(Array(10).fill({ from: 'target', ok: true, reply: { S: 3, D: 1 } }))
+    // The target may still be working through the flood: ask until it has seen all of it (bounded).
+    let after = await stats(false)
+    for (const deadline = performance.now() + 20_000; after.dropped - baseline.dropped < 100_000 && performance.now() < deadline;) {
+      after = await stats(false)
+    }
+    after = await stats()
+    expect(after.dropped - baseline.dropped).toBe(100_000)
+    expect(after.reported - baseline.reported).toBe(100_000)
+    expect(after.served).toBe(baseline.served + 10)
+    expect(after.heapUsed).toBeLessThan(baseline.heapUsed * 1.1)
+    expect(after.pending).toBe(0)
   })
 })
 
