@@ -262,14 +262,14 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * errors (`REMOTE`, `NO_SUCH_METHOD`, `NOT_CONNECTED`, `TIMEOUT`,
    * `PEER_DOWN`, `CLOSED`). Resolves as soon as every peer has answered.
    * Rejects with a TypeError for a bad timeout or arguments msgpack cannot
-   * carry, and with `CLOSED` after `close()`.
+   * carry, with `TOO_LARGE` for arguments beyond `maxMessageSize`, and with `CLOSED` after `close()`.
    */
   call<R = unknown>(to: readonly string[] = [], method: string, args?: unknown, options: CallOptions = {}): Promise<CallResult<R>[]> {
     try {
       this.assertOpen()
       const timeout = options.timeout === undefined ? this.options.callTimeout : checkTimeout(options.timeout)
       if (typeof method !== 'string' || method.length === 0) throw new TypeError('method must be a non-empty string')
-      const body = encodeBody(args)
+      const body = this.encodeArgs(args)
       const site: { stack?: string } = {}
       if (this.options.callerStacks) Error.captureStackTrace(site, this.call)
       const early: CallResult[] = []
@@ -296,7 +296,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   async cast(to: readonly string[] = [], method: string, args?: unknown): Promise<string[]> {
     this.assertOpen()
     if (typeof method !== 'string' || method.length === 0) throw new TypeError('method must be a non-empty string')
-    const body = encodeBody(args)
+    const body = this.encodeArgs(args)
     const envelope = encodeCast(method)
     const targets = this.targets(to, [])
     const frame = [envelope, body]
@@ -412,6 +412,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       } catch (error) {
         return fail('BAD_REPLY', 'BilateralError', `the result of ${method} cannot be encoded: ${(error as Error).message}`)
       }
+      if (encoded.byteLength > this.options.maxMessageSize) {
+        return fail('TOO_LARGE', 'BilateralError', tooLarge(`the result of ${method}`, encoded.byteLength, this.options.maxMessageSize))
+      }
       this.answer(peer, link, [encodeReply(id), encoded])
     }
     const raise = (error: unknown): void => {
@@ -430,6 +433,19 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     else succeed(result)
   }
 
+  /**
+   * Encode call or cast arguments. Beyond `maxMessageSize` they are refused
+   * here (TOO_LARGE): a peer with the same limit would have ZeroMQ close the
+   * whole connection on such a message.
+   */
+  private encodeArgs(args: unknown): Uint8Array {
+    const body = encodeBody(args)
+    if (body.byteLength > this.options.maxMessageSize) {
+      throw new BilateralError('TOO_LARGE', tooLarge('the arguments', body.byteLength, this.options.maxMessageSize))
+    }
+    return body
+  }
+
   /** Reply on the peer's current link, or on the one the call came in on if the peer is between links. */
   private answer(peer: string, link: Link, parts: Uint8Array[]): void {
     if (!this.closed) (this.mesh.linkTo(peer) ?? link).post(parts)
@@ -439,6 +455,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     if (this.closed) throw closedError()
   }
 }
+
+const tooLarge = (what: string, size: number, limit: number): string =>
+  `${what} encode to ${size} bytes, more than maxMessageSize (${limit})`
 
 /** How long listen() retries an address in use, ms. */
 const BIND_RETRY_MS = 500

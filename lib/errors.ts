@@ -8,7 +8,7 @@
  * | `NOT_CONNECTED` | a named peer is not active |
  * | `NO_SUCH_METHOD` | the peer exposes no such method |
  * | `REMOTE` | the remote handler threw or rejected ({@link RemoteError}) |
- * | `PEER_DOWN` | the peer left cleanly while the call was pending |
+ * | `PEER_DOWN` | the peer left, lost its connection or was refused while the call was pending |
  * | `CLOSED` | this node was closed |
  * | `BAD_REQUEST` | the peer could not decode what we sent |
  * | `BAD_REPLY` | the handler's result could not be encoded |
@@ -18,6 +18,7 @@
  * | `INVALID_ARGUMENT`, `ALREADY_CONNECTED`, `ALREADY_REGISTERED`, `BIND_FAILED` | local misuse |
  * | `SOCKET` | no socket could be made (for example, out of file descriptors) |
  * | `OVERLOADED` | a limit was reached: `maxInflight` here, or `maxConcurrent` at the peer |
+ * | `TOO_LARGE` | encoded arguments or a result exceed `maxMessageSize` |
  * | `INTERNAL` | handling one message failed (often a throwing event listener); reported, the node goes on |
  */
 export type ErrorCode =
@@ -44,6 +45,7 @@ export type ErrorCode =
   | 'SOCKET'
   | 'INTERNAL'
   | 'OVERLOADED'
+  | 'TOO_LARGE'
 
 export interface BilateralErrorOptions {
   /** The peer this error concerns, when there is one. */

@@ -47,3 +47,34 @@ it('limits are validated', () => {
     expect(() => makeNode('x', { maxConcurrent: bad })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }))
   }
 })
+
+it('arguments or a result beyond maxMessageSize are refused TOO_LARGE, and the link stays up', async () => {
+  const alpha = makeNode('alpha', { maxMessageSize: 64 * 1024 })
+  const beta = makeNode('beta', { maxMessageSize: 64 * 1024 })
+  beta.register({ Echo: (x: unknown) => x, Grow: (n: number) => new Uint8Array(n) }, 'Svc')
+  await pair(alpha, beta)
+  const big = new Uint8Array(65 * 1024)
+  await expect(alpha.call(['beta'], 'Svc.Echo', big)).rejects.toMatchObject({
+    code: 'TOO_LARGE',
+    message: expect.stringContaining('maxMessageSize'),
+  })
+  await expect(alpha.cast(['beta'], 'Svc.Echo', big)).rejects.toMatchObject({ code: 'TOO_LARGE' })
+  expect(await alpha.call(['beta'], 'Svc.Grow', 65 * 1024)).toMatchObject([{ from: 'beta', ok: false, error: { code: 'TOO_LARGE' } }])
+  // Just under the limit goes through, and nobody went down.
+  expect(await alpha.call(['beta'], 'Svc.Grow', 60 * 1024)).toMatchObject([{ from: 'beta', ok: true }])
+  expect(alpha.activeConnections()).toEqual(['beta'])
+  expect(alpha.stats()).toMatchObject({ pending: 0, inflight: 0 })
+})
+
+it("a message beyond the peer's smaller maxMessageSize: its ZeroMQ closes the connection, the call ends PEER_DOWN, the mesh heals", async () => {
+  const alpha = makeNode('alpha')
+  const beta = makeNode('beta', { maxMessageSize: 64 * 1024 })
+  beta.register({ Size: (x: Uint8Array) => x.length }, 'Svc')
+  await pair(alpha, beta)
+  const down = new Promise((resolve) => alpha.once('peer:down', (...args) => resolve(args)))
+  const [result] = await alpha.call(['beta'], 'Svc.Size', new Uint8Array(100 * 1024), { timeout: 5000 })
+  expect(result).toMatchObject({ from: 'beta', ok: false, error: { code: 'PEER_DOWN', message: expect.stringContaining('HEARTBEAT') } })
+  expect(await down).toEqual(['beta', 'HEARTBEAT'])
+  await alpha.waitForPeers(['beta'], { timeout: 5000 })
+  expect(await alpha.call(['beta'], 'Svc.Size', new Uint8Array(1000))).toEqual([{ from: 'beta', ok: true, reply: 1000 }])
+})
