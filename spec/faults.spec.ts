@@ -48,3 +48,33 @@ it('a one-way blackhole: calls end TIMEOUT, the dialler declares the peer down, 
   expect(await dialler.call(['listener'], 'Host.Where')).toEqual([{ from: 'listener', ok: true, reply: 'listener' }])
   expect(await listener.call(['dialler'], 'Host.Where')).toEqual([{ from: 'dialler', ok: true, reply: 'dialler' }])
 })
+
+it('calls complete in both directions over a lossy link (10% of chunks retransmitted after 50 ms)', async () => {
+  const { listener, dialler, relay } = await throughRelay()
+  relay.loss = 0.1
+  relay.rto = 50
+  // One at a time, so each call and reply is its own chunk: about 240 chunks, some 24 of them lost.
+  for (let i = 0; i < 60; i++) {
+    const [from, to] = i % 2 === 0 ? [dialler, 'listener'] : [listener, 'dialler']
+    expect(await from.call([to], 'Host.Where')).toEqual([{ from: to, ok: true, reply: to }])
+  }
+  expect(relay.counts.lost).toBeGreaterThan(0)
+  // Stalls of a few tens of ms are not a dead link: nobody went down.
+  expect(dialler.activeConnections()).toEqual(['listener'])
+  expect(listener.activeConnections()).toEqual(['dialler'])
+})
+
+it('a byte lost for good: the stream is out of step, the peer goes down and the mesh heals', async () => {
+  const { listener, dialler, relay } = await throughRelay()
+  const down = nextEvent<[string, string]>(dialler, 'peer:down', 5000)
+  relay.dropNext.toListener = true
+  const [lost] = await dialler.call(['listener'], 'Host.Where', null, { timeout: 3000 })
+  expect(relay.counts.dropped).toBe(1)
+  // The call's bytes went missing: it ends PEER_DOWN once the broken connection is noticed (or TIMEOUT if later).
+  expect(lost).toMatchObject({ from: 'listener', ok: false })
+  expect(['PEER_DOWN', 'TIMEOUT']).toContain(lost!.ok ? 'ok' : lost!.error.code)
+  expect((await down)[1]).toBe('HEARTBEAT')
+  await dialler.waitForPeers(['listener'], { timeout: 10_000 })
+  await listener.waitForPeers(['dialler'], { timeout: 10_000 })
+  expect(await dialler.call(['listener'], 'Host.Where')).toEqual([{ from: 'listener', ok: true, reply: 'listener' }])
+})
