@@ -1,5 +1,6 @@
 import { afterEach, expect, it } from 'vitest'
 import { closeAll, deferred, makeNode, pair } from './helpers.js'
+import { Relay } from './relay.js'
 
 afterEach(closeAll)
 
@@ -77,4 +78,44 @@ it("a message beyond the peer's smaller maxMessageSize: its ZeroMQ closes the co
   expect(await down).toEqual(['beta', 'HEARTBEAT'])
   await alpha.waitForPeers(['beta'], { timeout: 5000 })
   expect(await alpha.call(['beta'], 'Svc.Size', new Uint8Array(1000))).toEqual([{ from: 'beta', ok: true, reply: 1000 }])
+})
+
+it('a peer that stops reading fills its queue: calls to it fail NOT_CONNECTED at once, calls to other peers go on', async () => {
+  // peerTimeout long enough that the held link is not declared dead while its queue fills.
+  const alpha = makeNode('alpha', { peerTimeout: 20_000, callerStacks: false })
+  const stuck = makeNode('stuck')
+  const fine = makeNode('fine')
+  for (const node of [stuck, fine]) node.register({ Size: (x: Uint8Array) => x.length }, 'Svc')
+  const relay = await Relay.start(await stuck.listen('tcp://127.0.0.1:*'))
+  alpha.connect('stuck', relay.address)
+  await pair(alpha, fine)
+  await alpha.waitForPeers(['stuck'], { timeout: 5000 })
+  relay.hold('toListener', true)
+  // Calls of 16 KiB, one per event-loop turn (each its own ZeroMQ message), until ZeroMQ's queue for `stuck` is full.
+  const payload = new Uint8Array(16 * 1024)
+  const held: Promise<unknown>[] = []
+  let refused: { ok: boolean; error?: { code: string } } | undefined
+  for (let i = 0; i < 20_000 && refused === undefined; i++) {
+    const call = alpha.call(['stuck'], 'Svc.Size', payload, { timeout: 30_000 }).then(([r]) => {
+      if (!r!.ok) refused ??= r as typeof refused
+      return r
+    })
+    held.push(call)
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  expect(refused).toMatchObject({ ok: false, error: { code: 'NOT_CONNECTED' } })
+  // With `stuck` full, a call to both answers at once: `fine` replies, `stuck` is refused without waiting.
+  const t0 = performance.now()
+  const both = await alpha.call(['fine', 'stuck'], 'Svc.Size', payload, { timeout: 10_000 })
+  expect(performance.now() - t0).toBeLessThan(2000)
+  expect(both).toMatchObject([
+    { from: 'fine', ok: true, reply: 16 * 1024 },
+    { from: 'stuck', ok: false, error: { code: 'NOT_CONNECTED' } },
+  ])
+  // Once it reads again, what was queued is delivered and answered.
+  relay.hold('toListener', false)
+  const results = (await Promise.all(held)) as { ok: boolean; error?: { code: string } }[]
+  expect(results.filter((r) => r.ok).length).toBeGreaterThan(500)
+  expect(results.every((r) => r.ok || r.error!.code === 'NOT_CONNECTED')).toBe(true)
+  await relay.close()
 })

@@ -22,6 +22,8 @@ export class Relay {
   /** How many chunks were lost (and retransmitted) or dropped. */
   readonly counts = { lost: 0, dropped: 0 }
   private readonly sockets = new Set<Socket>()
+  /** The socket each direction reads from, per connection. */
+  private readonly readers = { toListener: new Set<Socket>(), toDialler: new Set<Socket>() }
   private constructor(
     private readonly server: Server,
     readonly address: string,
@@ -40,6 +42,7 @@ export class Relay {
         [upstream, client, 'toDialler'],
       ] as const) {
         relay.sockets.add(from)
+        relay.readers[direction].add(from)
         // Chunks wait in order: a late one holds back those behind it, as in TCP.
         const queue: { at: number; chunk: Buffer }[] = []
         let timer: NodeJS.Timeout | undefined
@@ -67,7 +70,10 @@ export class Relay {
           queue.push({ at, chunk })
           if (timer === undefined) timer = setTimeout(pump, at - performance.now())
         })
-        from.on('close', () => clearTimeout(timer))
+        from.on('close', () => {
+          clearTimeout(timer)
+          relay.readers[direction].delete(from)
+        })
         from.on('error', () => to.destroy())
         from.on('close', () => {
           relay.sockets.delete(from)
@@ -76,6 +82,14 @@ export class Relay {
       }
     })
     return relay
+  }
+
+  /** Stop (or resume) reading in one direction: TCP's flow control then fills the sender's buffers and queues. */
+  hold(direction: 'toListener' | 'toDialler', held: boolean): void {
+    for (const socket of this.readers[direction]) {
+      if (held) socket.pause()
+      else socket.resume()
+    }
   }
 
   /** Everything captured so far, both directions, in one buffer. */
