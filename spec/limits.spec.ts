@@ -94,10 +94,11 @@ it('a peer that stops reading fills its queue: calls to it fail NOT_CONNECTED at
   // Calls of 16 KiB, one per event-loop turn (each its own ZeroMQ message), until ZeroMQ's queue for `stuck` is full.
   const payload = new Uint8Array(16 * 1024)
   const held: Promise<unknown>[] = []
-  let refused: { ok: boolean; error?: { code: string } } | undefined
+  type Entry = { ok: boolean; error?: { code: string } }
+  let refused: Entry | undefined
   for (let i = 0; i < 20_000 && refused === undefined; i++) {
     const call = alpha.call(['stuck'], 'Svc.Size', payload, { timeout: 30_000 }).then(([r]) => {
-      if (!r!.ok) refused ??= r as typeof refused
+      if (!r!.ok) refused ??= r as Entry
       return r
     })
     held.push(call)
@@ -114,7 +115,7 @@ it('a peer that stops reading fills its queue: calls to it fail NOT_CONNECTED at
   ])
   // Once it reads again, what was queued is delivered and answered.
   relay.hold('toListener', false)
-  const results = (await Promise.all(held)) as { ok: boolean; error?: { code: string } }[]
+  const results = (await Promise.all(held)) as Entry[]
   expect(results.filter((r) => r.ok).length).toBeGreaterThan(500)
   expect(results.every((r) => r.ok || r.error!.code === 'NOT_CONNECTED')).toBe(true)
   await relay.close()
