@@ -50,7 +50,7 @@ export interface BilateralOptions {
    * How soon a dead connection (a killed process, a cut cable) is detected, ms:
    * ZeroMQ heartbeats, answered by libzmq's own thread even while a peer's
    * JavaScript is busy, close a connection silent for this long, and the peer
-   * goes down with reason HEARTBEAT. Default 6000. Must exceed `pingInterval`.
+   * goes down with reason HEARTBEAT. Default 6000. At least 2 × `pingInterval`.
    */
   peerTimeout?: number
   /**
@@ -140,7 +140,8 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
     if (!Number.isInteger(resolved[key]) || resolved[key] < 1) throw invalid(key, 'must be an integer ≥ 1')
   }
   if (typeof resolved.callerStacks !== 'boolean') throw invalid('callerStacks', 'must be a boolean')
-  if (resolved.peerTimeout <= resolved.pingInterval) throw invalid('peerTimeout', 'must exceed pingInterval')
+  // A heartbeat needs at least a ping interval to be answered in (HEARTBEAT_TIMEOUT = peerTimeout − pingInterval).
+  if (resolved.peerTimeout < 2 * resolved.pingInterval) throw invalid('peerTimeout', 'must be at least 2 × pingInterval')
   if (resolved.peerTimeout > 6_553_500) throw invalid('peerTimeout', 'must be at most 6553500 (ZeroMQ heartbeat limit)')
   if (resolved.stallTimeout < resolved.peerTimeout) throw invalid('stallTimeout', 'must be at least peerTimeout')
   if (resolved.reconnectMax < resolved.reconnectMin) throw invalid('reconnectMax', 'must be ≥ reconnectMin')

@@ -47,6 +47,19 @@ it('limits are validated', () => {
     expect(() => makeNode('x', { maxInflight: bad })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }))
     expect(() => makeNode('x', { maxConcurrent: bad })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }))
   }
+  // Liveness timings: a heartbeat needs a ping interval to be answered in; a stall is at least a dead link's timeout.
+  for (const [options, message] of [
+    [{ pingInterval: 400, peerTimeout: 700 }, /peerTimeout must be at least 2 × pingInterval/],
+    [{ peerTimeout: 10_000_000 }, /peerTimeout must be at most 6553500/],
+    [{ peerTimeout: 600, stallTimeout: 500 }, /stallTimeout must be at least peerTimeout/],
+    [{ stallTimeout: -1 }, /stallTimeout must be a positive finite number/],
+  ] as const) {
+    expect(() => makeNode('x', options)).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(message) }),
+    )
+  }
+  // stallTimeout defaults to 60 s, or to peerTimeout when that is longer.
+  expect(() => makeNode('x', { peerTimeout: 90_000 })).not.toThrow()
 })
 
 it('arguments or a result beyond maxMessageSize are refused TOO_LARGE, and the link stays up', async () => {
