@@ -45,9 +45,13 @@ function freshBatch() {
     latMulti: [],
     // [from, to, CPU ms used meanwhile] for each gap of more than STALL_MS between 20 ms timer ticks.
     stalls: [],
+    // [peer index, time, 'UP' or the peer:down reason]
+    links: [],
   }
 }
 let inflight = 0
+node.on('peer:up', (peer) => batch.links.push([peerIndex.get(peer), Date.now(), 'UP']))
+node.on('peer:down', (peer, reason) => batch.links.push([peerIndex.get(peer), Date.now(), reason]))
 let lastCpu = process.cpuUsage()
 
 // Event-loop stalls, with the CPU time this process used during each: a stall

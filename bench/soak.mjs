@@ -24,7 +24,7 @@
 // not killed. Failures to peers that were killed during the call, or had not
 // been up long enough for the caller to see them, are counted by code only.
 import { fork } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 
 const env = (name, fallback) => (process.env[name] === undefined || process.env[name] === '' ? fallback : Number(process.env[name]))
@@ -42,6 +42,7 @@ const MIX = { single: 0.6, multicast: 0.2 } // the rest are casts
 const MEMORY_LIMIT = 0.1
 const STALL_LOG_MS = 500
 const NETWORK = 'soak'
+const TRACE = process.env.SOAK_TRACE // a file: every link event, kill, restart and failed entry, one JSON line each
 for (const [k, v] of Object.entries({ SECONDS, NODES, ANCHORS, RATE, KILL_EVERY_MS, PAUSE_MIN, PAUSE_MAX, MAX_DOWN, WARMUP_MS })) {
   if (!Number.isFinite(v) || v < 0) throw new Error(`bad soak setting ${k}: ${v}`)
 }
@@ -86,6 +87,8 @@ async function pickPorts(n) {
 
 // --- processes -----------------------------------------------------------------
 
+const traceOrigin = now()
+if (TRACE) writeFileSync(TRACE, '')
 const names = Array.from({ length: NODES }, (_, i) => `n${i}`)
 const ports = await pickPorts(NODES)
 const address = (i) => `tcp://127.0.0.1:${ports[i]}`
@@ -99,7 +102,19 @@ let runStart = 0
 
 function spawnNode(name, go) {
   const node = nodes.get(name)
-  const inc = { name, id: incarnations.length, spawn: now(), kill: undefined, ready: undefined, exited: false, mem: {}, stalls: [] }
+  const inc = {
+    name,
+    id: incarnations.length,
+    spawn: now(),
+    kill: undefined,
+    ready: undefined,
+    exited: false,
+    mem: {},
+    stalls: [],
+    links: [],
+    lastUp: new Map(),
+    pairs: new Set(),
+  }
   incarnations.push(inc)
   node.history.push(inc)
   const cfg = {
@@ -123,6 +138,7 @@ function spawnNode(name, go) {
   inc.pid = child.pid
   node.child = child
   node.current = inc
+  trace({ at: inc.spawn - traceOrigin, spawn: `${name}#${inc.id}` })
   child.on('message', (msg) => onMessage(inc, msg))
   child.on('error', () => {})
   child.on('exit', (code, signal) => {
@@ -150,6 +166,7 @@ function kill(name) {
   node.child = undefined
   kills++
   log(`kill ${name}#${inc.id} (up ${((inc.kill - inc.spawn) / 1000).toFixed(1)} s)`)
+  trace({ at: inc.kill - traceOrigin, kill: `${name}#${inc.id}` })
   scheduleRestart(name, PAUSE_MIN + Math.random() * (PAUSE_MAX - PAUSE_MIN))
 }
 
@@ -212,7 +229,9 @@ let kills = 0
 class Histogram {
   buckets = new Map()
   count = 0
+  max = NaN
   add(ms) {
+    this.max = this.count === 0 ? ms : Math.max(this.max, ms)
     const k = Math.round(Math.log(Math.max(ms, 0.001)) / Math.log(1.02))
     this.buckets.set(k, (this.buckets.get(k) ?? 0) + 1)
     this.count++
@@ -229,6 +248,9 @@ class Histogram {
 }
 const latSingle = new Histogram()
 const latMulti = new Histogram()
+const rejoin = new Histogram()
+const falseDowns = {} // reason → peer:down events for a peer process that was still running
+let endAt = 0
 
 /** The incarnation of `name` that was running at `t`, if any. */
 function incarnationAt(name, t) {
@@ -250,11 +272,26 @@ function excuse(caller, entry) {
   if (target.kill !== undefined && target.kill <= end) return 'target killed during the call'
   if (start - target.spawn < SETTLE_MS) return `target up < ${SETTLE_MS} ms before the call`
   if (code === 'TIMEOUT' || code === 'PEER_DOWN') return undefined
-  if (code === 'NOT_CONNECTED') return seen ? undefined : 'caller did not see the settled target yet'
+  if (code === 'NOT_CONNECTED' && !seen) {
+    return start - caller.spawn < SETTLE_MS
+      ? 'caller (restarted) did not see the target yet'
+      : 'settled caller did not see the settled target'
+  }
   return 'other code'
 }
 
+function trace(record) {
+  if (TRACE) appendFileSync(TRACE, JSON.stringify(record) + '\n')
+}
+
 function onBatch(inc, b) {
+  if (TRACE) {
+    const at = (t) => t - traceOrigin
+    for (const [peer, t, what] of b.links) trace({ at: at(t), by: `${inc.name}#${inc.id}`, peer: names[peer], link: what })
+    for (const [peer, start, end, code, seen] of b.entries) {
+      if (code !== null) trace({ at: at(start), by: `${inc.name}#${inc.id}`, peer: names[peer], ms: end - start, code, seen })
+    }
+  }
   for (const k of ['calls', 'multicasts', 'casts', 'castsQueued', 'castsReceived', 'castsBad', 'skipped', 'cpuMicros']) totals[k] += b[k]
   for (const [code, n] of Object.entries(b.rejects)) rejects[code] = (rejects[code] ?? 0) + n
   for (const ms of b.latSingle) latSingle.add(ms)
@@ -266,6 +303,8 @@ function onBatch(inc, b) {
     if (to - from >= STALL_LOG_MS) log(`${inc.name}#${inc.id}: event loop stalled ${to - from} ms, using ${cpuMs} ms of CPU`)
   }
   if (inc.stalls.length > 1000) inc.stalls.splice(0, inc.stalls.length - 1000)
+  for (const event of b.links) onLinkEvent(inc, event)
+  if (inc.links.length > 2000) inc.links.splice(0, inc.links.length - 2000)
   for (const entry of b.entries) {
     const [peer, start, end, code] = entry
     totals.entries++
@@ -300,9 +339,41 @@ function onBatch(inc, b) {
       code,
       callerStalls: stalled(inc, start, end),
       peerStalls: stalled(target, start - TIMINGS.peerTimeout, end),
+      links: [
+        ...inc.links
+          .filter(([n, t]) => n === target.name && t > start - TIMINGS.peerTimeout && t < end)
+          .map(([, t, w]) => `${w} at ${t - start} ms by caller`),
+        ...target.links
+          .filter(([n, t]) => n === inc.name && t > start - TIMINGS.peerTimeout && t < end)
+          .map(([, t, w]) => `${w} at ${t - start} ms by peer`),
+      ],
     }
     if (lostEntries.length < 50) lostEntries.push(detail)
     log(`LOST ${JSON.stringify(detail)}`)
+  }
+}
+
+/**
+ * peer:up and peer:down as the caller saw them. A down for a peer process that
+ * is still running, after the caller had seen that very process up, is a
+ * false alarm of liveness detection; an up after a restart times the rejoin.
+ */
+function onLinkEvent(inc, [peer, t, what]) {
+  if (endAt !== 0 && t >= endAt) return
+  const name = names[peer]
+  inc.links.push([name, t, what])
+  const target = incarnationAt(name, t)
+  if (what === 'UP') {
+    inc.lastUp.set(name, t)
+    if (target === undefined || inc.pairs.has(target.id)) return
+    inc.pairs.add(target.id)
+    const since = Math.max(inc.spawn, target.spawn)
+    if (since > runStart) rejoin.add(t - since)
+    return
+  }
+  if (target !== undefined && (inc.lastUp.get(name) ?? 0) >= target.spawn) {
+    falseDowns[what] = (falseDowns[what] ?? 0) + 1
+    log(`${inc.name}#${inc.id} declared ${name}#${target.id} down (${what}) though it was running`)
   }
 }
 
@@ -390,6 +461,7 @@ await until(() => alive().every((i) => i.mem.end !== undefined), 10_000)
 for (const inc of live) nodes.get(inc.name).child?.send({ type: 'drain' })
 await until(() => alive().every((i) => i.drained !== undefined), 2 * TIMINGS.callTimeout + 5000)
 const runSeconds = (now() - runStart) / 1000
+endAt = now()
 for (const inc of live) nodes.get(inc.name).child?.send({ type: 'exit' })
 await until(() => live.every((i) => i.exited), 5000)
 killAll()
@@ -420,6 +492,11 @@ const lines = [
       .map(([c, n]) => `${c} ${n}`)
       .join(', ') || 'none'
   }`,
+  `liveness            false peer:down of running peers: ${
+    sorted(falseDowns)
+      .map(([c, n]) => `${c} ${n}`)
+      .join(', ') || 'none'
+  }; a restarted node and a peer saw each other after p50 ${fmtMs(rejoin.quantile(0.5))} ms, p99 ${fmtMs(rejoin.quantile(0.99))} ms, max ${fmtMs(rejoin.max)} ms (${rejoin.count} pairs)`,
   `latency (ms)        single-peer p50 ${fmtMs(latSingle.quantile(0.5))} p99 ${fmtMs(latSingle.quantile(0.99))}; ` +
     `multicast p50 ${fmtMs(latMulti.quantile(0.5))} p99 ${fmtMs(latMulti.quantile(0.99))} (successful calls)`,
   '',
