@@ -85,6 +85,7 @@ function flush() {
     castsReceived,
     castsBad,
     cpuMicros: cpu.user + cpu.system,
+    rss: process.memoryUsage.rss(),
     inflight,
   })
   batch = freshBatch()
@@ -194,7 +195,7 @@ function sampleMemory(label) {
   global.gc()
   global.gc()
   const m = process.memoryUsage()
-  send({ type: 'mem', incarnation, label, heapUsed: m.heapUsed, rss: m.rss, external: m.external, at: Date.now() })
+  send({ type: 'mem', incarnation, label, heapUsed: m.heapUsed, heapTotal: m.heapTotal, rss: m.rss, external: m.external, at: Date.now() })
 }
 
 /** Stop issuing, wait (bounded) for calls in flight, report the last batch. */
