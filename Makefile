@@ -1,5 +1,5 @@
 # Short targets that forward to npm scripts. Each installs what is missing first.
-.PHONY: demo test bench build clean
+.PHONY: demo test bench soak build clean
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci
@@ -19,3 +19,6 @@ clean:
 
 bench: node_modules/.package-lock.json
 	npm run bench
+
+soak: node_modules/.package-lock.json
+	npm run soak
