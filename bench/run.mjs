@@ -132,8 +132,8 @@ const firstOk = (results) => {
   if (results.length === 0 || !results.every((r) => r.ok)) throw new Error(`call failed: ${JSON.stringify(results)}`)
 }
 
-function clientNode(name) {
-  const node = new Bilateral({ network: 'bench', name, ...TIMINGS })
+function clientNode(name, options = {}) {
+  const node = new Bilateral({ network: 'bench', name, ...TIMINGS, ...options })
   node.register({ SumDiff: (a) => ({ S: a.A + a.B, D: a.A - a.B }) }, 'Arith')
   return node
 }
@@ -163,6 +163,10 @@ async function pointToPoint(one) {
   const client = clientNode('client')
   client.connect('server', servers[0].bilateral)
   await client.waitForPeers(['server'], { timeout: 10_000 })
+  // The same calls without the caller's stack recorded per call (the option's price, measured).
+  const quick = clientNode('quick', { callerStacks: false })
+  quick.connect('server', servers[0].bilateral)
+  await quick.waitForPeers(['server'], { timeout: 10_000 })
   // Reverse direction: the bench process listens, a second server-side node dials it.
   const listener = clientNode('listener')
   const listenAt = await listener.listen('tcp://127.0.0.1:*')
@@ -180,10 +184,12 @@ async function pointToPoint(one) {
       net: () => drive(n, depth, rawSumDiff(tcp)),
       forward: () => drive(n, depth, call(client, 'server')),
       reverse: () => drive(n, depth, call(listener, 'dialler')),
+      quick: () => drive(n, depth, call(quick, 'server')),
     })
     for (const [variant, scenario] of [
       ['forward', `call, dialler → listener, ${label}`],
       ['reverse', `call, listener → dialler, ${label}`],
+      ['quick', `call, dialler → listener, ${label}, callerStacks off`],
     ]) {
       for (const [metric, unit, field, better] of [
         ['calls/s', '/s', 'rate', 'higher'],
@@ -248,6 +254,7 @@ async function pointToPoint(one) {
   raw.close()
   tcp.close()
   await client.close()
+  await quick.close()
   await listener.close()
 }
 
