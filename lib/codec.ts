@@ -1,6 +1,7 @@
 /**
  * The wire codec: bytes in, typed frames out. No I/O, no timers, no globals
- * beyond the stateless msgpack encoder and decoder.
+ * beyond the stateless msgpack encoder and decoder and a bounded cache of
+ * encoded method names (which never changes what is written).
  *
  * A ZeroMQ message carries one or more frames. A frame is an envelope part —
  * a msgpack array `[version, type, ...fields]` — followed, for CALL, CAST and
