@@ -6,6 +6,7 @@
 //
 //   node bench/run.mjs            full run (under 3 minutes on 2 cores)
 //   node bench/run.mjs --tiny     a few hundred calls per scenario (make test)
+//   node bench/run.mjs --only calls,multicast   some groups only (calls, cast, payload, multicast, mesh)
 import { fork } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { connect as netConnect } from 'node:net'
@@ -14,8 +15,11 @@ import * as zmq from 'zeromq'
 import { decode, encode } from '@msgpack/msgpack'
 import { Bilateral } from '../dist/index.js'
 
-const { values: flags } = parseArgs({ options: { tiny: { type: 'boolean' }, rounds: { type: 'string' }, out: { type: 'string' } } })
+const { values: flags } = parseArgs({
+  options: { tiny: { type: 'boolean' }, rounds: { type: 'string' }, out: { type: 'string' }, only: { type: 'string' } },
+})
 const TINY = flags.tiny === true
+const GROUPS = new Set((flags.only ?? 'calls,cast,payload,multicast,mesh').split(','))
 const ROUNDS = Number(flags.rounds ?? (TINY ? 1 : 3))
 const N_SEQ = TINY ? 200 : 5000
 const N_PIPE = TINY ? 300 : 30000
@@ -128,8 +132,8 @@ const firstOk = (results) => {
   if (results.length === 0 || !results.every((r) => r.ok)) throw new Error(`call failed: ${JSON.stringify(results)}`)
 }
 
-function clientNode(name) {
-  const node = new Bilateral({ network: 'bench', name, ...TIMINGS })
+function clientNode(name, options = {}) {
+  const node = new Bilateral({ network: 'bench', name, ...TIMINGS, ...options })
   node.register({ SumDiff: (a) => ({ S: a.A + a.B, D: a.A - a.B }) }, 'Arith')
   return node
 }
@@ -159,6 +163,10 @@ async function pointToPoint(one) {
   const client = clientNode('client')
   client.connect('server', servers[0].bilateral)
   await client.waitForPeers(['server'], { timeout: 10_000 })
+  // The same calls without the caller's stack recorded per call (the option's price, measured).
+  const quick = clientNode('quick', { callerStacks: false })
+  quick.connect('server', servers[0].bilateral)
+  await quick.waitForPeers(['server'], { timeout: 10_000 })
   // Reverse direction: the bench process listens, a second server-side node dials it.
   const listener = clientNode('listener')
   const listenAt = await listener.listen('tcp://127.0.0.1:*')
@@ -166,19 +174,22 @@ async function pointToPoint(one) {
   await listener.waitForPeers(['dialler'], { timeout: 10_000 })
 
   const call = (node, peer) => async () => firstOk(await node.call([peer], 'Arith.SumDiff', args()))
-  for (const [label, n, depth] of [
+  const shapes = [
     ['sequential', N_SEQ, 1],
     [`${DEPTH} in flight`, N_PIPE, DEPTH],
-  ]) {
+  ]
+  for (const [label, n, depth] of GROUPS.has('calls') ? shapes : []) {
     const { pick } = await interleave({
       zmq: () => drive(n, depth, rawSumDiff(raw)),
       net: () => drive(n, depth, rawSumDiff(tcp)),
       forward: () => drive(n, depth, call(client, 'server')),
       reverse: () => drive(n, depth, call(listener, 'dialler')),
+      quick: () => drive(n, depth, call(quick, 'server')),
     })
     for (const [variant, scenario] of [
       ['forward', `call, dialler → listener, ${label}`],
       ['reverse', `call, listener → dialler, ${label}`],
+      ['quick', `call, dialler → listener, ${label}, callerStacks off`],
     ]) {
       for (const [metric, unit, field, better] of [
         ['calls/s', '/s', 'rate', 'higher'],
@@ -192,36 +203,38 @@ async function pointToPoint(one) {
 
   // cast: messages/s counted by the receiving handler.
   const nCast = TINY ? 300 : 50_000
-  const { pick } = await interleave({
-    zmq: async () => {
-      const t0 = performance.now()
-      const done = raw.request(encode({ count: nCast }))
-      for (let i = 1; i < nCast; i++) raw.send(encode({ count: nCast }))
-      await done
-      return { rate: nCast / ((performance.now() - t0) / 1000) }
-    },
-    bilateral: async () => {
-      await client.call(['server'], 'Counter.Reset')
-      const t0 = performance.now()
-      // Casts beyond ZeroMQ's send high-water mark fail fast (cast resolves to []):
-      // send in windows and count only what was queued, as a real sender would.
-      let queued = 0
-      while (queued < nCast) {
-        const window = Array.from({ length: Math.min(500, nCast - queued) }, () => client.cast(['server'], 'Counter.Add'))
-        for (const sent of await Promise.all(window)) queued += sent.length
-      }
-      firstOk(await client.call(['server'], 'Counter.WaitFor', nCast, { timeout: 60_000 }))
-      return { rate: nCast / ((performance.now() - t0) / 1000) }
-    },
-  })
-  record('cast, delivered to the handler', 'msgs/s', '/s', {
-    bilateral: pick('bilateral', 'rate'),
-    floor: pick('zmq', 'rate'),
-    better: 'higher',
-  })
+  if (GROUPS.has('cast')) {
+    const { pick } = await interleave({
+      zmq: async () => {
+        const t0 = performance.now()
+        const done = raw.request(encode({ count: nCast }))
+        for (let i = 1; i < nCast; i++) raw.send(encode({ count: nCast }))
+        await done
+        return { rate: nCast / ((performance.now() - t0) / 1000) }
+      },
+      bilateral: async () => {
+        await client.call(['server'], 'Counter.Reset')
+        const t0 = performance.now()
+        // Casts beyond ZeroMQ's send high-water mark fail fast (cast resolves to []):
+        // send in windows and count only what was queued, as a real sender would.
+        let queued = 0
+        while (queued < nCast) {
+          const window = Array.from({ length: Math.min(500, nCast - queued) }, () => client.cast(['server'], 'Counter.Add'))
+          for (const sent of await Promise.all(window)) queued += sent.length
+        }
+        firstOk(await client.call(['server'], 'Counter.WaitFor', nCast, { timeout: 60_000 }))
+        return { rate: nCast / ((performance.now() - t0) / 1000) }
+      },
+    })
+    record('cast, delivered to the handler', 'msgs/s', '/s', {
+      bilateral: pick('bilateral', 'rate'),
+      floor: pick('zmq', 'rate'),
+      better: 'higher',
+    })
+  }
 
   // payloads: MB/s of payload echoed, 8 in flight.
-  for (const size of [16, 1024, 64 * 1024, 1024 * 1024]) {
+  for (const size of GROUPS.has('payload') ? [16, 1024, 64 * 1024, 1024 * 1024] : []) {
     const n = TINY ? 20 : Math.max(50, Math.min(20_000, Math.floor((128 * 1024 * 1024) / size)))
     const data = new Uint8Array(size).fill(7)
     const mbps = (r) => ({ rate: (r.rate * size) / 1e6 })
@@ -241,6 +254,7 @@ async function pointToPoint(one) {
   raw.close()
   tcp.close()
   await client.close()
+  await quick.close()
   await listener.close()
 }
 
@@ -309,11 +323,13 @@ async function scale(total, processes) {
 
 const started = performance.now()
 try {
-  await pointToPoint(spawnServer())
-  await multicast(3, 3)
-  await multicast(10, 2)
-  if (TINY) await scale(6, 2)
-  else {
+  if (GROUPS.has('calls') || GROUPS.has('cast') || GROUPS.has('payload')) await pointToPoint(spawnServer())
+  if (GROUPS.has('multicast')) {
+    await multicast(3, 3)
+    await multicast(10, 2)
+  }
+  if (GROUPS.has('mesh') && TINY) await scale(6, 2)
+  else if (GROUPS.has('mesh')) {
     await scale(20, 4)
     await scale(50, 5)
   }

@@ -273,14 +273,16 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       const site: { stack?: string } = {}
       if (this.options.callerStacks) Error.captureStackTrace(site, this.call)
       const early: CallResult[] = []
-      const targets = this.targets(to, early, this.options.maxInflight)
+      const { names, links } = this.targets(to, early, this.options.maxInflight)
       const id = this.pending.allocateId()
-      const envelope = encodeCall(id, method)
-      const promise = new Promise<CallResult[]>((resolve) => this.pending.add(id, targets, timeout, early, site, resolve))
-      const frame = [envelope, body]
-      for (const [peer, link] of targets.links) {
-        this.inflight.set(peer, (this.inflight.get(peer) ?? 0) + 1)
-        link.post(frame, id)
+      const promise = new Promise<CallResult[]>((resolve) => this.pending.add(id, names, timeout, early, site, resolve))
+      if (names.length > 0) {
+        const frame = [encodeCall(id, method), body]
+        for (let i = 0; i < names.length; i++) {
+          const peer = names[i]!
+          this.inflight.set(peer, (this.inflight.get(peer) ?? 0) + 1)
+          links[i]!.post(frame, id)
+        }
       }
       return promise as Promise<CallResult<R>[]>
     } catch (error) {
@@ -298,11 +300,11 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     if (typeof method !== 'string' || method.length === 0) throw new TypeError('method must be a non-empty string')
     const body = this.encodeArgs(args)
     const envelope = encodeCast(method)
-    const targets = this.targets(to, [])
+    const { names, links } = this.targets(to, [])
     const frame = [envelope, body]
-    for (const link of targets.links.values()) link.post(frame)
-    const sent = await Promise.all([...targets.links.values()].map((link) => link.whenFlushed()))
-    return targets.filter((_, i) => sent[i])
+    for (const link of links) link.post(frame)
+    const sent = await Promise.all(links.map((link) => link.whenFlushed()))
+    return names.filter((_, i) => sent[i])
   }
 
   /**
@@ -337,13 +339,18 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   // --- internals -------------------------------------------------------------
 
   /** Resolve `to` into live links; NOT_CONNECTED (and, given `limit`, OVERLOADED) entries go to `early`. */
-  private targets(to: readonly string[], early: CallResult[], limit = Infinity): string[] & { links: Map<string, Link> } {
+  private targets(to: readonly string[], early: CallResult[], limit = Infinity): { names: string[]; links: Link[] } {
     if (!Array.isArray(to)) throw new TypeError('to must be an array of peer names')
-    const links = new Map<string, Link>()
-    const names = to.length === 0 ? this.mesh.activeNames() : to
-    for (const name of names) {
+    const names: string[] = []
+    const links: Link[] = []
+    const all = to.length === 0
+    const wanted = all ? this.mesh.activeNames() : to
+    // Names are unique when we list the active peers; a caller's list may repeat one (a Set only for long lists).
+    const seen = all || wanted.length < 16 ? undefined : new Set<string>()
+    for (const name of wanted) {
       if (typeof name !== 'string') throw new TypeError('to must be an array of peer names')
-      if (links.has(name) || early.some((e) => e.from === name)) continue
+      if (!all && (seen === undefined ? names.includes(name) || early.some((e) => e.from === name) : seen.has(name))) continue
+      seen?.add(name)
       const link = this.mesh.linkTo(name)
       if (link === undefined) {
         early.push({ from: name, ok: false, error: new BilateralError('NOT_CONNECTED', `${name} is not connected`, { peer: name }) })
@@ -351,10 +358,11 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         const error = new BilateralError('OVERLOADED', `${limit} calls to ${name} are already outstanding (maxInflight)`, { peer: name })
         early.push({ from: name, ok: false, error })
       } else {
-        links.set(name, link)
+        names.push(name)
+        links.push(link)
       }
     }
-    return Object.assign([...links.keys()], { links })
+    return { names, links }
   }
 
   private onData(peer: string, frame: DataFrame, link: Link): void {
@@ -384,53 +392,67 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
 
   /** Run a handler for a CALL (`id` set) or a CAST, and answer a CALL on `link`. */
   private serve(peer: string, method: string, body: Uint8Array, link: Link, id: number | undefined): void {
-    const ctx: CallContext = { from: peer, method, cast: id === undefined }
-    const fail = (code: string, name: string, message: string, error?: unknown): void => {
-      if (id === undefined) this.emit('cast:error', error ?? new BilateralError(code, message, { peer }), ctx)
-      else this.answer(peer, link, [encodeError(id, code, name, message, code === 'REMOTE' ? ownCode(error) : undefined)])
-    }
     const handler = this.registry.lookup(method, peer)
-    if (handler === undefined) return fail('NO_SUCH_METHOD', 'BilateralError', `no method ${method}`)
+    if (handler === undefined) return this.refuse(peer, method, link, id, 'NO_SUCH_METHOD', `no method ${method}`)
     let args: unknown
     try {
       args = this.codec.decodeBody(body)
     } catch (error) {
-      return fail('BAD_REQUEST', 'BilateralError', `undecodable arguments for ${method}: ${(error as Error).message}`, error)
+      return this.refuse(peer, method, link, id, 'BAD_REQUEST', `undecodable arguments for ${method}: ${(error as Error).message}`, error)
     }
     if (this.running >= this.options.maxConcurrent) {
-      return fail('OVERLOADED', 'BilateralError', `${this.running} handlers are already running (maxConcurrent)`)
+      return this.refuse(peer, method, link, id, 'OVERLOADED', `${this.running} handlers are already running (maxConcurrent)`)
     }
     this.running++
-    // After close() the count restarted at zero and late results are dropped.
-    const succeed = (result: unknown): void => {
-      if (this.closed) return
-      this.running--
-      if (id === undefined) return
-      let encoded: Uint8Array
-      try {
-        encoded = encodeBody(result)
-      } catch (error) {
-        return fail('BAD_REPLY', 'BilateralError', `the result of ${method} cannot be encoded: ${(error as Error).message}`)
-      }
-      if (encoded.byteLength > this.options.maxMessageSize) {
-        return fail('TOO_LARGE', 'BilateralError', tooLarge(`the result of ${method}`, encoded.byteLength, this.options.maxMessageSize))
-      }
-      this.answer(peer, link, [encodeReply(id), encoded])
-    }
-    const raise = (error: unknown): void => {
-      if (this.closed) return
-      this.running--
-      const e = error instanceof Error ? error : new Error(String(error))
-      fail('REMOTE', e.name, e.message, error)
-    }
+    const ctx: CallContext = { from: peer, method, cast: id === undefined }
     let result: unknown
     try {
       result = handler(args, ctx)
     } catch (error) {
-      return raise(error)
+      return this.raised(ctx, link, id, error)
     }
-    if (isThenable(result)) result.then(succeed, raise)
-    else succeed(result)
+    // Closures only for a handler that answers later; most answer at once.
+    if (isThenable(result)) {
+      result.then(
+        (value) => this.succeeded(ctx, link, id, value),
+        (error) => this.raised(ctx, link, id, error),
+      )
+    } else this.succeeded(ctx, link, id, result)
+  }
+
+  /** A handler returned `result` (or its promise resolved to it): answer a CALL. */
+  private succeeded(ctx: CallContext, link: Link, id: number | undefined, result: unknown): void {
+    // After close() the count restarted at zero and late results are dropped.
+    if (this.closed) return
+    this.running--
+    if (id === undefined) return
+    let encoded: Uint8Array
+    try {
+      encoded = encodeBody(result)
+    } catch (error) {
+      const message = `the result of ${ctx.method} cannot be encoded: ${(error as Error).message}`
+      return this.refuse(ctx.from, ctx.method, link, id, 'BAD_REPLY', message)
+    }
+    if (encoded.byteLength > this.options.maxMessageSize) {
+      const message = tooLarge(`the result of ${ctx.method}`, encoded.byteLength, this.options.maxMessageSize)
+      return this.refuse(ctx.from, ctx.method, link, id, 'TOO_LARGE', message)
+    }
+    this.answer(ctx.from, link, [encodeReply(id), encoded])
+  }
+
+  /** A handler threw or rejected: answer a CALL with REMOTE, report a CAST. */
+  private raised(ctx: CallContext, link: Link, id: number | undefined, error: unknown): void {
+    if (this.closed) return
+    this.running--
+    const e = error instanceof Error ? error : new Error(String(error))
+    if (id === undefined) this.emit('cast:error', error ?? new BilateralError('REMOTE', e.message, { peer: ctx.from }), ctx)
+    else this.answer(ctx.from, link, [encodeError(id, 'REMOTE', e.name, e.message, ownCode(error))])
+  }
+
+  /** A CALL that cannot be served is answered ERROR `code`; a CAST that cannot is reported (`cast:error`). */
+  private refuse(peer: string, method: string, link: Link, id: number | undefined, code: string, message: string, cause?: unknown): void {
+    if (id === undefined) this.emit('cast:error', cause ?? new BilateralError(code, message, { peer }), { from: peer, method, cast: true })
+    else this.answer(peer, link, [encodeError(id, code, 'BilateralError', message)])
   }
 
   /**

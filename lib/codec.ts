@@ -1,6 +1,7 @@
 /**
  * The wire codec: bytes in, typed frames out. No I/O, no timers, no globals
- * beyond the stateless msgpack encoder and decoder.
+ * beyond the stateless msgpack encoder and decoder and a bounded cache of
+ * encoded method names (which never changes what is written).
  *
  * A ZeroMQ message carries one or more frames. A frame is an envelope part —
  * a msgpack array `[version, type, ...fields]` — followed, for CALL, CAST and
@@ -79,9 +80,15 @@ bigints.encodeBigInt64 = (value) => {
 /** Encodes and decodes frames; holds only its msgpack decoder's limits. */
 export class Codec {
   private readonly decoder: Decoder
+  /** Whether data envelopes may be read by the fast path; tighter array limits leave them to the general path. */
+  private readonly fast: boolean
+  /** The longest method name the fast path may read; longer ones take the general path, which applies the limit. */
+  private readonly maxMethod: number
 
   constructor(limits: DecodeLimits = DEFAULT_DECODE_LIMITS) {
     this.decoder = new Decoder({ useBigInt64: true, ...limits })
+    this.fast = limits.maxArrayLength >= 4
+    this.maxMethod = Math.min(limits.maxStrLength, 0xff)
   }
 
   /** Decode one ZeroMQ message (routing id already removed) into its frames. */
@@ -90,8 +97,15 @@ export class Codec {
     const frames: Frame[] = []
     let i = 0
     while (i < parts.length) {
-      const envelope = this.decodeEnvelope(parts[i++]!)
-      const frame = readFrame(envelope, () => {
+      const part = parts[i++]!
+      const body = parts[i]
+      const data = body === undefined ? undefined : this.readDataFrame(part, body)
+      if (data !== undefined) {
+        frames.push(data)
+        i++
+        continue
+      }
+      const frame = readFrame(this.decodeEnvelope(part), () => {
         const body = parts[i++]
         if (body === undefined) throw new CodecError('MALFORMED', 'missing body part')
         return body
@@ -99,6 +113,46 @@ export class Codec {
       frames.push(frame)
     }
     return frames
+  }
+
+  /**
+   * CALL, CAST and REPLY envelopes in the exact form the reference writes
+   * (section 3.1: shortest integers, a method name of at most 255 ASCII
+   * bytes), read straight from the bytes. These carry nearly all traffic;
+   * anything else, including every malformed envelope, returns undefined and
+   * takes the general path, so both paths accept and reject the same bytes.
+   */
+  private readDataFrame(e: Uint8Array, body: Uint8Array): Frame | undefined {
+    if (!this.fast || e.length < 4 || e[1] !== PROTOCOL_VERSION) return undefined
+    const head = e[0]
+    const type = e[2]
+    if (type === FrameType.CAST) {
+      if (head !== 0x93) return undefined
+      const method = this.readMethod(e, 3)
+      return method === undefined ? undefined : { type, method, body }
+    }
+    if ((type !== FrameType.CALL || head !== 0x94) && (type !== FrameType.REPLY || head !== 0x93)) return undefined
+    const b = e[3]!
+    const end = b < 0x80 ? 4 : b === 0xcc ? 5 : b === 0xcd ? 6 : b === 0xce ? 8 : 0
+    if (end === 0 || e.length < end) return undefined
+    const id =
+      end === 4 ? b : end === 5 ? e[4]! : end === 6 ? (e[4]! << 8) | e[5]! : ((e[4]! << 24) | (e[5]! << 16) | (e[6]! << 8) | e[7]!) >>> 0
+    if (type === FrameType.REPLY) return e.length === end ? { type, id, body } : undefined
+    const method = this.readMethod(e, end)
+    return method === undefined ? undefined : { type, id, method, body }
+  }
+
+  /** An ASCII fixstr or str 8 that ends the envelope at `at`, else undefined. */
+  private readMethod(e: Uint8Array, at: number): string | undefined {
+    const b = e[at]
+    let start: number
+    if (b !== undefined && b >= 0xa0 && b <= 0xbf) start = at + 1
+    else if (b === 0xd9) start = at + 2
+    else return undefined
+    const length = b === 0xd9 ? e[at + 1] : b - 0xa0
+    if (length === undefined || length > this.maxMethod || start + length !== e.length) return undefined
+    for (let i = start; i < e.length; i++) if (e[i]! >= 0x80) return undefined
+    return Buffer.isBuffer(e) ? e.toString('latin1', start, e.length) : String.fromCharCode(...e.subarray(start))
   }
 
   /** Decode a body part into its value; throws CodecError. */
@@ -182,15 +236,78 @@ function id(e: unknown[], i: number): number {
 
 /** Encode a value as a body part; throws TypeError naming what msgpack cannot carry. */
 export function encodeBody(value: unknown): Uint8Array {
+  let encoded: Uint8Array
   try {
-    return encoder.encode(value)
+    encoded = encoder.encodeSharedRef(value)
   } catch (error) {
     const why = (error as Error).message.startsWith('Too deep') ? 'it is circular or nested too deeply' : (error as Error).message
     throw new TypeError(`value cannot be encoded as msgpack: ${why}`, { cause: error })
   }
+  // A copy out of the encoder's own buffer, into pooled memory rather than the V8 heap (see dataEnvelope).
+  const body = Buffer.allocUnsafe(encoded.length)
+  body.set(encoded)
+  return body
 }
 
 const envelope = (fields: unknown[]): Uint8Array => encoder.encode(fields)
+
+/**
+ * Method names as msgpack `str` bytes, header included: a program calls few
+ * methods, many times. Bounded: cleared when full, and long names are not kept.
+ */
+const methodBytes = new Map<string, Buffer>()
+const METHOD_CACHE_SIZE = 1024
+
+function methodStr(method: string): Buffer {
+  let bytes = methodBytes.get(method)
+  if (bytes === undefined) {
+    bytes = Buffer.from(encoder.encode(method))
+    if (bytes.length > 256) return bytes
+    if (methodBytes.size >= METHOD_CACHE_SIZE) methodBytes.clear()
+    methodBytes.set(method, bytes)
+  }
+  return bytes
+}
+
+const uintLength = (n: number): number => (n < 0x80 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5)
+const isId = (n: number): boolean => Number.isInteger(n) && n >= 0 && n <= MAX_ID
+
+/** A msgpack unsigned integer in its shortest form at `at`; returns where it ends. */
+function writeUint(out: Buffer, at: number, n: number): number {
+  if (n < 0x80) {
+    out[at] = n
+    return at + 1
+  }
+  if (n < 0x100) {
+    out[at] = 0xcc
+    out[at + 1] = n
+    return at + 2
+  }
+  if (n < 0x10000) {
+    out[at] = 0xcd
+    return out.writeUInt16BE(n, at + 1)
+  }
+  out[at] = 0xce
+  return out.writeUInt32BE(n, at + 1)
+}
+
+/**
+ * The data envelopes, written byte by byte: the same bytes the msgpack
+ * encoder writes (fixarray, positive fixint version and type, shortest uint
+ * id, str method), in pooled memory, since a small typed array of the V8
+ * heap must be moved off it before ZeroMQ can read it.
+ */
+function dataEnvelope(type: FrameType, id: number | undefined, method: string | undefined): Uint8Array {
+  const name = method === undefined ? undefined : methodStr(method)
+  const fields = 2 + (id === undefined ? 0 : 1) + (name === undefined ? 0 : 1)
+  const out = Buffer.allocUnsafe(3 + (id === undefined ? 0 : uintLength(id)) + (name?.length ?? 0))
+  out[0] = 0x90 | fields
+  out[1] = PROTOCOL_VERSION
+  out[2] = type
+  const at = id === undefined ? 3 : writeUint(out, 3, id)
+  name?.copy(out, at)
+  return out
+}
 
 /** JOIN; `proof` (encrypted nodes) and `target` (the name the dialler expects to reach) are optional trailing fields. */
 export function encodeJoin(network: string, name: string, proof?: Uint8Array, target?: string): Uint8Array {
@@ -203,9 +320,11 @@ export const encodeStay = (network: string, name: string): Uint8Array => envelop
 export const encodePart = (reason: string, message: string): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.PART, reason, message])
 export const TICK: Uint8Array = envelope([PROTOCOL_VERSION, FrameType.TICK])
 export const TOCK: Uint8Array = envelope([PROTOCOL_VERSION, FrameType.TOCK])
-export const encodeCall = (id: number, method: string): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.CALL, id, method])
-export const encodeCast = (method: string): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.CAST, method])
-export const encodeReply = (id: number): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.REPLY, id])
+export const encodeCall = (id: number, method: string): Uint8Array =>
+  isId(id) ? dataEnvelope(FrameType.CALL, id, method) : envelope([PROTOCOL_VERSION, FrameType.CALL, id, method])
+export const encodeCast = (method: string): Uint8Array => dataEnvelope(FrameType.CAST, undefined, method)
+export const encodeReply = (id: number): Uint8Array =>
+  isId(id) ? dataEnvelope(FrameType.REPLY, id, undefined) : envelope([PROTOCOL_VERSION, FrameType.REPLY, id])
 /** ERROR; `remoteCode` is the handler error's own string `code`, when it had one. */
 export const encodeError = (id: number, code: string, name: string, message: string, remoteCode?: string): Uint8Array =>
   envelope(

@@ -13,8 +13,12 @@ export type CallResult<R = unknown> = { from: string; ok: true; reply: R } | { f
 interface Entry {
   readonly id: number
   readonly deadline: number
-  /** Peers still to answer. */
-  readonly waiting: Set<string>
+  /**
+   * Peers still to answer: the name itself while one is left (most calls go
+   * to one peer, and need no Set), a Set while several are, undefined once
+   * all have answered.
+   */
+  waiting: string | Set<string> | undefined
   readonly replies: CallResult[]
   readonly errors: CallResult[]
   readonly resolve: (results: CallResult[]) => void
@@ -79,7 +83,8 @@ export class PendingCalls {
       return
     }
     const deadline = this.clock.now() + timeout
-    this.entries.set(id, { id, deadline, waiting: new Set(peers), replies: [], errors: early, resolve, site })
+    const waiting = peers.length === 1 ? peers[0] : new Set(peers)
+    this.entries.set(id, { id, deadline, waiting, replies: [], errors: early, resolve, site })
     let queue = this.queues.get(timeout)
     if (queue === undefined) {
       queue = { ids: [], deadlines: [], head: 0 }
@@ -108,20 +113,21 @@ export class PendingCalls {
 
   /** Does call `id` still wait for `peer`? */
   isWaitingFor(id: number, peer: string): boolean {
-    return this.entries.get(id)?.waiting.has(peer) === true
+    const entry = this.entries.get(id)
+    return entry !== undefined && waitsFor(entry, peer)
   }
 
   /** Fail every peer of every call that waits for `peer` (for example, it left). */
   failPeer(peer: string, code: ErrorCode, message: string): void {
     for (const entry of [...this.entries.values()]) {
-      if (entry.waiting.has(peer)) this.fail(entry.id, peer, new BilateralError(code, message, { peer }))
+      if (waitsFor(entry, peer)) this.fail(entry.id, peer, new BilateralError(code, message, { peer }))
     }
   }
 
   /** Settle every call: remaining peers get `code`. Used by close(). */
   failAll(code: ErrorCode, message: string): void {
     for (const entry of [...this.entries.values()]) {
-      for (const peer of [...entry.waiting]) this.fail(entry.id, peer, new BilateralError(code, message, { peer }))
+      for (const peer of stillWaiting(entry)) this.fail(entry.id, peer, new BilateralError(code, message, { peer }))
     }
     this.queues.clear()
     this.disarm()
@@ -129,13 +135,17 @@ export class PendingCalls {
 
   private take(id: number, peer: string): Entry | undefined {
     const entry = this.entries.get(id)
-    if (entry === undefined || !entry.waiting.delete(peer)) return undefined
+    if (entry === undefined) return undefined
+    const waiting = entry.waiting
+    if (waiting === peer) entry.waiting = undefined
+    else if (typeof waiting !== 'object' || !waiting.delete(peer)) return undefined
+    else if (waiting.size === 0) entry.waiting = undefined
     this.peerDone(peer)
     return entry
   }
 
   private settleIfDone(entry: Entry): void {
-    if (entry.waiting.size !== 0) return
+    if (entry.waiting !== undefined) return
     this.entries.delete(entry.id)
     const results = entry.replies
     for (const e of entry.errors) results.push(e)
@@ -152,7 +162,7 @@ export class PendingCalls {
         const entry = this.entries.get(queue.ids[queue.head]!)
         queue.head++
         if (entry === undefined || entry.deadline > now) continue
-        for (const peer of [...entry.waiting]) {
+        for (const peer of stillWaiting(entry)) {
           this.fail(entry.id, peer, new BilateralError('TIMEOUT', `no reply from ${peer} in time`, { peer }))
         }
       }
@@ -185,4 +195,15 @@ export class PendingCalls {
     this.timer = undefined
     this.armedFor = Infinity
   }
+}
+
+function waitsFor(entry: Entry, peer: string): boolean {
+  const waiting = entry.waiting
+  return waiting === peer || (typeof waiting === 'object' && waiting.has(peer))
+}
+
+/** The peers `entry` still waits for, as a copy that failing them one by one cannot disturb. */
+function stillWaiting(entry: Entry): string[] {
+  const waiting = entry.waiting
+  return waiting === undefined ? [] : typeof waiting === 'string' ? [waiting] : [...waiting]
 }

@@ -196,7 +196,10 @@ export class RouterPort {
 
   private async loop(socket: zmq.Router): Promise<void> {
     try {
-      for await (const [routingId, ...parts] of socket) {
+      // receive() itself, not the async iterator, which adds a promise and an async call per message.
+      for (;;) {
+        const parts = await socket.receive()
+        const routingId = parts.shift()
         if (routingId === undefined) continue
         // One bad message (or a throwing event listener above us) must not end the loop.
         try {
@@ -281,7 +284,8 @@ export class DealerPort {
 
   private async loop(): Promise<void> {
     try {
-      for await (const parts of this.socket) {
+      for (;;) {
+        const parts = await this.socket.receive()
         // A message is proof of a connection, even before the monitor says so.
         this.connected = true
         try {

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import { decode, encode } from '@msgpack/msgpack'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
@@ -386,6 +387,80 @@ describe('properties', () => {
         return parts
       })
     fc.assert(fc.property(damaged, decodesOrCodecError), { numRuns: 2000 })
+  })
+
+  it('CALL, CAST and REPLY envelopes are byte for byte what the msgpack encoder writes', () => {
+    fc.assert(
+      fc.property(callId, text, (id, method) => {
+        expect(hex(encodeCall(id, method))).toBe(hex(encode([PROTOCOL_VERSION, FrameType.CALL, id, method])))
+        expect(hex(encodeCast(method))).toBe(hex(encode([PROTOCOL_VERSION, FrameType.CAST, method])))
+        expect(hex(encodeReply(id))).toBe(hex(encode([PROTOCOL_VERSION, FrameType.REPLY, id])))
+      }),
+    )
+  })
+
+  it('a data envelope in any msgpack form, damaged or not, decodes as its msgpack value says', () => {
+    // The fast path reads the reference's own forms byte by byte; every other form must reach the general path and agree with msgpack.
+    const uint = (prefix: number, size: number, n: number): number[] => [
+      prefix,
+      ...Buffer.from(n.toString(16).padStart(size * 2, '0'), 'hex'),
+    ]
+    const id = fc.oneof(
+      fc.integer({ min: 0, max: 0x7f }).map((n) => [n]),
+      fc.integer({ min: 0, max: 0xff }).map((n) => uint(0xcc, 1, n)),
+      fc.integer({ min: 0, max: 0xffff }).map((n) => uint(0xcd, 2, n)),
+      callId.map((n) => uint(0xce, 4, n)),
+      fc.integer({ min: 0, max: 0x7fffffff }).map((n) => uint(0xd2, 4, n)),
+      callId.map((n) => uint(0xcf, 8, n)),
+      fc.integer({ min: -32, max: -1 }).map((n) => [n & 0xff]),
+    )
+    const str = (s: string, form: number): number[] => {
+      const b = [...Buffer.from(s)]
+      return form === 0 && b.length < 32 ? [0xa0 | b.length, ...b] : form === 1 ? [0xd9, b.length, ...b] : uint(0xda, 2, b.length).concat(b)
+    }
+    const method = fc.tuple(fc.oneof(fc.stringMatching(/^[A-Za-z.]{0,40}$/), text), fc.nat(2)).map(([s, form]) => str(s, form))
+    const envelope = fc
+      .tuple(fc.integer({ min: 0x90, max: 0x9f }), fc.constantFrom(1, 2), fc.constantFrom(6, 7, 8), id, method, fc.boolean())
+      .map(([head, version, type, id, method, withId]) => Uint8Array.from([head, version, type, ...(withId ? id : []), ...method]))
+    const damaged = fc.tuple(envelope, fc.nat(), fc.integer({ min: 0, max: 255 }), fc.nat(3)).map(([e, at, byte, how]) => {
+      const j = e.length === 0 ? 0 : at % e.length
+      if (how === 0) return e.subarray(0, j)
+      if (how === 1) return Uint8Array.from(e.map((b, i) => (i === j ? byte : b)))
+      if (how === 2) return Uint8Array.from([...e, byte])
+      return e
+    })
+    const isId = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffffffff
+    const body = encodeBody('b')
+    fc.assert(
+      fc.property(damaged, fc.boolean(), (e, asBuffer) => {
+        let value: unknown
+        try {
+          value = decode(e, { useBigInt64: true })
+        } catch {
+          value = undefined
+        }
+        const [v, t, a, b] = Array.isArray(value) ? value : []
+        const expected =
+          v !== PROTOCOL_VERSION || (value as unknown[]).length < 2
+            ? undefined
+            : t === FrameType.CALL && isId(a) && typeof b === 'string'
+              ? { type: t, id: a, method: b, body }
+              : t === FrameType.CAST && typeof a === 'string'
+                ? { type: t, method: a, body }
+                : t === FrameType.REPLY && isId(a)
+                  ? { type: t, id: a, body }
+                  : undefined
+        let frames: Frame[] | undefined
+        try {
+          frames = codec.decodeMessage([asBuffer ? Buffer.from(e) : e, body])
+        } catch (error) {
+          if (!(error instanceof CodecError)) throw error
+        }
+        if (expected !== undefined) expect(frames).toEqual([expected])
+        else if (frames !== undefined) expect([FrameType.CALL, FrameType.CAST, FrameType.REPLY]).not.toContain(frames[0]!.type)
+      }),
+      { numRuns: 5000 },
+    )
   })
 
   it('decodeBody of arbitrary bytes returns a value or throws CodecError, never another error', () => {
