@@ -163,10 +163,10 @@ async function pointToPoint(one) {
   const client = clientNode('client')
   client.connect('server', servers[0].bilateral)
   await client.waitForPeers(['server'], { timeout: 10_000 })
-  // The same calls without the caller's stack recorded per call (the option's price, measured).
-  const quick = clientNode('quick', { callerStacks: false })
-  quick.connect('server', servers[0].bilateral)
-  await quick.waitForPeers(['server'], { timeout: 10_000 })
+  // The same calls with the caller's stack recorded per call (callerStacks: true, off by default): the option's price.
+  const traced = clientNode('traced', { callerStacks: true })
+  traced.connect('server', servers[0].bilateral)
+  await traced.waitForPeers(['server'], { timeout: 10_000 })
   // Reverse direction: the bench process listens, a second server-side node dials it.
   const listener = clientNode('listener')
   const listenAt = await listener.listen('tcp://127.0.0.1:*')
@@ -184,12 +184,12 @@ async function pointToPoint(one) {
       net: () => drive(n, depth, rawSumDiff(tcp)),
       forward: () => drive(n, depth, call(client, 'server')),
       reverse: () => drive(n, depth, call(listener, 'dialler')),
-      quick: () => drive(n, depth, call(quick, 'server')),
+      traced: () => drive(n, depth, call(traced, 'server')),
     })
     for (const [variant, scenario] of [
       ['forward', `call, dialler → listener, ${label}`],
       ['reverse', `call, listener → dialler, ${label}`],
-      ['quick', `call, dialler → listener, ${label}, callerStacks off`],
+      ['traced', `call, dialler → listener, ${label}, callerStacks on`],
     ]) {
       for (const [metric, unit, field, better] of [
         ['calls/s', '/s', 'rate', 'higher'],

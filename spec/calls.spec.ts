@@ -7,8 +7,8 @@ afterEach(closeAll)
 
 /** alpha dials beta; both register Arith. */
 async function connectedPair() {
-  const alpha = makeNode('alpha')
-  const beta = makeNode('beta')
+  const alpha = makeNode('alpha', { callerStacks: true })
+  const beta = makeNode('beta', { callerStacks: true })
   alpha.register(new Arith())
   beta.register(new Arith())
   await pair(alpha, beta)
@@ -222,8 +222,8 @@ describe('errors from handlers', () => {
     expect(Object.prototype.toString.call({})).toBe('[object Object]')
   })
 
-  it('with callerStacks off, errors carry no caller stack but everything else', async () => {
-    const alpha = makeNode('alpha', { callerStacks: false })
+  it('by default (callerStacks off), errors carry no caller stack but everything else', async () => {
+    const alpha = makeNode('alpha')
     const beta = makeNode('beta')
     beta.register({ Boom: () => Promise.reject(new RangeError('no')) }, 'Bad')
     await pair(alpha, beta)

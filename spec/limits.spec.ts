@@ -95,7 +95,7 @@ it("a message beyond the peer's smaller maxMessageSize: its ZeroMQ closes the co
 
 it('a peer that stops reading fills its queue: calls to it fail NOT_CONNECTED at once, calls to other peers go on', async () => {
   // peerTimeout long enough that the held link is not declared dead while its queue fills.
-  const alpha = makeNode('alpha', { peerTimeout: 20_000, callerStacks: false })
+  const alpha = makeNode('alpha', { peerTimeout: 20_000 })
   const stuck = makeNode('stuck')
   const fine = makeNode('fine')
   for (const node of [stuck, fine]) node.register({ Size: (x: Uint8Array) => x.length }, 'Svc')
