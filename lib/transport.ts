@@ -119,6 +119,14 @@ function heartbeats(s: SocketSettings): Partial<zmq.Router & zmq.Dealer> {
 export class RouterPort {
   private socket: zmq.Router | undefined
   private closed = false
+  /**
+   * Settles when the bind in progress (and any queued behind it) is done.
+   * zeromq.js blocks the whole socket during a bind: a send or receive then
+   * fails with EBUSY. That once killed this port's receive loop when a JOIN
+   * arrived mid-bind, leaving a node deaf on its ROUTER. Now sends wait for
+   * it and the loop waits it out.
+   */
+  private binding: Promise<void> | undefined
 
   constructor(
     private readonly settings: SocketSettings,
@@ -132,19 +140,19 @@ export class RouterPort {
   /** Bind to `address`; resolves to the bound endpoint (with the port the system chose for `*`). */
   async bind(address: string): Promise<string> {
     const socket = this.open()
-    await socket.bind(address)
+    const bound = (this.binding ?? Promise.resolve()).then(() => socket.bind(address))
+    const settled = bound.then(noop, noop)
+    this.binding = settled
+    void settled.then(() => {
+      if (this.binding === settled) this.binding = undefined
+    })
+    await bound
     return socket.lastEndpoint ?? address
   }
 
   /** Send to the peer behind `routingId`. Resolves false if that peer is gone or its queue is full. */
   send(routingId: Buffer, parts: Uint8Array[]): Promise<boolean> {
-    const socket = this.socket
-    if (socket === undefined || this.closed) return Promise.resolve(false)
-    try {
-      return socket.send([routingId, ...parts]).then(yes, no)
-    } catch {
-      return Promise.resolve(false)
-    }
+    return this.deliver(routingId, parts).then(isSent)
   }
 
   /**
@@ -155,6 +163,7 @@ export class RouterPort {
   deliver(routingId: Buffer, parts: Uint8Array[]): Promise<Delivery> {
     const socket = this.socket
     if (socket === undefined || this.closed) return Promise.resolve('gone')
+    if (this.binding !== undefined) return this.binding.then(() => this.deliver(routingId, parts))
     try {
       return socket.send([routingId, ...parts]).then(sent, delivery)
     } catch (error) {
@@ -198,7 +207,15 @@ export class RouterPort {
     try {
       // receive() itself, not the async iterator, which adds a promise and an async call per message.
       for (;;) {
-        const parts = await socket.receive()
+        let parts: Buffer[]
+        try {
+          parts = await socket.receive()
+        } catch (error) {
+          if (this.closed || !isBusy(error)) throw error
+          // A bind is in progress: receive again once it is done.
+          await (this.binding ?? new Promise((resolve) => setImmediate(resolve)))
+          continue
+        }
         const routingId = parts.shift()
         if (routingId === undefined) continue
         // One bad message (or a throwing event listener above us) must not end the loop.
@@ -302,5 +319,10 @@ export class DealerPort {
 
 const yes = (): boolean => true
 const no = (): boolean => false
+const noop = (): void => undefined
+const isSent = (delivery: Delivery): boolean => delivery === 'sent'
 const sent = (): Delivery => 'sent'
-const delivery = (error: unknown): Delivery => ((error as { code?: unknown }).code === 'EAGAIN' ? 'full' : 'gone')
+/** EAGAIN: the peer's queue is full; EBUSY: the socket is blocked by a bind for a moment. Anything else: no such connection. */
+const delivery = (error: unknown): Delivery => (errorCode(error) === 'EAGAIN' || isBusy(error) ? 'full' : 'gone')
+const errorCode = (error: unknown): unknown => (error as { code?: unknown } | undefined)?.code
+const isBusy = (error: unknown): boolean => errorCode(error) === 'EBUSY'

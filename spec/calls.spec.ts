@@ -346,3 +346,30 @@ describe('local misuse', () => {
     })
   })
 })
+
+describe('listening again while serving', () => {
+  it('a listen() while calls stream in blocks nothing: every call is answered, no receive loop dies', async () => {
+    const server = makeNode('server')
+    const client = makeNode('client')
+    server.register(new Arith())
+    const failures: string[] = []
+    server.on('frame:dropped', (error) => failures.push(error.message))
+    await pair(client, server)
+    // zeromq.js blocks a socket (EBUSY) while it binds: calls arriving meanwhile must wait, not kill the ROUTER's loop.
+    let stop = false
+    const stream = (async () => {
+      let answered = 0
+      while (!stop && answered < 1_000_000) {
+        const [r] = await client.call(['server'], 'Arith.SumDiff', { A: answered, B: 1 })
+        if (!r?.ok) throw new Error(`call failed: ${JSON.stringify(r)}`)
+        answered++
+      }
+      return answered
+    })()
+    for (let i = 0; i < 20; i++) await server.listen('tcp://127.0.0.1:*')
+    stop = true
+    expect(await stream).toBeGreaterThan(0)
+    expect(failures).toEqual([])
+    expect(await client.call(['server'], 'Arith.SumDiff', { A: 1, B: 1 })).toEqual([{ from: 'server', ok: true, reply: { S: 2, D: 0 } }])
+  })
+})
