@@ -254,7 +254,7 @@ async function pointToPoint(one) {
   raw.close()
   tcp.close()
   await client.close()
-  await quick.close()
+  await traced.close()
   await listener.close()
 }
 
