@@ -71,7 +71,7 @@ export interface BilateralOptions {
   maxMessageSize?: number
   /**
    * Record the stack of each `call()` so a TIMEOUT or REMOTE error points at
-   * the calling code. Default false: the capture costs about 40% of
+   * the calling code. Default false: the capture costs about a third of
    * throughput with 100 calls in flight. Turn it on while debugging.
    */
   callerStacks?: boolean
