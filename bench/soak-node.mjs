@@ -122,10 +122,16 @@ async function singleCall() {
     if (results[0].ok) batch.latSingle.push(performance.now() - t)
     record(results[0], A, B, start, end, seen)
   } catch (error) {
-    batch.rejects[error.code ?? error.name] = (batch.rejects[error.code ?? error.name] ?? 0) + 1
+    countRejection(error)
   } finally {
     inflight--
   }
+}
+
+/** A call that rejected outright (no entries): counted by its code. */
+function countRejection(error) {
+  const code = error.code ?? error.name
+  batch.rejects[code] = (batch.rejects[code] ?? 0) + 1
 }
 
 async function multicast() {
@@ -145,7 +151,7 @@ async function multicast() {
     if (from.join() !== expected.sort().join()) batch.entries.push([-1, start, end, 'WRONG_ENTRIES', true])
     for (const r of results) record(r, A, B, start, end, true)
   } catch (error) {
-    batch.rejects[error.code ?? error.name] = (batch.rejects[error.code ?? error.name] ?? 0) + 1
+    countRejection(error)
   } finally {
     inflight--
   }
@@ -159,7 +165,7 @@ async function cast() {
     const to = Math.random() < 0.5 ? [pick(peerNames)] : []
     batch.castsQueued += (await node.cast(to, 'Arith.Note', { A, B, S: A + B })).length
   } catch (error) {
-    batch.rejects[error.code ?? error.name] = (batch.rejects[error.code ?? error.name] ?? 0) + 1
+    countRejection(error)
   }
 }
 
