@@ -139,6 +139,9 @@ class InboundLink extends BatchingLink implements Link {
   lastHeard: number
   /** A liveness probe is on its way. */
   probing = false
+  lastProbe = 0
+  /** When a probe found the connection closed (the peer is declared down once what it sent has been read). */
+  goneAt: number | undefined
 
   constructor(
     readonly routingId: Buffer,
@@ -598,19 +601,24 @@ export class Mesh {
   private decode(parts: Buffer[], peer: string | undefined, routingId?: Buffer): Frame[] | undefined {
     const stackTraceLimit = Error.stackTraceLimit
     Error.stackTraceLimit = 0
+    let error: unknown
+    let report: BilateralError
     try {
       return this.codec.decodeMessage(parts)
-    } catch (error) {
-      this.dropped++
-      const message = error instanceof Error ? error.message : String(error)
-      this.events.dropped(new BilateralError('PROTOCOL', `dropped a message: ${message}`, { peer, cause: error }))
-      if (routingId !== undefined && error instanceof CodecError && error.code === 'VERSION') {
-        void this.router.send(routingId, [encodePart(Part.VERSION, error.message)])
-      }
-      return undefined
+    } catch (failure) {
+      error = failure
+      const message = failure instanceof Error ? failure.message : String(failure)
+      report = new BilateralError('PROTOCOL', `dropped a message: ${message}`, { peer, cause: failure })
     } finally {
       Error.stackTraceLimit = stackTraceLimit
     }
+    // Listeners are the application's code: they run with the usual stack limit.
+    this.dropped++
+    this.events.dropped(report)
+    if (routingId !== undefined && error instanceof CodecError && error.code === 'VERSION') {
+      void this.router.send(routingId, [encodePart(Part.VERSION, error.message)])
+    }
+    return undefined
   }
 
   /** A receive loop or a listener above us failed on one message; the loop goes on. */
@@ -636,9 +644,10 @@ export class Mesh {
    */
   private sweep(): void {
     const now = this.clock.now()
-    const { pingInterval, stallTimeout } = this.options
-    // Our own event loop was blocked: the silence since then is ours, not the peers'.
-    if (now - this.lastSweep > 4 * this.sweepEvery) this.forgive(now)
+    const { pingInterval, peerTimeout, stallTimeout } = this.options
+    // Our own event loop was blocked: the silence that caused is ours, not the peers'.
+    const late = now - this.lastSweep - this.sweepEvery
+    if (late > 3 * this.sweepEvery) this.forgive(late)
     this.lastSweep = now
     const probeAll = this.probeInbound
     this.probeInbound = false
@@ -646,9 +655,11 @@ export class Mesh {
     for (const peer of [...this.peers.values()]) {
       const link = peer.link
       if (link instanceof Dialler) {
-        // A sweep's grace lets frames already received (a PART) be read first.
         if (link.droppedAt !== undefined && now - link.droppedAt >= this.sweepEvery) {
-          this.linkLost(link, link.authRefused ? 'AUTH' : 'HEARTBEAT')
+          // Reconnected meanwhile: carry on (a peer that forgot us answers NOT_JOINED). Otherwise read what
+          // it sent before the drop (replies, a PART) first, for at most peerTimeout.
+          if (link.reconnected()) link.droppedAt = undefined
+          else if (!link.unread() || now - link.droppedAt >= peerTimeout) this.linkLost(link, link.authRefused ? 'AUTH' : 'HEARTBEAT')
         } else if (now - link.lastHeard > stallTimeout) {
           this.linkLost(link, 'TIMEOUT')
         } else if (now - link.lastTick >= pingInterval) {
@@ -656,25 +667,33 @@ export class Mesh {
           void link.send([TICK])
         }
       } else if (link instanceof InboundLink) {
-        if (now - link.lastHeard > stallTimeout) this.linkLost(link, 'TIMEOUT')
-        else if (probeAll || now - link.lastHeard > pingInterval + this.sweepEvery) void this.probe(link)
+        if (link.goneAt !== undefined) {
+          // Its connection is closed; what it sent before may still wait in our queue. Read that first.
+          if (!this.router.readable || now - link.goneAt >= peerTimeout) this.linkLost(link, 'HEARTBEAT')
+        } else if (now - link.lastHeard > stallTimeout) {
+          this.linkLost(link, 'TIMEOUT')
+        } else if (probeAll || (now - link.lastHeard > pingInterval + this.sweepEvery && now - link.lastProbe >= pingInterval)) {
+          void this.probe(link, now)
+        }
       }
     }
   }
 
   /** Is the connection under a quiet inbound link still there? ROUTER_MANDATORY says 'gone' once libzmq has closed it. */
-  private async probe(link: InboundLink): Promise<void> {
+  private async probe(link: InboundLink, now: number): Promise<void> {
     if (link.probing) return
     link.probing = true
+    link.lastProbe = now
     const delivery = await this.router.deliver(link.routingId, [TOCK])
     link.probing = false
-    if (delivery === 'gone' && this.peers.get(link.peer)?.link === link) this.linkLost(link, 'HEARTBEAT')
+    if (delivery === 'gone') link.goneAt ??= this.clock.now()
   }
 
-  private forgive(now: number): void {
+  /** Our sweep ran `late` ms late: move every link's last-heard time forward by as much. */
+  private forgive(late: number): void {
     for (const peer of this.peers.values()) {
       const link = peer.link as InboundLink | Dialler | undefined
-      if (link !== undefined) link.lastHeard = now
+      if (link !== undefined) link.lastHeard += late
     }
   }
 
@@ -708,6 +727,16 @@ export class Dialler extends BatchingLink implements Link {
     readonly address: string,
   ) {
     super((ids) => mesh.events.unsent(peer, ids))
+  }
+
+  /** Has our socket's connection come back (per the socket monitor, not merely a message read)? */
+  reconnected(): boolean {
+    return this.port?.up === true
+  }
+
+  /** Are messages waiting on our socket? */
+  unread(): boolean {
+    return this.port?.readable === true
   }
 
   /** On our socket; once a standby socket has closed, on whatever link now serves the peer. */

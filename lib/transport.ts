@@ -39,6 +39,16 @@ const ZAP_DOMAIN = 'bilateral'
  */
 const MAX_SOCKETS = 65_536
 
+/**
+ * Messages libzmq holds per connection before it stops reading that
+ * connection (default 1,000). Once it stops, it no longer reads heartbeat
+ * replies either and closes the connection: a node whose handler blocked its
+ * event loop while a peer kept sending would be taken for dead within
+ * peerTimeout. 100,000 covers a minute's stall (stallTimeout) at well over a
+ * thousand messages a second, and is still a bound.
+ */
+const RECEIVE_QUEUE = 100_000
+
 /** The context shared by plaintext nodes (not zeromq's global one, whose settings belong to the application). */
 let shared: zmq.Context | undefined
 export function sharedContext(): zmq.Context {
@@ -119,14 +129,6 @@ function heartbeats(s: SocketSettings): Partial<zmq.Router & zmq.Dealer> {
 export class RouterPort {
   private socket: zmq.Router | undefined
   private closed = false
-  /**
-   * Settles when the bind in progress (and any queued behind it) is done.
-   * zeromq.js blocks the whole socket during a bind: a send or receive then
-   * fails with EBUSY. That once killed this port's receive loop when a JOIN
-   * arrived mid-bind, leaving a node deaf on its ROUTER. Now sends wait for
-   * it and the loop waits it out.
-   */
-  private binding: Promise<void> | undefined
 
   constructor(
     private readonly settings: SocketSettings,
@@ -138,21 +140,27 @@ export class RouterPort {
   ) {}
 
   /** Bind to `address`; resolves to the bound endpoint (with the port the system chose for `*`). */
-  async bind(address: string): Promise<string> {
+  /**
+   * Synchronously: zeromq.js's async bind blocks the whole socket (EBUSY) while
+   * a worker thread binds, and a receive or send in that window failed. That
+   * once ended this port's receive loop when a JOIN arrived mid-bind, leaving
+   * the node deaf on its ROUTER. Binding a TCP or IPC address takes
+   * microseconds.
+   */
+  bind(address: string): string {
     const socket = this.open()
-    const bound = (this.binding ?? Promise.resolve()).then(() => socket.bind(address))
-    const settled = bound.then(noop, noop)
-    this.binding = settled
-    void settled.then(() => {
-      if (this.binding === settled) this.binding = undefined
-    })
-    await bound
+    socket.bindSync(address)
     return socket.lastEndpoint ?? address
   }
 
   /** Send to the peer behind `routingId`. Resolves false if that peer is gone or its queue is full. */
   send(routingId: Buffer, parts: Uint8Array[]): Promise<boolean> {
     return this.deliver(routingId, parts).then(isSent)
+  }
+
+  /** Are messages from any connection waiting to be read? */
+  get readable(): boolean {
+    return this.socket !== undefined && !this.closed && this.socket.readable
   }
 
   /**
@@ -163,7 +171,6 @@ export class RouterPort {
   deliver(routingId: Buffer, parts: Uint8Array[]): Promise<Delivery> {
     const socket = this.socket
     if (socket === undefined || this.closed) return Promise.resolve('gone')
-    if (this.binding !== undefined) return this.binding.then(() => this.deliver(routingId, parts))
     try {
       return socket.send([routingId, ...parts]).then(sent, delivery)
     } catch (error) {
@@ -190,6 +197,7 @@ export class RouterPort {
       ...curveServerOptions(s),
       mandatory: true,
       sendTimeout: 0,
+      receiveHighWaterMark: RECEIVE_QUEUE,
       linger: s.linger,
       maxMessageSize: s.maxMessageSize,
       ...heartbeats(s),
@@ -207,15 +215,7 @@ export class RouterPort {
     try {
       // receive() itself, not the async iterator, which adds a promise and an async call per message.
       for (;;) {
-        let parts: Buffer[]
-        try {
-          parts = await socket.receive()
-        } catch (error) {
-          if (this.closed || !isBusy(error)) throw error
-          // A bind is in progress: receive again once it is done.
-          await (this.binding ?? new Promise((resolve) => setImmediate(resolve)))
-          continue
-        }
+        const parts = await socket.receive()
         const routingId = parts.shift()
         if (routingId === undefined) continue
         // One bad message (or a throwing event listener above us) must not end the loop.
@@ -235,8 +235,10 @@ export class RouterPort {
 export class DealerPort {
   private readonly socket: zmq.Dealer
   private closed = false
-  /** Whether a connection has completed its ZeroMQ handshake and not dropped since. */
+  /** Whether a connection has completed its ZeroMQ handshake and not dropped since, or a message proved it. */
   connected = false
+  /** The same, by the socket monitor alone: a message read after the connection dropped does not set it. */
+  up = false
 
   /**
    * Dial `address`; on an encrypted node, `serverKey` is the peer's public key
@@ -265,15 +267,16 @@ export class DealerPort {
       ...(settings.context === undefined ? {} : { context: settings.context }),
       ...curve,
       sendTimeout: 0,
+      receiveHighWaterMark: RECEIVE_QUEUE,
       linger: settings.linger,
       maxMessageSize: settings.maxMessageSize,
       reconnectInterval: settings.reconnectMin,
       reconnectMaxInterval: settings.reconnectMax,
       ...heartbeats(settings),
     })
-    this.socket.events.on('handshake', () => (this.connected = true))
+    this.socket.events.on('handshake', () => (this.connected = this.up = true))
     this.socket.events.on('disconnect', () => {
-      this.connected = false
+      this.connected = this.up = false
       if (!this.closed) onDisconnect()
     })
     watchHandshakes(this.socket, (failure) => {
@@ -291,6 +294,11 @@ export class DealerPort {
     } catch {
       return Promise.resolve(false)
     }
+  }
+
+  /** Are messages waiting to be read? */
+  get readable(): boolean {
+    return !this.closed && this.socket.readable
   }
 
   close(): void {
@@ -319,10 +327,7 @@ export class DealerPort {
 
 const yes = (): boolean => true
 const no = (): boolean => false
-const noop = (): void => undefined
 const isSent = (delivery: Delivery): boolean => delivery === 'sent'
 const sent = (): Delivery => 'sent'
-/** EAGAIN: the peer's queue is full; EBUSY: the socket is blocked by a bind for a moment. Anything else: no such connection. */
-const delivery = (error: unknown): Delivery => (errorCode(error) === 'EAGAIN' || isBusy(error) ? 'full' : 'gone')
-const errorCode = (error: unknown): unknown => (error as { code?: unknown } | undefined)?.code
-const isBusy = (error: unknown): boolean => errorCode(error) === 'EBUSY'
+/** Only EHOSTUNREACH means the connection is gone; anything else (a full queue, EAGAIN) errs towards alive. */
+const delivery = (error: unknown): Delivery => ((error as { code?: unknown } | undefined)?.code === 'EHOSTUNREACH' ? 'gone' : 'full')

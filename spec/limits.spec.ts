@@ -87,8 +87,11 @@ it("a message beyond the peer's smaller maxMessageSize: its ZeroMQ closes the co
   await pair(alpha, beta)
   const down = new Promise((resolve) => alpha.once('peer:down', (...args) => resolve(args)))
   const [result] = await alpha.call(['beta'], 'Svc.Size', new Uint8Array(100 * 1024), { timeout: 5000 })
-  expect(result).toMatchObject({ from: 'beta', ok: false, error: { code: 'PEER_DOWN', message: expect.stringContaining('HEARTBEAT') } })
-  expect(await down).toEqual(['beta', 'HEARTBEAT'])
+  expect(result).toMatchObject({ from: 'beta', ok: false, error: { code: 'PEER_DOWN' } })
+  // HEARTBEAT if the drop is noticed first; PART (NOT_JOINED) if our DEALER had already reconnected and beta said it forgot us.
+  const [peer, reason] = (await down) as [string, string]
+  expect(peer).toBe('beta')
+  expect(['HEARTBEAT', 'PART']).toContain(reason)
   await alpha.waitForPeers(['beta'], { timeout: 5000 })
   expect(await alpha.call(['beta'], 'Svc.Size', new Uint8Array(1000))).toEqual([{ from: 'beta', ok: true, reply: 1000 }])
 })

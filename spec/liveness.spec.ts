@@ -233,13 +233,21 @@ describe('leaving', () => {
 describe('a busy peer is not a dead one', () => {
   const BLOCK = 3 * FAST.peerTimeout
 
-  /** Block the child's event loop for 3 × peerTimeout; neither side may declare the other down, and calls complete afterwards. */
+  /**
+   * Block the child's event loop for 3 × peerTimeout while we send it 3,000 casts, each its own ZeroMQ message
+   * (three times libzmq's default receive queue); neither side may declare the other down, and everything arrives.
+   */
   async function blockAndCheck(host: Bilateral, child: string): Promise<void> {
     const downs: string[] = []
     host.on('peer:down', (peer, reason) => downs.push(`${peer} ${reason}`))
     const t0 = performance.now()
-    const blocked = await host.call([child], 'Arith.Block', BLOCK, { timeout: BLOCK + 5000 })
+    const call = host.call([child], 'Arith.Block', BLOCK, { timeout: BLOCK + 5000 })
+    for (let i = 0; i < 3000; i++) {
+      expect(await host.cast([child], 'Arith.Note')).toEqual([child])
+    }
+    const blocked = await call
     expect(blocked).toEqual([{ from: child, ok: true, reply: BLOCK }])
+    expect(await host.call([child], 'Arith.Notes')).toEqual([{ from: child, ok: true, reply: 3000 }])
     expect(performance.now() - t0).toBeGreaterThanOrEqual(BLOCK)
     // Its pings were unanswered for 3 × peerTimeout, yet its link stayed up: ZeroMQ's heartbeats were answered by libzmq's thread.
     expect(await host.call([child], 'Arith.SumDiff', { A: 2, B: 1 })).toEqual([{ from: child, ok: true, reply: { S: 3, D: 1 } }])
