@@ -446,7 +446,10 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     this.running--
     const e = error instanceof Error ? error : new Error(String(error))
     if (id === undefined) this.emit('cast:error', error ?? new BilateralError('REMOTE', e.message, { peer: ctx.from }), ctx)
-    else this.answer(ctx.from, link, [encodeError(id, 'REMOTE', e.name, e.message, ownCode(error))])
+    else
+      this.answer(ctx.from, link, [
+        encodeError(id, 'REMOTE', clip(String(e.name), 256), clip(String(e.message), MAX_ERROR_MESSAGE), ownCode(error)),
+      ])
   }
 
   /** A CALL that cannot be served is answered ERROR `code`; a CAST that cannot is reported (`cast:error`). */
@@ -477,6 +480,10 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     if (this.closed) throw closedError()
   }
 }
+
+/** Characters of a handler error's message sent to the caller: a huge one must not make the envelope exceed a peer's maxMessageSize. */
+const MAX_ERROR_MESSAGE = 16 * 1024
+const clip = (text: string, max: number): string => (text.length > max ? `${text.slice(0, max)}…` : text)
 
 const tooLarge = (what: string, size: number, limit: number): string =>
   `${what} encode to ${size} bytes, more than maxMessageSize (${limit})`

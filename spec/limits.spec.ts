@@ -136,3 +136,16 @@ it('a peer that stops reading fills its queue: calls to it fail NOT_CONNECTED at
   expect(results.every((r) => r.ok || r.error!.code === 'NOT_CONNECTED')).toBe(true)
   await relay.close()
 })
+
+it("a handler error's huge message is clipped, so the ERROR frame cannot exceed the caller's maxMessageSize", async () => {
+  const alpha = makeNode('alpha', { maxMessageSize: 64 * 1024 })
+  const beta = makeNode('beta')
+  beta.register({ Fail: () => Promise.reject(new Error('x'.repeat(1_000_000))) }, 'Svc')
+  await pair(alpha, beta)
+  const [entry] = await alpha.call(['beta'], 'Svc.Fail')
+  expect(entry).toMatchObject({ from: 'beta', ok: false, error: { code: 'REMOTE' } })
+  const message = (entry as { error: Error }).error.message
+  expect(message.length).toBe(16 * 1024 + 1)
+  expect(message.endsWith('x…')).toBe(true)
+  expect(alpha.activeConnections()).toEqual(['beta'])
+})
