@@ -220,6 +220,20 @@ describe('envelopes', () => {
     const small = new Codec({ maxStrLength: 8, maxBinLength: 8, maxArrayLength: 8, maxMapLength: 8, maxExtLength: 8 })
     expect(thrown(() => small.decodeMessage([encodeJoin('net', 'a name longer than eight bytes')]))).toMatchObject({ code: 'MALFORMED' })
   })
+
+  it('a body above any decode limit (string, binary, array, map) is MALFORMED; one at the limit decodes', () => {
+    const small = new Codec({ maxStrLength: 8, maxBinLength: 8, maxArrayLength: 8, maxMapLength: 8, maxExtLength: 8 })
+    const map = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, i]))
+    for (const [atLimit, over] of [
+      ['x'.repeat(8), 'x'.repeat(9)],
+      [new Uint8Array(8), new Uint8Array(9)],
+      [Array(8).fill(0), Array(9).fill(0)],
+      [map(8), map(9)],
+    ]) {
+      expect(small.decodeBody(encodeBody(atLimit))).toEqual(atLimit)
+      expect(thrown(() => small.decodeBody(encodeBody(over)))).toMatchObject({ code: 'MALFORMED' })
+    }
+  })
 })
 
 describe('hostile envelope values', () => {

@@ -216,6 +216,16 @@ describe('leaving', () => {
     })
   })
 
+  it('close() reports each active peer down with reason CLOSED', async () => {
+    const alpha = makeNode('alpha')
+    await pair(alpha, makeNode('beta'))
+    await pair(makeNode('gamma'), alpha)
+    const downs: string[] = []
+    alpha.on('peer:down', (peer, reason) => downs.push(`${peer} ${reason}`))
+    await alpha.close()
+    expect(downs.sort()).toEqual(['beta CLOSED', 'gamma CLOSED'])
+  })
+
   it('after close(), the node refuses work with CLOSED and its tables are empty', async () => {
     const alpha = makeNode('alpha')
     const beta = makeNode('beta')
