@@ -113,22 +113,22 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     }
     const { network } = this.options
     const authorized = toPredicate(this.options.authorizedKeys ?? (() => true))
+    // Keys we dial are trusted for the connection we asked for, whichever side opens it.
+    const allows = (key: string): boolean => authorized(key) || this.mesh.isDialling(key)
     return {
       publicKey: keys.publicKey,
       secretKey: keys.secretKey,
       proveTo: (peer) => makeJoinProof(network, keys.secretKey, peer),
       // The claimed name must be admissible too: holding an allowed key and
       // another key's secret must not let that other key in.
-      verify: (claimed, proof) =>
-        (authorized(claimed) || this.mesh.isDialling(claimed)) && checkJoinProof(proof, network, claimed, keys.secretKey),
+      verify: (claimed, proof) => allows(claimed) && checkJoinProof(proof, network, claimed, keys.secretKey),
       admits: (raw) => {
         const key = z85Encode(raw)
-        // Keys we dial are trusted for the connection we asked for, whichever side opens it.
-        if (authorized(key) || this.mesh.isDialling(key)) return true
+        if (allows(key)) return true
         this.emit('auth:rejected', key)
         return false
       },
-      allows: (name) => authorized(name) || this.mesh.isDialling(name),
+      allows,
     }
   }
 

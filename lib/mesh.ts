@@ -647,7 +647,7 @@ export class Mesh {
     const { pingInterval, peerTimeout, stallTimeout } = this.options
     // Our own event loop was blocked: the silence that caused is ours, not the peers'.
     const late = now - this.lastSweep - this.sweepEvery
-    if (late > 3 * this.sweepEvery) this.forgive(late)
+    if (late > 3 * this.sweepEvery) this.forgive(late, now)
     this.lastSweep = now
     const probeAll = this.probeInbound
     this.probeInbound = false
@@ -689,11 +689,11 @@ export class Mesh {
     if (delivery === 'gone') link.goneAt ??= this.clock.now()
   }
 
-  /** Our sweep ran `late` ms late: move every link's last-heard time forward by as much. */
-  private forgive(late: number): void {
+  /** Our sweep ran `late` ms late: move every link's last-heard time forward by as much (never past now). */
+  private forgive(late: number, now: number): void {
     for (const peer of this.peers.values()) {
       const link = peer.link as InboundLink | Dialler | undefined
-      if (link !== undefined) link.lastHeard += late
+      if (link !== undefined) link.lastHeard = Math.min(now, link.lastHeard + late)
     }
   }
 

@@ -155,7 +155,7 @@ export class RouterPort {
 
   /** Send to the peer behind `routingId`. Resolves false if that peer is gone or its queue is full. */
   send(routingId: Buffer, parts: Uint8Array[]): Promise<boolean> {
-    return this.deliver(routingId, parts).then(isSent)
+    return this.attempt(routingId, parts, yes, no, false)
   }
 
   /** Are messages from any connection waiting to be read? */
@@ -169,12 +169,17 @@ export class RouterPort {
    * inbound link is told from a quiet one.
    */
   deliver(routingId: Buffer, parts: Uint8Array[]): Promise<Delivery> {
+    return this.attempt<Delivery>(routingId, parts, sent, delivery, 'gone')
+  }
+
+  /** One send, its outcome mapped by `ok`/`failed` (one promise reaction: this is every reply's path). */
+  private attempt<T>(routingId: Buffer, parts: Uint8Array[], ok: () => T, failed: (error: unknown) => T, closed: T): Promise<T> {
     const socket = this.socket
-    if (socket === undefined || this.closed) return Promise.resolve('gone')
+    if (socket === undefined || this.closed) return Promise.resolve(closed)
     try {
-      return socket.send([routingId, ...parts]).then(sent, delivery)
+      return socket.send([routingId, ...parts]).then(ok, failed)
     } catch (error) {
-      return Promise.resolve(delivery(error))
+      return Promise.resolve(failed(error))
     }
   }
 
@@ -327,7 +332,6 @@ export class DealerPort {
 
 const yes = (): boolean => true
 const no = (): boolean => false
-const isSent = (delivery: Delivery): boolean => delivery === 'sent'
 const sent = (): Delivery => 'sent'
 /** Only EHOSTUNREACH means the connection is gone; anything else (a full queue, EAGAIN) errs towards alive. */
 const delivery = (error: unknown): Delivery => ((error as { code?: unknown } | undefined)?.code === 'EHOSTUNREACH' ? 'gone' : 'full')

@@ -14,6 +14,14 @@ afterEach(async () => {
 
 const encrypted = (keypair: Keypair, options: Parameters<typeof makeNode>[1] = {}) => makeNode(keypair.publicKey, { keypair, ...options })
 
+/** A plain ZeroMQ DEALER (not our node) that completes a CURVE handshake with `serverKey` at `endpoint` using `keys`. */
+function rawCurveDealer(endpoint: string, serverKey: string, keys: Keypair): zmq.Dealer {
+  const socket = new zmq.Dealer({ curveServerKey: serverKey, curvePublicKey: keys.publicKey, curveSecretKey: keys.secretKey, linger: 0 })
+  cleanups.push(() => socket.close())
+  socket.connect(endpoint)
+  return socket
+}
+
 describe('encrypted nodes', () => {
   it('call each other in both directions, named by their public keys', async () => {
     const [ka, kb] = await Promise.all([generateKeypair(), generateKeypair()])
@@ -115,14 +123,7 @@ describe('encrypted nodes', () => {
     const endpoint = await pair(owner, server)
 
     // The thief completes a CURVE handshake with its own (valid) key, then claims the owner's name.
-    const thief = new zmq.Dealer({
-      curveServerKey: ks.publicKey,
-      curvePublicKey: kthief.publicKey,
-      curveSecretKey: kthief.secretKey,
-      linger: 0,
-    })
-    cleanups.push(() => thief.close())
-    thief.connect(endpoint)
+    const thief = rawCurveDealer(endpoint, ks.publicKey, kthief)
     const codec = new Codec()
     for (const proof of [undefined, makeJoinProof('test net', kthief.secretKey, ks.publicKey), new Uint8Array(64)]) {
       const refused = nextEvent<[string, BilateralError]>(server, 'peer:refused')
@@ -141,14 +142,7 @@ describe('encrypted nodes', () => {
     const [ks, kallowed, koutsider] = await Promise.all([generateKeypair(), generateKeypair(), generateKeypair()])
     const server = encrypted(ks, { authorizedKeys: [kallowed.publicKey] })
     const endpoint = await server.listen('tcp://127.0.0.1:*')
-    const sock = new zmq.Dealer({
-      curveServerKey: ks.publicKey,
-      curvePublicKey: kallowed.publicKey,
-      curveSecretKey: kallowed.secretKey,
-      linger: 0,
-    })
-    cleanups.push(() => sock.close())
-    sock.connect(endpoint)
+    const sock = rawCurveDealer(endpoint, ks.publicKey, kallowed)
     const refused = nextEvent<[string, BilateralError]>(server, 'peer:refused')
     await sock.send([
       encodeJoin('test net', koutsider.publicKey, makeJoinProof('test net', koutsider.secretKey, ks.publicKey), ks.publicKey),
