@@ -9,7 +9,7 @@
  * PROTOCOL.md is the full description.
  */
 import { Decoder, Encoder } from '@msgpack/msgpack'
-import { MAX_DEPTH, tooDeep } from './depth.js'
+import { MAX_DEPTH, TOO_DEEP, TRUNCATED, tooDeep, valueEnd } from './depth.js'
 
 export const PROTOCOL_VERSION = 1
 
@@ -95,22 +95,9 @@ export class Codec {
   decodeMessage(parts: readonly Uint8Array[]): Frame[] {
     if (parts.length === 0) throw new CodecError('MALFORMED', 'empty message')
     const frames: Frame[] = []
-    let i = 0
-    while (i < parts.length) {
-      const part = parts[i++]!
-      const body = parts[i]
-      const data = body === undefined ? undefined : this.readDataFrame(part, body)
-      if (data !== undefined) {
-        frames.push(data)
-        i++
-        continue
-      }
-      const frame = readFrame(this.decodeEnvelope(part), () => {
-        const body = parts[i++]
-        if (body === undefined) throw new CodecError('MALFORMED', 'missing body part')
-        return body
-      })
-      frames.push(frame)
+    const r = new Reader(parts)
+    while (r.next()) {
+      frames.push(this.readDataFrame(r) ?? readFrame(this.readEnvelope(r), () => r.body()))
     }
     return frames
   }
@@ -118,41 +105,58 @@ export class Codec {
   /**
    * CALL, CAST and REPLY envelopes in the exact form the reference writes
    * (section 3.1: shortest integers, a method name of at most 255 ASCII
-   * bytes), read straight from the bytes. These carry nearly all traffic;
-   * anything else, including every malformed envelope, returns undefined and
-   * takes the general path, so both paths accept and reject the same bytes.
+   * bytes), read straight from the bytes, with their bodies. These carry
+   * nearly all traffic; anything else, including every malformed envelope,
+   * returns undefined without moving the reader and takes the general path,
+   * so both paths accept and reject the same bytes.
    */
-  private readDataFrame(e: Uint8Array, body: Uint8Array): Frame | undefined {
-    if (!this.fast || e.length < 4 || e[1] !== PROTOCOL_VERSION) return undefined
-    const head = e[0]
-    const type = e[2]
+  private readDataFrame(r: Reader): Frame | undefined {
+    const e = r.part
+    const at = r.at
+    if (!this.fast || e.length < at + 4 || e[at + 1] !== PROTOCOL_VERSION) return undefined
+    const head = e[at]
+    const type = e[at + 2]
     if (type === FrameType.CAST) {
       if (head !== 0x93) return undefined
-      const method = this.readMethod(e, 3)
-      return method === undefined ? undefined : { type, method, body }
+      const method = this.readMethod(r, at + 3)
+      return method === undefined ? undefined : { type, method, body: r.body() }
     }
     if ((type !== FrameType.CALL || head !== 0x94) && (type !== FrameType.REPLY || head !== 0x93)) return undefined
-    const b = e[3]!
-    const end = b < 0x80 ? 4 : b === 0xcc ? 5 : b === 0xcd ? 6 : b === 0xce ? 8 : 0
-    if (end === 0 || e.length < end) return undefined
+    const b = e[at + 3]!
+    const size = b < 0x80 ? 1 : b === 0xcc ? 2 : b === 0xcd ? 3 : b === 0xce ? 5 : 0
+    const end = at + 3 + size
+    if (size === 0 || e.length < end) return undefined
+    const i = at + 4
     const id =
-      end === 4 ? b : end === 5 ? e[4]! : end === 6 ? (e[4]! << 8) | e[5]! : ((e[4]! << 24) | (e[5]! << 16) | (e[6]! << 8) | e[7]!) >>> 0
-    if (type === FrameType.REPLY) return e.length === end ? { type, id, body } : undefined
-    const method = this.readMethod(e, end)
-    return method === undefined ? undefined : { type, id, method, body }
+      size === 1
+        ? b
+        : size === 2
+          ? e[i]!
+          : size === 3
+            ? (e[i]! << 8) | e[i + 1]!
+            : ((e[i]! << 24) | (e[i + 1]! << 16) | (e[i + 2]! << 8) | e[i + 3]!) >>> 0
+    if (type === FrameType.REPLY) {
+      r.at = end
+      return { type, id, body: r.body() }
+    }
+    const method = this.readMethod(r, end)
+    return method === undefined ? undefined : { type, id, method, body: r.body() }
   }
 
-  /** An ASCII fixstr or str 8 that ends the envelope at `at`, else undefined. */
-  private readMethod(e: Uint8Array, at: number): string | undefined {
+  /** An ASCII fixstr or str 8 at `at`, ending the envelope: moves the reader past it; else undefined. */
+  private readMethod(r: Reader, at: number): string | undefined {
+    const e = r.part
     const b = e[at]
     let start: number
     if (b !== undefined && b >= 0xa0 && b <= 0xbf) start = at + 1
     else if (b === 0xd9) start = at + 2
     else return undefined
     const length = b === 0xd9 ? e[at + 1] : b - 0xa0
-    if (length === undefined || length > this.maxMethod || start + length !== e.length) return undefined
-    for (let i = start; i < e.length; i++) if (e[i]! >= 0x80) return undefined
-    return Buffer.isBuffer(e) ? e.toString('latin1', start, e.length) : String.fromCharCode(...e.subarray(start))
+    const end = start + (length ?? 0)
+    if (length === undefined || length > this.maxMethod || end > e.length) return undefined
+    for (let i = start; i < end; i++) if (e[i]! >= 0x80) return undefined
+    r.at = end
+    return Buffer.isBuffer(e) ? e.toString('latin1', start, end) : String.fromCharCode(...e.subarray(start, end))
   }
 
   /** Decode a body part into its value; throws CodecError. */
@@ -166,19 +170,66 @@ export class Codec {
     }
   }
 
-  private decodeEnvelope(part: Uint8Array): unknown[] {
+  /** The envelope at the reader, by the general decoder: moves the reader past it; throws CodecError. */
+  private readEnvelope(r: Reader): unknown[] {
+    const end = valueEnd(r.part, r.at)
+    if (end === TOO_DEEP) throw new CodecError('MALFORMED', `undecodable envelope: nested deeper than ${MAX_DEPTH}`)
     let value: unknown
-    if (tooDeep(part)) throw new CodecError('MALFORMED', `undecodable envelope: nested deeper than ${MAX_DEPTH}`)
     try {
-      value = this.decoder.decode(part)
+      // Bytes that are not one whole value go to the decoder as they are, for its own account of what is wrong.
+      value = this.decoder.decode(r.part.subarray(r.at, end === TRUNCATED ? r.part.length : end))
     } catch (error) {
       throw new CodecError('MALFORMED', `undecodable envelope: ${(error as Error).message}`)
     }
+    r.at = end === TRUNCATED ? r.part.length : end
     if (!Array.isArray(value) || value.length < 2) throw new CodecError('MALFORMED', 'envelope is not [version, type, ...]')
     if (value[0] !== PROTOCOL_VERSION) throw new CodecError('VERSION', `unsupported protocol version ${describe(value[0])}`)
     return value
   }
 }
+
+/**
+ * A cursor over one message's parts. A part holds one or more frames back to
+ * back; a frame's body follows its envelope in the same part, unless the
+ * envelope ends the part, in which case the body is the whole next part.
+ */
+class Reader {
+  part: Uint8Array = EMPTY
+  /** Where the next value in `part` starts. */
+  at = 0
+  private i = 0
+
+  constructor(private readonly parts: readonly Uint8Array[]) {}
+
+  /** Is there another frame? Moves to the next part when this one is used up. */
+  next(): boolean {
+    if (this.at < this.part.length) return true
+    const part = this.parts[this.i++]
+    if (part === undefined) return false
+    if (part.length === 0) throw new CodecError('MALFORMED', 'empty part')
+    this.part = part
+    this.at = 0
+    return true
+  }
+
+  /** The body of the frame whose envelope was just read. */
+  body(): Uint8Array {
+    const { part, at } = this
+    if (at === part.length) {
+      const body = this.parts[this.i++]
+      if (body === undefined) throw new CodecError('MALFORMED', 'missing body part')
+      this.part = EMPTY
+      this.at = 0
+      return body
+    }
+    // A body that cannot be delimited takes the rest of the part, and fails when it is decoded.
+    const end = valueEnd(part, at)
+    this.at = end < 0 ? part.length : end
+    return part.subarray(at, this.at)
+  }
+}
+
+const EMPTY = new Uint8Array(0)
 
 function readFrame(e: unknown[], body: () => Uint8Array): Frame {
   const type = e[1]
@@ -332,3 +383,47 @@ export const encodeError = (id: number, code: string, name: string, message: str
       ? [PROTOCOL_VERSION, FrameType.ERROR, id, code, name, message]
       : [PROTOCOL_VERSION, FrameType.ERROR, id, code, name, message, remoteCode],
   )
+
+/**
+ * A body up to this size travels in its envelope's part: copying it there
+ * costs less than a part of its own (which zeromq.js either copies anyway,
+ * up to 128 bytes, or pins and releases from another thread). A larger body
+ * gets its own part and is never copied.
+ */
+export const INLINE_BODY = 16 * 1024
+
+/**
+ * The parts of one message carrying `frames` (each an envelope and, for
+ * CALL, CAST and REPLY, a body), in order. Frames share a part, each body
+ * right after its envelope, while the part stays within `limit` bytes; an
+ * envelope whose body cannot join it (empty, over INLINE_BODY, or over
+ * `limit`) ends its part, and the body follows as a part of its own.
+ */
+export function packFrames(frames: readonly (readonly Uint8Array[])[], limit: number): Uint8Array[] {
+  const parts: Uint8Array[] = []
+  let run: Uint8Array[] = []
+  let bytes = 0
+  const close = (): void => {
+    if (run.length === 1) parts.push(run[0]!)
+    else if (run.length > 1) parts.push(Buffer.concat(run, bytes))
+    run = []
+    bytes = 0
+  }
+  for (let i = 0; i < frames.length; i++) {
+    const envelope = frames[i]![0]!
+    const body = frames[i]![1]
+    const inline = body !== undefined && body.length > 0 && body.length <= INLINE_BODY && envelope.length + body.length <= limit
+    if (bytes + envelope.length + (inline ? body.length : 0) > limit) close()
+    run.push(envelope)
+    bytes += envelope.length
+    if (inline) {
+      run.push(body)
+      bytes += body.length
+    } else if (body !== undefined) {
+      close()
+      parts.push(body)
+    }
+  }
+  close()
+  return parts
+}

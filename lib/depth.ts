@@ -8,17 +8,29 @@
 /** Nesting our own encoder refuses to exceed (msgpack's Encoder default), so everything we send decodes. */
 export const MAX_DEPTH = 100
 
+/** What {@link valueEnd} returns for bytes that end before the value does, or are not msgpack. */
+export const TRUNCATED = -1
+/** What {@link valueEnd} returns for a value nested more than the limit allows. */
+export const TOO_DEEP = -2
+
 /**
  * The first value in `bytes` nests arrays and maps more than `limit` deep.
  * Truncated or invalid input is not judged here (the decoder reports it).
  */
 export function tooDeep(bytes: Uint8Array, limit = MAX_DEPTH): boolean {
   // Nesting `limit` deep takes more than `limit` bytes.
-  if (bytes.length <= limit) return false
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  return bytes.length > limit && valueEnd(bytes, 0, limit) === TOO_DEEP
+}
+
+/**
+ * Where the msgpack value starting at `at` ends (the offset just past it),
+ * found from its headers alone; TOO_DEEP if it nests more than `limit` deep,
+ * TRUNCATED if the bytes end first or hold a byte msgpack never uses.
+ */
+export function valueEnd(bytes: Uint8Array, at: number, limit = MAX_DEPTH): number {
   /** Children still to read in each open container. */
   const open: number[] = []
-  let pos = 0
+  let pos = at
   while (pos < bytes.length) {
     const b = bytes[pos++]!
     /** Values inside this one, if it is an array or a map. */
@@ -30,15 +42,16 @@ export function tooDeep(bytes: Uint8Array, limit = MAX_DEPTH): boolean {
     else if (b <= 0xbf) pos += b & 0x1f
     else {
       const n = LENGTHS[b - 0xc4]
-      if (n === undefined || pos + n.size > bytes.length) return false
-      const length = n.size === 0 ? 0 : n.size === 1 ? view.getUint8(pos) : n.size === 2 ? view.getUint16(pos) : view.getUint32(pos)
+      if (n === undefined || pos + n.size > bytes.length) return TRUNCATED
+      const length =
+        n.size === 0 ? 0 : n.size === 1 ? bytes[pos]! : n.size === 2 ? (bytes[pos]! << 8) | bytes[pos + 1]! : readUint32(bytes, pos)
       pos += n.size
       if (n.kind === 'bytes') pos += length + n.extra
       else if (n.kind === 'fixed') pos += n.extra
       else children = n.kind === 'map' ? 2 * length : length
     }
     if (children >= 0) {
-      if (open.length >= limit) return true
+      if (open.length >= limit) return TOO_DEEP
       if (children > 0) {
         open.push(children)
         continue
@@ -50,10 +63,12 @@ export function tooDeep(bytes: Uint8Array, limit = MAX_DEPTH): boolean {
       if (--open[last]! > 0) break
       open.pop()
     }
-    if (open.length === 0) return false
+    if (open.length === 0) return pos <= bytes.length ? pos : TRUNCATED
   }
-  return false
+  return TRUNCATED
 }
+
+const readUint32 = (b: Uint8Array, at: number): number => ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0
 
 type Length = { size: 0 | 1 | 2 | 4; kind: 'bytes' | 'fixed' | 'array' | 'map'; extra: number }
 

@@ -87,7 +87,7 @@ export interface Link {
   readonly peer: string
   readonly direction: 'outbound' | 'inbound'
   /** Queue a data frame; frames of one event-loop turn leave as one message. `id` ≥ 0 is a call to fail if it cannot be queued. */
-  post(frame: Uint8Array[], id?: number): void
+  post(frame: readonly Uint8Array[], id?: number): void
   /** Resolves with whether everything posted so far was queued. */
   whenFlushed(): Promise<boolean>
   /** Send a control frame now, after anything already posted. Resolves false if it could not be queued. */
@@ -101,13 +101,14 @@ abstract class BatchingLink {
   abstract readonly peer: string
   private readonly outbox: Outbox
 
-  constructor(unsent: (ids: number[]) => void) {
-    this.outbox = new Outbox((parts) => this.write(parts), unsent)
+  /** @param partLimit this node's maxMessageSize: what it sends, it must be able to receive. */
+  constructor(unsent: (ids: number[]) => void, partLimit: number) {
+    this.outbox = new Outbox((parts) => this.write(parts), unsent, partLimit)
   }
 
   abstract write(parts: Uint8Array[]): Promise<boolean>
 
-  post(frame: Uint8Array[], id?: number): void {
+  post(frame: readonly Uint8Array[], id?: number): void {
     this.outbox.post(frame, id)
   }
 
@@ -150,8 +151,9 @@ class InboundLink extends BatchingLink implements Link {
     private readonly router: RouterPort,
     now: number,
     events: MeshEvents,
+    partLimit: number,
   ) {
-    super((ids) => events.unsent(peer, ids))
+    super((ids) => events.unsent(peer, ids), partLimit)
     this.lastHeard = now
   }
 
@@ -512,7 +514,7 @@ export class Mesh {
       void this.router.send(routingId, [encodePart(Part.CROSS, 'the connection we dialled is live')])
       return
     }
-    const link = new InboundLink(routingId, key, join.name, this.router, this.clock.now(), this.events)
+    const link = new InboundLink(routingId, key, join.name, this.router, this.clock.now(), this.events, this.options.maxMessageSize)
     this.inbound.set(key, link)
     peer.inbound = link
     void link.send([encodeStay(this.options.network, this.options.name)])
@@ -726,7 +728,7 @@ export class Dialler extends BatchingLink implements Link {
     readonly peer: string,
     readonly address: string,
   ) {
-    super((ids) => mesh.events.unsent(peer, ids))
+    super((ids) => mesh.events.unsent(peer, ids), mesh.options.maxMessageSize)
   }
 
   /** Has our socket's connection come back (per the socket monitor, not merely a message read)? */

@@ -17,8 +17,11 @@ import {
   encodePart,
   encodeReply,
   encodeStay,
+  packFrames,
+  INLINE_BODY,
   type Frame,
 } from '../lib/codec.js'
+import { DEFAULT_MAX_MESSAGE_SIZE } from '../lib/options.js'
 
 // --- fixed vectors (spec/vectors/*.json; format described in PROTOCOL.md) ---
 
@@ -31,7 +34,7 @@ interface FrameVector {
   parts: string[]
   /** What decodeMessage returns, when it succeeds. */
   frames?: JsonFrame[]
-  /** True when encoding `frames` with the reference encoders gives exactly `parts`. */
+  /** True when encoding `frames` with the reference encoders, packed as a reference node packs a batch, gives exactly `parts`. */
   canonical?: boolean
   /** The CodecError code decodeMessage throws, when it fails. */
   error?: 'MALFORMED' | 'VERSION'
@@ -115,7 +118,7 @@ describe('frame vectors', () => {
 
   for (const v of frameVectors.filter((v) => v.canonical)) {
     it(`${v.name}: the frames encode to exactly the expected parts`, () => {
-      expect(v.frames!.map(fromJson).flatMap(encodeFrame).map(hex)).toEqual(v.parts)
+      expect(packFrames(v.frames!.map(fromJson).map(encodeFrame), DEFAULT_MAX_MESSAGE_SIZE).map(hex)).toEqual(v.parts)
     })
   }
 
@@ -169,6 +172,36 @@ describe('envelopes', () => {
       FrameType.REPLY,
       FrameType.TOCK,
     ])
+  })
+
+  it('a part may hold several frames, each body right after its envelope', () => {
+    const frames = [
+      [TICK],
+      [encodeCall(1, 'A.B'), encodeBody({ A: 1 })],
+      [encodeCast('C.D'), encodeBody('x')],
+      [encodeReply(3), encodeBody([3])],
+    ]
+    const parts = packFrames(frames, DEFAULT_MAX_MESSAGE_SIZE)
+    expect(parts).toHaveLength(1)
+    const decoded = codec.decodeMessage(parts)
+    expect(decoded.map((f) => f.type)).toEqual([FrameType.TICK, FrameType.CALL, FrameType.CAST, FrameType.REPLY])
+    expect(decoded.map((f) => ('body' in f ? codec.decodeBody(f.body) : undefined))).toEqual([undefined, { A: 1 }, 'x', [3]])
+  })
+
+  it('a body over INLINE_BODY gets a part of its own, uncopied, after an envelope that ends its part', () => {
+    const big = encodeBody(new Uint8Array(INLINE_BODY + 1))
+    const parts = packFrames([[TICK], [encodeCall(1, 'A.B'), big], [encodeReply(2), encodeBody(2)]], DEFAULT_MAX_MESSAGE_SIZE)
+    expect(parts).toHaveLength(3)
+    expect(parts[1]).toBe(big)
+    expect(codec.decodeMessage(parts).map((f) => f.type)).toEqual([FrameType.TICK, FrameType.CALL, FrameType.REPLY])
+  })
+
+  it('no part packs more than the limit, so a peer with the same maxMessageSize accepts every part', () => {
+    const frames = Array.from({ length: 40 }, (_, i) => [encodeReply(i), encodeBody('x'.repeat(90))])
+    const parts = packFrames(frames, 1024)
+    expect(parts.length).toBeGreaterThan(1)
+    for (const part of parts) expect(part.length).toBeLessThanOrEqual(1024)
+    expect(codec.decodeMessage(parts)).toHaveLength(40)
   })
 
   it('a body part is returned as is, without being decoded', () => {
@@ -328,6 +361,11 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant(FrameType.ERROR as const), id: callId, code: text, name: text, message: text }),
 )
 
+/** Frames whose bodies are msgpack values, as a node sends them (a packed body is found by reading it). */
+const packableArb: fc.Arbitrary<Frame> = fc
+  .tuple(frameArb, fc.jsonValue({ maxDepth: 2 }))
+  .map(([frame, value]) => ('body' in frame ? { ...frame, body: encodeBody(value) } : frame))
+
 /** decodeMessage either returns frames or throws a CodecError; anything else fails the property. */
 function decodesOrCodecError(parts: Uint8Array[]): void {
   try {
@@ -368,6 +406,32 @@ describe('properties', () => {
         expect(codec.decodeMessage(frames.flatMap(encodeFrame))).toEqual(frames)
       }),
     )
+  })
+
+  it('frames packed into parts, at any part limit, decode to the same frames in order', () => {
+    fc.assert(
+      fc.property(fc.array(packableArb, { minLength: 1, maxLength: 8 }), fc.integer({ min: 8, max: 300 }), (frames, limit) => {
+        const encoded = frames.map(encodeFrame)
+        const parts = packFrames(encoded, limit)
+        expect(codec.decodeMessage(parts)).toEqual(frames)
+        // A part over the limit is a single envelope or body that is itself over it.
+        const single = new Set(encoded.flat())
+        for (const part of parts) if (part.length > limit) expect(single.has(part)).toBe(true)
+      }),
+    )
+  })
+
+  it('decodeMessage of a packed message with bytes cut, flipped or appended returns frames or throws CodecError', () => {
+    const damaged = fc
+      .tuple(fc.array(packableArb, { minLength: 1, maxLength: 4 }), fc.nat(), fc.integer({ min: 0, max: 255 }), fc.nat(2))
+      .map(([frames, at, byte, how]) => {
+        const [part] = packFrames(frames.map(encodeFrame), DEFAULT_MAX_MESSAGE_SIZE).map((p) => Uint8Array.from(p))
+        const j = at % part!.length
+        if (how === 0) return [part!.subarray(0, j)]
+        if (how === 1) part![j] = byte
+        return [Uint8Array.from([...part!, byte])]
+      })
+    fc.assert(fc.property(damaged, decodesOrCodecError), { numRuns: 2000 })
   })
 
   it('decodeMessage of arbitrary bytes returns frames or throws CodecError, never another error', () => {

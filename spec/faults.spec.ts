@@ -73,7 +73,9 @@ it('a byte lost for good: the stream is out of step, the peer goes down and the 
   // The call's bytes went missing: it ends PEER_DOWN once the broken connection is noticed (or TIMEOUT if later).
   expect(lost).toMatchObject({ from: 'listener', ok: false })
   expect(['PEER_DOWN', 'TIMEOUT']).toContain(lost!.ok ? 'ok' : lost!.error.code)
-  expect((await down)[1]).toBe('HEARTBEAT')
+  // libzmq closes the garbled connection. If the dialler's socket has already reconnected when its sweep looks, it carries
+  // on, and the listener, which never saw a JOIN on the new connection, answers PART NOT_JOINED; otherwise HEARTBEAT.
+  expect(['HEARTBEAT', 'PART']).toContain((await down)[1])
   await dialler.waitForPeers(['listener'], { timeout: 10_000 })
   await listener.waitForPeers(['dialler'], { timeout: 10_000 })
   expect(await dialler.call(['listener'], 'Host.Where')).toEqual([{ from: 'listener', ok: true, reply: 'listener' }])

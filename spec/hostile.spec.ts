@@ -100,6 +100,29 @@ describe('hostile input from a raw ZeroMQ socket', () => {
     await stillServes(friend)
   })
 
+  it('a packed part with a garbage body: the calls before it are served, that call (and the rest of its part) is BAD_REQUEST', async () => {
+    const { friend, raw } = await target()
+    await raw.send([encodeJoin('test net', 'rogue')])
+    await answer(raw)
+    const part = Buffer.concat([
+      encodeCall(1, 'Arith.SumDiff'),
+      encodeBody({ A: 5, B: 3 }),
+      encodeCall(2, 'Arith.SumDiff'),
+      Buffer.from([0xc1]),
+      encodeCall(3, 'Arith.SumDiff'),
+      encodeBody({ A: 1, B: 1 }),
+    ])
+    await raw.send([part])
+    const frames: Frame[] = []
+    while (frames.length < 2) frames.push(...(await answer(raw)))
+    expect(frames).toMatchObject([
+      { type: FrameType.REPLY, id: 1 },
+      { type: FrameType.ERROR, id: 2, code: 'BAD_REQUEST' },
+    ])
+    expect(codec.decodeBody((frames[0] as { body: Uint8Array }).body)).toEqual({ S: 8, D: 2 })
+    await stillServes(friend)
+  })
+
   it('arguments nested deeper than 100 are refused BAD_REQUEST before they are built, and reach no handler', async () => {
     const { friend, raw, served } = await target()
     await raw.send([encodeJoin('test net', 'rogue')])
@@ -109,6 +132,11 @@ describe('hostile input from a raw ZeroMQ socket', () => {
     await raw.send([encodeCall(1, 'Arith.SumDiff'), nested])
     expect(await answer(raw)).toMatchObject([
       { type: FrameType.ERROR, id: 1, code: 'BAD_REQUEST', message: expect.stringContaining('nested deeper than 100') },
+    ])
+    // The same body packed after its envelope in one part: it cannot be delimited, so it is the rest of the part.
+    await raw.send([Buffer.concat([encodeCall(2, 'Arith.SumDiff'), nested])])
+    expect(await answer(raw)).toMatchObject([
+      { type: FrameType.ERROR, id: 2, code: 'BAD_REQUEST', message: expect.stringContaining('nested deeper than 100') },
     ])
     // An envelope nested as deep is dropped as a whole.
     await raw.send([Buffer.concat([Buffer.from([0x93, 0x01, 0x06]), nested])])

@@ -80,6 +80,20 @@ it('arguments or a result beyond maxMessageSize are refused TOO_LARGE, and the l
   expect(alpha.stats()).toMatchObject({ pending: 0, inflight: 0 })
 })
 
+it('many small calls at once are packed into parts no larger than maxMessageSize, so peers with a small limit keep their link', async () => {
+  // 200 calls of 300 bytes in one turn would pack into one 60 KB part; each side's ZeroMQ would close a connection carrying it.
+  const alpha = makeNode('alpha', { maxMessageSize: 2048 })
+  const beta = makeNode('beta', { maxMessageSize: 2048 })
+  beta.register({ Echo: (s: string) => s }, 'Svc')
+  await pair(alpha, beta)
+  const downs: string[] = []
+  alpha.on('peer:down', (_peer: string, reason: string) => downs.push(reason))
+  const args = 'x'.repeat(300)
+  const results = await Promise.all(Array.from({ length: 200 }, () => alpha.call(['beta'], 'Svc.Echo', args)))
+  expect(results.flat().filter((r) => !r.ok || r.reply !== args)).toEqual([])
+  expect(downs).toEqual([])
+})
+
 it("a message beyond the peer's smaller maxMessageSize: its ZeroMQ closes the connection, the call ends PEER_DOWN, the mesh heals", async () => {
   const alpha = makeNode('alpha')
   const beta = makeNode('beta', { maxMessageSize: 64 * 1024 })
