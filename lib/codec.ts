@@ -3,10 +3,11 @@
  * beyond the stateless msgpack encoder and decoder and a bounded cache of
  * encoded method names (which never changes what is written).
  *
- * A ZeroMQ message carries one or more frames. A frame is an envelope part —
- * a msgpack array `[version, type, ...fields]` — followed, for CALL, CAST and
- * REPLY only, by a body part holding the msgpack-encoded argument or result.
- * PROTOCOL.md is the full description.
+ * A ZeroMQ message carries one or more frames. A frame is an envelope — a
+ * msgpack array `[version, type, ...fields]` — followed, for CALL, CAST and
+ * REPLY only, by a body: the msgpack-encoded argument or result. A part holds
+ * frames back to back; an envelope that ends its part has its body in the
+ * next part. PROTOCOL.md section 3 is the full description.
  */
 import { Decoder, Encoder } from '@msgpack/msgpack'
 import { MAX_DEPTH, TOO_DEEP, TRUNCATED, tooDeep, valueEnd } from './depth.js'
@@ -159,7 +160,7 @@ export class Codec {
     return Buffer.isBuffer(e) ? e.toString('latin1', start, end) : String.fromCharCode(...e.subarray(start, end))
   }
 
-  /** Decode a body part into its value; throws CodecError. */
+  /** Decode a body into its value; throws CodecError. */
   decodeBody(body: Uint8Array): unknown {
     if (tooDeep(body)) throw new CodecError('MALFORMED', `undecodable body: nested deeper than ${MAX_DEPTH}`)
     try {
@@ -285,7 +286,7 @@ function id(e: unknown[], i: number): number {
   return v
 }
 
-/** Encode a value as a body part; throws TypeError naming what msgpack cannot carry. */
+/** Encode a value as a body; throws TypeError naming what msgpack cannot carry. */
 export function encodeBody(value: unknown): Uint8Array {
   let encoded: Uint8Array
   try {
