@@ -29,8 +29,8 @@ const children = []
 
 // --- processes ---------------------------------------------------------------
 
-function spawnServer() {
-  const child = fork(new URL('./server.mjs', import.meta.url), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+function spawnServer(execArgv = []) {
+  const child = fork(new URL('./server.mjs', import.meta.url), [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const waiting = new Map()
   let next = 0
   child.on('message', ({ id, ok, value, error }) => {
@@ -296,27 +296,41 @@ async function multicast(peers, processes) {
   await client.close()
 }
 
+/**
+ * A full mesh of `total` nodes in `processes` processes, node i dialling every
+ * node after it (one connection per pair): time to converge, and resident
+ * memory per pair, next to the same mesh of raw DEALER→ROUTER connections.
+ */
 async function scale(total, processes) {
+  const bilateral = await meshOf(total, processes, 'mesh', 'meshConnect')
+  const raw = await meshOf(total, processes, 'rawMesh', 'rawMeshConnect')
+  const pairs = (total * (total - 1)) / 2
+  record(`mesh of ${total} nodes (${processes} processes), full convergence`, 'seconds', 's', {
+    bilateral: bilateral.seconds,
+    better: 'lower',
+  })
+  record(`mesh of ${total} nodes, resident memory per connection (pair)`, 'KiB', 'KiB', {
+    bilateral: bilateral.rss / pairs / 1024,
+    floor: raw.rss / pairs / 1024,
+    better: 'lower',
+  })
+}
+
+async function meshOf(total, processes, make, connect) {
   const per = Math.ceil(total / processes)
-  const hosts = Array.from({ length: processes }, () => spawnServer())
-  const made = await Promise.all(hosts.map((h, p) => h.rpc('mesh', { prefix: `n${p}-`, count: Math.min(per, total - p * per) })))
+  // --expose-gc: memory is measured after a collection, so it counts what connections hold, not the garbage of making them.
+  const hosts = Array.from({ length: processes }, () => spawnServer(['--expose-gc']))
+  const made = await Promise.all(hosts.map((h, p) => h.rpc(make, { prefix: `n${p}-`, count: Math.min(per, total - p * per) })))
   const all = made.flatMap((m) => m.nodes)
   const before = made.reduce((sum, m) => sum + m.rss, 0)
-  // Node i dials every node after it: one connection per pair.
   const plans = made.map((m) =>
     m.nodes.flatMap((node) => all.slice(all.findIndex((x) => x.name === node.name) + 1).map((to) => ({ from: node.name, to }))),
   )
   const t0 = performance.now()
-  const after = await Promise.all(hosts.map((h, p) => h.rpc('meshConnect', { plan: plans[p], expect: total - 1 })))
+  const after = await Promise.all(hosts.map((h, p) => h.rpc(connect, { plan: plans[p], expect: total - 1 })))
   const seconds = (performance.now() - t0) / 1000
-  const pairs = (total * (total - 1)) / 2
-  const rssDelta = after.reduce((sum, a) => sum + a.rss, 0) - before
-  record(`mesh of ${total} nodes (${processes} processes), full convergence`, 'seconds', 's', { bilateral: seconds, better: 'lower' })
-  record(`mesh of ${total} nodes, resident memory per connection (pair)`, 'KiB', 'KiB', {
-    bilateral: rssDelta / pairs / 1024,
-    better: 'lower',
-  })
   for (const h of hosts) h.child.send({ command: 'exit' })
+  return { seconds, rss: after.reduce((sum, a) => sum + a.rss, 0) - before }
 }
 
 // --- main -----------------------------------------------------------------------

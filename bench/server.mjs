@@ -120,17 +120,49 @@ const handlers = {
       nodes.push(node)
       out.push({ name: node.name, address: await node.listen('tcp://127.0.0.1:*') })
     }
-    return { nodes: out, rss: process.memoryUsage().rss }
+    return { nodes: out, rss: await settledRss() }
   },
   /** Scale: connect each local node to the peers given for it, wait for all `expect` peers. */
   async meshConnect({ plan, expect }) {
     for (const { from, to } of plan) nodes.find((n) => n.name === from).connect(to.name, to.address)
     await Promise.all(nodes.map((node) => waitForCount(node, expect)))
-    return { rss: process.memoryUsage().rss, links: nodes.reduce((n, node) => n + node.connectionCount(), 0) }
+    return { rss: await settledRss(), links: nodes.reduce((n, node) => n + node.connectionCount(), 0) }
+  },
+  /** Scale floor: `count` raw ROUTERs, each echoing what it receives. */
+  async rawMesh({ prefix, count }) {
+    const out = []
+    for (let i = 0; i < count; i++) {
+      const router = new zmq.Router()
+      await router.bind('tcp://127.0.0.1:*')
+      sockets.push(router)
+      void (async () => {
+        for await (const [id, msg] of router) await router.send([id, msg])
+      })().catch(() => undefined)
+      out.push({ name: `${prefix}${i}`, address: router.lastEndpoint })
+    }
+    return { nodes: out, rss: await settledRss() }
+  },
+  /** Scale floor: one raw DEALER per planned pair, each answered once by the ROUTER it dials. */
+  async rawMeshConnect({ plan }) {
+    const dealers = plan.map(({ to }) => {
+      const dealer = new zmq.Dealer()
+      dealer.connect(to.address)
+      sockets.push(dealer)
+      return dealer
+    })
+    await Promise.all(dealers.map(async (dealer) => (await dealer.send('hello'), await dealer.receive())))
+    return { rss: await settledRss() }
   },
   async rss() {
     return { rss: process.memoryUsage().rss }
   },
+}
+
+/** Resident memory once the garbage of getting here is collected (the scale hosts run with --expose-gc). */
+async function settledRss() {
+  await new Promise((resolve) => setImmediate(resolve))
+  globalThis.gc?.()
+  return process.memoryUsage().rss
 }
 
 function waitForCount(node, expect) {
