@@ -27,8 +27,8 @@ export enum FrameType {
 }
 
 export type Frame =
-  | { type: FrameType.JOIN; network: string; name: string; proof?: Uint8Array; target?: string }
-  | { type: FrameType.STAY; network: string; name: string }
+  | { type: FrameType.JOIN; network: string; name: string; proof?: Uint8Array; target?: string; maxPart?: number }
+  | { type: FrameType.STAY; network: string; name: string; maxPart?: number }
   | { type: FrameType.PART; reason: string; message: string }
   | { type: FrameType.TICK }
   | { type: FrameType.TOCK }
@@ -165,7 +165,7 @@ export class Codec {
     if (tooDeep(body)) throw new CodecError('MALFORMED', `undecodable body: nested deeper than ${MAX_DEPTH}`)
     try {
       // A plain view, so binary values come back as Uint8Array, not Buffer.
-      return this.decoder.decode(Buffer.isBuffer(body) ? new Uint8Array(body.buffer, body.byteOffset, body.byteLength) : body)
+      return this.decoder.decode(sharesLittle(body) ? Uint8Array.from(body) : new Uint8Array(body.buffer, body.byteOffset, body.byteLength))
     } catch (error) {
       throw new CodecError('MALFORMED', `undecodable body: ${(error as Error).message}`)
     }
@@ -232,6 +232,21 @@ class Reader {
 
 const EMPTY = new Uint8Array(0)
 
+/**
+ * A body packed in a much larger part, which may hold a binary or extension
+ * value. msgpack returns those as views of the bytes it decodes, so a small
+ * one kept by the application would keep the whole message alive; such a
+ * body is decoded from a copy of its own.
+ */
+function sharesLittle(body: Uint8Array): boolean {
+  if (body.buffer.byteLength < 2 * body.byteLength + 1024) return false
+  for (let i = 0; i < body.length; i++) {
+    const b = body[i]!
+    if ((b >= 0xc4 && b <= 0xc9) || (b >= 0xd4 && b <= 0xd8)) return true
+  }
+  return false
+}
+
 function readFrame(e: unknown[], body: () => Uint8Array): Frame {
   const type = e[1]
   switch (type) {
@@ -241,10 +256,14 @@ function readFrame(e: unknown[], body: () => Uint8Array): Frame {
       if (proof instanceof Uint8Array) frame.proof = proof
       else if (proof !== undefined && proof !== null) throw new CodecError('MALFORMED', 'field 4 (proof) must be binary or nil')
       if (e[5] !== undefined && e[5] !== null) frame.target = str(e, 5)
+      if (e[6] !== undefined && e[6] !== null) frame.maxPart = uint32(e, 6, 'a part size (uint32)')
       return frame
     }
-    case FrameType.STAY:
-      return { type, network: str(e, 2), name: str(e, 3) }
+    case FrameType.STAY: {
+      const frame: Frame = { type, network: str(e, 2), name: str(e, 3) }
+      if (e[4] !== undefined && e[4] !== null) frame.maxPart = uint32(e, 4, 'a part size (uint32)')
+      return frame
+    }
     case FrameType.PART:
       return { type, reason: str(e, 2), message: str(e, 3) }
     case FrameType.TICK:
@@ -278,11 +297,11 @@ function str(e: unknown[], i: number): string {
   return v
 }
 
-function id(e: unknown[], i: number): number {
+const id = (e: unknown[], i: number): number => uint32(e, i, 'a call id (uint32)')
+
+function uint32(e: unknown[], i: number, what: string): number {
   const v = e[i]
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_ID) {
-    throw new CodecError('MALFORMED', `field ${i} must be a call id (uint32)`)
-  }
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_ID) throw new CodecError('MALFORMED', `field ${i} must be ${what}`)
   return v
 }
 
@@ -361,14 +380,23 @@ function dataEnvelope(type: FrameType, id: number | undefined, method: string | 
   return out
 }
 
-/** JOIN; `proof` (encrypted nodes) and `target` (the name the dialler expects to reach) are optional trailing fields. */
-export function encodeJoin(network: string, name: string, proof?: Uint8Array, target?: string): Uint8Array {
+/**
+ * JOIN. Optional trailing fields: `proof` (encrypted nodes), `target` (the
+ * name the dialler expects to reach) and `maxPart` (the largest part the
+ * dialler accepts, which also says it reads packed parts).
+ */
+export function encodeJoin(network: string, name: string, proof?: Uint8Array, target?: string, maxPart?: number): Uint8Array {
   const fields: unknown[] = [PROTOCOL_VERSION, FrameType.JOIN, network, name]
-  if (proof !== undefined || target !== undefined) fields.push(proof ?? null)
-  if (target !== undefined) fields.push(target)
+  if (proof !== undefined || target !== undefined || maxPart !== undefined) fields.push(proof ?? null)
+  if (target !== undefined || maxPart !== undefined) fields.push(target ?? null)
+  if (maxPart !== undefined) fields.push(maxPart)
   return envelope(fields)
 }
-export const encodeStay = (network: string, name: string): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.STAY, network, name])
+/** STAY; `maxPart`, optional, as in JOIN. */
+export const encodeStay = (network: string, name: string, maxPart?: number): Uint8Array =>
+  envelope(
+    maxPart === undefined ? [PROTOCOL_VERSION, FrameType.STAY, network, name] : [PROTOCOL_VERSION, FrameType.STAY, network, name, maxPart],
+  )
 export const encodePart = (reason: string, message: string): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.PART, reason, message])
 export const TICK: Uint8Array = envelope([PROTOCOL_VERSION, FrameType.TICK])
 export const TOCK: Uint8Array = envelope([PROTOCOL_VERSION, FrameType.TOCK])

@@ -101,9 +101,22 @@ abstract class BatchingLink {
   abstract readonly peer: string
   private readonly outbox: Outbox
 
-  /** @param partLimit this node's maxMessageSize: what it sends, it must be able to receive. */
-  constructor(unsent: (ids: number[]) => void, partLimit: number) {
-    this.outbox = new Outbox((parts) => this.write(parts), unsent, partLimit)
+  /** @param maxMessageSize this node's: no packed part is larger, whatever the peer accepts. */
+  constructor(
+    unsent: (ids: number[]) => void,
+    private readonly maxMessageSize: number,
+  ) {
+    this.outbox = new Outbox((parts) => this.write(parts), unsent)
+  }
+
+  /**
+   * Pack frames into parts of up to `maxPart` bytes (capped by our own
+   * limit), as the peer announced in its JOIN or STAY. A peer that announced
+   * nothing may not read packed parts: it gets every envelope and body as a
+   * part of its own.
+   */
+  packUpTo(maxPart: number | undefined): void {
+    this.outbox.partLimit = Math.min(maxPart ?? 0, this.maxMessageSize)
   }
 
   abstract write(parts: Uint8Array[]): Promise<boolean>
@@ -151,9 +164,9 @@ class InboundLink extends BatchingLink implements Link {
     private readonly router: RouterPort,
     now: number,
     events: MeshEvents,
-    partLimit: number,
+    maxMessageSize: number,
   ) {
-    super((ids) => events.unsent(peer, ids), partLimit)
+    super((ids) => events.unsent(peer, ids), maxMessageSize)
     this.lastHeard = now
   }
 
@@ -257,7 +270,7 @@ export class Mesh {
   /** The JOIN we send to `peer` (with a proof of our key on an encrypted node). */
   joinFrameFor(peer: string): Uint8Array {
     const { network, name } = this.options
-    return encodeJoin(network, name, this.identity?.proveTo(peer), peer)
+    return encodeJoin(network, name, this.identity?.proveTo(peer), peer, this.options.maxMessageSize)
   }
 
   /** Is `name` something we dial? */
@@ -466,7 +479,7 @@ export class Mesh {
   private async onJoin(
     routingId: Buffer,
     key: string,
-    join: { network: string; name: string; proof?: Uint8Array; target?: string },
+    join: { network: string; name: string; proof?: Uint8Array; target?: string; maxPart?: number },
   ): Promise<void> {
     const refuse = (reason: string, code: ErrorCode, message: string): void => {
       void this.router.send(routingId, [encodePart(reason, message)])
@@ -490,8 +503,10 @@ export class Mesh {
     }
     const existing = this.inbound.get(key)
     if (existing !== undefined) {
-      if (existing.peer === join.name) void existing.send([encodeStay(this.options.network, this.options.name)])
-      else refuse(Part.PROTOCOL, 'PROTOCOL', `this connection already joined as ${existing.peer}`)
+      if (existing.peer === join.name) {
+        existing.packUpTo(join.maxPart)
+        void existing.send([this.stayFrame()])
+      } else refuse(Part.PROTOCOL, 'PROTOCOL', `this connection already joined as ${existing.peer}`)
       return
     }
     const other = this.peers.get(join.name)?.inbound
@@ -515,9 +530,10 @@ export class Mesh {
       return
     }
     const link = new InboundLink(routingId, key, join.name, this.router, this.clock.now(), this.events, this.options.maxMessageSize)
+    link.packUpTo(join.maxPart)
     this.inbound.set(key, link)
     peer.inbound = link
-    void link.send([encodeStay(this.options.network, this.options.name)])
+    void link.send([this.stayFrame()])
     this.linkUp(link)
   }
 
@@ -550,7 +566,11 @@ export class Mesh {
     }
   }
 
-  private onStay(dialler: Dialler, stay: { network: string; name: string }): void {
+  private stayFrame(): Uint8Array {
+    return encodeStay(this.options.network, this.options.name, this.options.maxMessageSize)
+  }
+
+  private onStay(dialler: Dialler, stay: { network: string; name: string; maxPart?: number }): void {
     if (dialler.state === 'standby') {
       // The peer took our JOIN after we yielded to its own dial: withdraw it.
       void dialler.send([encodePart(Part.CROSS, 'the other connection between us wins')])
@@ -568,6 +588,7 @@ export class Mesh {
       dialler.retryLater()
       return
     }
+    dialler.packUpTo(stay.maxPart)
     dialler.joined()
     this.linkUp(dialler)
   }

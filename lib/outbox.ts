@@ -27,13 +27,14 @@ export class Outbox {
   /**
    * @param write queues one message; resolves false if it could not be queued.
    * @param failed told which call ids were in a batch that could not be queued.
-   * @param partLimit the most bytes packed into one part (a peer's maxMessageSize applies per part).
    */
   constructor(
     private readonly write: (parts: Uint8Array[]) => Promise<boolean>,
     private readonly failed: (ids: number[]) => void,
-    private readonly partLimit: number,
   ) {}
+
+  /** The most bytes packed into one part (a peer's maxMessageSize applies per part); 0 packs nothing. */
+  partLimit = 0
 
   /** Add one frame (envelope and optional body); `id` ≥ 0 marks a call to fail if the batch is refused. */
   post(frame: readonly Uint8Array[], id = -1): void {

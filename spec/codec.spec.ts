@@ -60,9 +60,9 @@ const hex = (data: Uint8Array): string => Buffer.from(data).toString('hex')
 function encodeFrame(frame: Frame): Uint8Array[] {
   switch (frame.type) {
     case FrameType.JOIN:
-      return [encodeJoin(frame.network, frame.name)]
+      return [encodeJoin(frame.network, frame.name, frame.proof, frame.target, frame.maxPart)]
     case FrameType.STAY:
-      return [encodeStay(frame.network, frame.name)]
+      return [encodeStay(frame.network, frame.name, frame.maxPart)]
     case FrameType.PART:
       return [encodePart(frame.reason, frame.message)]
     case FrameType.TICK:
@@ -202,6 +202,15 @@ describe('envelopes', () => {
     expect(parts.length).toBeGreaterThan(1)
     for (const part of parts) expect(part.length).toBeLessThanOrEqual(1024)
     expect(codec.decodeMessage(parts)).toHaveLength(40)
+  })
+
+  it('a small binary value decoded from a body packed in a large part does not keep the part alive', () => {
+    const frames = Array.from({ length: 200 }, (_, i) => [encodeReply(i), encodeBody({ i, tag: new Uint8Array([1, 2, 3, 4]) })])
+    const [part] = packFrames(frames, DEFAULT_MAX_MESSAGE_SIZE)
+    const [first] = codec.decodeMessage([part!])
+    const value = codec.decodeBody((first as { body: Uint8Array }).body) as { tag: Uint8Array }
+    expect(value.tag).toEqual(new Uint8Array([1, 2, 3, 4]))
+    expect(value.tag.buffer.byteLength).toBeLessThan(part!.length / 10)
   })
 
   it('a body part is returned as is, without being decoded', () => {
@@ -350,8 +359,14 @@ const callId = fc.integer({ min: 0, max: 0xffffffff })
 const body = fc.uint8Array({ maxLength: 64 })
 
 const frameArb: fc.Arbitrary<Frame> = fc.oneof(
-  fc.record({ type: fc.constant(FrameType.JOIN as const), network: text, name: text }),
-  fc.record({ type: fc.constant(FrameType.STAY as const), network: text, name: text }),
+  fc.record(
+    { type: fc.constant(FrameType.JOIN as const), network: text, name: text, target: text, maxPart: callId },
+    { requiredKeys: ['type', 'network', 'name'] },
+  ),
+  fc.record(
+    { type: fc.constant(FrameType.STAY as const), network: text, name: text, maxPart: callId },
+    { requiredKeys: ['type', 'network', 'name'] },
+  ),
   fc.record({ type: fc.constant(FrameType.PART as const), reason: text, message: text }),
   fc.record({ type: fc.constant(FrameType.TICK as const) }),
   fc.record({ type: fc.constant(FrameType.TOCK as const) }),

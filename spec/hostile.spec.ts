@@ -100,6 +100,36 @@ describe('hostile input from a raw ZeroMQ socket', () => {
     await stillServes(friend)
   })
 
+  it('a peer that announces no maxPart (an earlier release) gets one part per envelope and body; one that does gets them packed', async () => {
+    const { raw } = await target()
+    const twoCalls = [
+      encodeCall(1, 'Arith.SumDiff'),
+      encodeBody({ A: 1, B: 2 }),
+      encodeCall(2, 'Arith.SumDiff'),
+      encodeBody({ A: 3, B: 4 }),
+    ]
+    await raw.send([encodeJoin('test net', 'old')])
+    const stay = await raw.receive()
+    expect(codec.decodeMessage(stay)).toMatchObject([{ type: FrameType.STAY, maxPart: 16 * 1024 * 1024 }])
+    await raw.send(twoCalls)
+    const unpacked = await raw.receive()
+    expect(unpacked).toHaveLength(4)
+    expect(codec.decodeMessage(unpacked)).toMatchObject([
+      { type: FrameType.REPLY, id: 1 },
+      { type: FrameType.REPLY, id: 2 },
+    ])
+    // The same connection joins again, now announcing that it reads packed parts of up to 1 KiB.
+    await raw.send([encodeJoin('test net', 'old', undefined, 'server', 1024)])
+    await raw.receive()
+    await raw.send(twoCalls)
+    const packed = await raw.receive()
+    expect(packed).toHaveLength(1)
+    expect(codec.decodeMessage(packed)).toMatchObject([
+      { type: FrameType.REPLY, id: 1 },
+      { type: FrameType.REPLY, id: 2 },
+    ])
+  })
+
   it('a packed part with a garbage body: the calls before it are served, that call (and the rest of its part) is BAD_REQUEST', async () => {
     const { friend, raw } = await target()
     await raw.send([encodeJoin('test net', 'rogue')])

@@ -94,6 +94,24 @@ it('many small calls at once are packed into parts no larger than maxMessageSize
   expect(downs).toEqual([])
 })
 
+it("many small calls at once, both ways, to a peer with a smaller maxMessageSize: parts are packed only up to the peer's limit", async () => {
+  // alpha would pack 200 calls of 1 KB into parts of up to 256 KiB; beta's ZeroMQ would close the connection on any over 64 KiB.
+  const alpha = makeNode('alpha')
+  const beta = makeNode('beta', { maxMessageSize: 64 * 1024 })
+  for (const node of [alpha, beta]) node.register({ Echo: (s: string) => s }, 'Svc')
+  await pair(alpha, beta)
+  const downs: string[] = []
+  for (const node of [alpha, beta]) node.on('peer:down', (peer: string, reason: string) => downs.push(`${peer} ${reason}`))
+  const args = 'x'.repeat(1000)
+  const calls = [
+    ...Array.from({ length: 200 }, () => alpha.call(['beta'], 'Svc.Echo', args)),
+    ...Array.from({ length: 200 }, () => beta.call(['alpha'], 'Svc.Echo', args)),
+  ]
+  const results = (await Promise.all(calls)).flat()
+  expect(results.filter((r) => !r.ok || r.reply !== args)).toEqual([])
+  expect(downs).toEqual([])
+})
+
 it("a message beyond the peer's smaller maxMessageSize: its ZeroMQ closes the connection, the call ends PEER_DOWN, the mesh heals", async () => {
   const alpha = makeNode('alpha')
   const beta = makeNode('beta', { maxMessageSize: 64 * 1024 })
