@@ -108,26 +108,23 @@ describe('hostile input from a raw ZeroMQ socket', () => {
       encodeCall(2, 'Arith.SumDiff'),
       encodeBody({ A: 3, B: 4 }),
     ]
+    /** The parts of the message answering both calls; each must be a REPLY. */
+    const answerTwoCalls = async (): Promise<Buffer[]> => {
+      await raw.send(twoCalls)
+      const parts = await raw.receive()
+      expect(codec.decodeMessage(parts)).toMatchObject([
+        { type: FrameType.REPLY, id: 1 },
+        { type: FrameType.REPLY, id: 2 },
+      ])
+      return parts
+    }
     await raw.send([encodeJoin('test net', 'old')])
-    const stay = await raw.receive()
-    expect(codec.decodeMessage(stay)).toMatchObject([{ type: FrameType.STAY, maxPart: 16 * 1024 * 1024 }])
-    await raw.send(twoCalls)
-    const unpacked = await raw.receive()
-    expect(unpacked).toHaveLength(4)
-    expect(codec.decodeMessage(unpacked)).toMatchObject([
-      { type: FrameType.REPLY, id: 1 },
-      { type: FrameType.REPLY, id: 2 },
-    ])
+    expect(codec.decodeMessage(await raw.receive())).toMatchObject([{ type: FrameType.STAY, maxPart: 16 * 1024 * 1024 }])
+    expect(await answerTwoCalls()).toHaveLength(4)
     // The same connection joins again, now announcing that it reads packed parts of up to 1 KiB.
     await raw.send([encodeJoin('test net', 'old', undefined, 'server', 1024)])
     await raw.receive()
-    await raw.send(twoCalls)
-    const packed = await raw.receive()
-    expect(packed).toHaveLength(1)
-    expect(codec.decodeMessage(packed)).toMatchObject([
-      { type: FrameType.REPLY, id: 1 },
-      { type: FrameType.REPLY, id: 2 },
-    ])
+    expect(await answerTwoCalls()).toHaveLength(1)
   })
 
   it('a packed part with a garbage body: the calls before it are served, that call (and the rest of its part) is BAD_REQUEST', async () => {
