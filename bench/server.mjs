@@ -132,7 +132,7 @@ const handlers = {
   async rawMesh({ prefix, count }) {
     const out = []
     for (let i = 0; i < count; i++) {
-      const router = new zmq.Router()
+      const router = new zmq.Router({ context: meshContext() })
       await router.bind('tcp://127.0.0.1:*')
       sockets.push(router)
       void (async () => {
@@ -142,10 +142,11 @@ const handlers = {
     }
     return { nodes: out, rss: await settledRss() }
   },
-  /** Scale floor: one raw DEALER per planned pair, each answered once by the ROUTER it dials. */
-  async rawMeshConnect({ plan }) {
+  /** Scale floor: one raw DEALER per planned pair (with a socket monitor if `monitor`), each answered once by the ROUTER it dials. */
+  async rawMeshConnect({ plan, monitor }) {
     const dealers = plan.map(({ to }) => {
-      const dealer = new zmq.Dealer()
+      const dealer = new zmq.Dealer({ context: meshContext() })
+      if (monitor) dealer.events.on('disconnect', () => undefined)
       dealer.connect(to.address)
       sockets.push(dealer)
       return dealer
@@ -157,6 +158,10 @@ const handlers = {
     return { rss: process.memoryUsage().rss }
   },
 }
+
+/** The raw meshes' sockets outnumber the default context's limit of 1,023, as bilateral's own contexts allow. */
+let rawContext
+const meshContext = () => (rawContext ??= new zmq.Context({ maxSockets: 65_536 }))
 
 /** Resident memory once the garbage of getting here is collected (the scale hosts run with --expose-gc). */
 async function settledRss() {
