@@ -8,6 +8,9 @@ import { Bilateral } from '../dist/index.js'
 
 const TIMINGS = { pingInterval: 1000, peerTimeout: 10_000, joinInterval: 200 }
 const sumDiff = (a) => ({ S: a.A + a.B, D: a.A - a.B })
+const firstOk = (results) => {
+  if (results.length === 0 || !results.every((r) => r.ok)) throw new Error(`call failed: ${JSON.stringify(results).slice(0, 300)}`)
+}
 const nodes = []
 const sockets = []
 let casts = 0
@@ -114,22 +117,34 @@ const handlers = {
   },
   /** Scale: `count` nodes that each listen; returns their addresses. */
   async mesh({ prefix, count }) {
+    await warmUp()
     const out = []
     for (let i = 0; i < count; i++) {
       const node = new Bilateral({ network: 'bench', name: `${prefix}${i}`, ...TIMINGS })
+      node.register(new Arith())
       nodes.push(node)
       out.push({ name: node.name, address: await node.listen('tcp://127.0.0.1:*') })
     }
-    return { nodes: out, rss: await settledRss() }
+    return { nodes: out, ...(await settled()) }
   },
   /** Scale: connect each local node to the peers given for it, wait for all `expect` peers. */
   async meshConnect({ plan, expect }) {
     for (const { from, to } of plan) nodes.find((n) => n.name === from).connect(to.name, to.address)
     await Promise.all(nodes.map((node) => waitForCount(node, expect)))
-    return { rss: await settledRss(), links: nodes.reduce((n, node) => n + node.connectionCount(), 0) }
+    return { ...(await settled()), links: nodes.reduce((n, node) => n + node.connectionCount(), 0) }
+  },
+  /** Scale, later: every node calls all its peers `rounds` times, one multicast at a time. */
+  async meshTraffic({ rounds }) {
+    await Promise.all(
+      nodes.map(async (node) => {
+        for (let i = 0; i < rounds; i++) firstOk(await node.call([], 'Arith.SumDiff', { A: i, B: 1 }))
+      }),
+    )
+    return { ...(await settled()) }
   },
   /** Scale floor: `count` raw ROUTERs, each echoing what it receives. */
   async rawMesh({ prefix, count }) {
+    await rawWarmUp()
     const out = []
     for (let i = 0; i < count; i++) {
       const router = new zmq.Router({ context: meshContext() })
@@ -140,7 +155,7 @@ const handlers = {
       })().catch(() => undefined)
       out.push({ name: `${prefix}${i}`, address: router.lastEndpoint })
     }
-    return { nodes: out, rss: await settledRss() }
+    return { nodes: out, ...(await settled()) }
   },
   /** Scale floor: one raw DEALER per planned pair (with a socket monitor if `monitor`), each answered once by the ROUTER it dials. */
   async rawMeshConnect({ plan, monitor }) {
@@ -149,10 +164,21 @@ const handlers = {
       if (monitor) dealer.events.on('disconnect', () => undefined)
       dealer.connect(to.address)
       sockets.push(dealer)
+      meshDealers.push(dealer)
       return dealer
     })
     await Promise.all(dealers.map(async (dealer) => (await dealer.send('hello'), await dealer.receive())))
-    return { rss: await settledRss() }
+    return { ...(await settled()) }
+  },
+  /** Scale floor, later: `rounds` round trips each way on every pair (DEALER→ROUTER echoes, both ends' pipes carry 2 × rounds). */
+  async rawMeshTraffic({ rounds }) {
+    await Promise.all(
+      meshDealers.map(async (dealer) => {
+        for (let i = 0; i < 2 * rounds; i++) await dealer.send('x')
+        for (let i = 0; i < 2 * rounds; i++) await dealer.receive()
+      }),
+    )
+    return { ...(await settled()) }
   },
   async rss() {
     return { rss: process.memoryUsage().rss }
@@ -161,13 +187,51 @@ const handlers = {
 
 /** The raw meshes' sockets outnumber the default context's limit of 1,023, as bilateral's own contexts allow. */
 let rawContext
+const meshDealers = []
 const meshContext = () => (rawContext ??= new zmq.Context({ maxSockets: 65_536 }))
 
-/** Resident memory once the garbage of getting here is collected (the scale hosts run with --expose-gc). */
-async function settledRss() {
+/**
+ * Run the calling code hot in a pair of throwaway nodes, so that the memory
+ * this costs once per process (compiled code, a grown V8 heap) is in the
+ * baseline, not charged to the mesh's connections.
+ */
+async function warmUp() {
+  const a = new Bilateral({ network: 'warm-up', name: 'a', ...TIMINGS })
+  const b = new Bilateral({ network: 'warm-up', name: 'b', ...TIMINGS })
+  b.register(new Arith())
+  a.connect('b', await b.listen('tcp://127.0.0.1:*'))
+  await a.waitForPeers(['b'], { timeout: 10_000 })
+  for (let i = 0; i < 3000; i++) firstOk(await a.call(['b'], 'Arith.SumDiff', { A: i, B: 1 }))
+  await Promise.all([a.close(), b.close()])
+}
+
+/** The same for the raw floor: a throwaway DEALER→ROUTER echo, run hot. */
+async function rawWarmUp() {
+  const router = new zmq.Router({ linger: 0 })
+  await router.bind('tcp://127.0.0.1:*')
+  const dealer = new zmq.Dealer({ linger: 0 })
+  dealer.connect(router.lastEndpoint)
+  for (let i = 0; i < 3000; i++) {
+    await dealer.send('x')
+    const [id, msg] = await router.receive()
+    await router.send([id, msg])
+    await dealer.receive()
+  }
+  dealer.close()
+  router.close()
+}
+
+/**
+ * Memory once the garbage of getting here is collected (the scale hosts run
+ * with --expose-gc): resident, and live, which leaves out the part of V8's
+ * heap that holds nothing (its young generation grows with the allocation
+ * rate, not with connections).
+ */
+async function settled() {
   await new Promise((resolve) => setImmediate(resolve))
   globalThis.gc?.()
-  return process.memoryUsage().rss
+  const { rss, heapTotal, heapUsed } = process.memoryUsage()
+  return { rss, live: rss - (heapTotal - heapUsed) }
 }
 
 function waitForCount(node, expect) {
