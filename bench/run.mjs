@@ -276,7 +276,8 @@ async function multicast(peers, processes) {
   )
   const fanOut = async () => {
     const bytes = encode(args())
-    await Promise.all(raws.map((r) => r.request(bytes)))
+    // Gathered replies are decoded, as bilateral's are and as the point-to-point floor's are.
+    for (const reply of await Promise.all(raws.map((r) => r.request(bytes)))) decode(reply)
   }
   const gather = async () => {
     const results = await client.call([], 'Arith.SumDiff', args())
