@@ -28,8 +28,9 @@ export function tooDeep(bytes: Uint8Array, limit = MAX_DEPTH): boolean {
  * TRUNCATED if the bytes end first or hold a byte msgpack never uses.
  */
 export function valueEnd(bytes: Uint8Array, at: number, limit = MAX_DEPTH): number {
-  /** Children still to read in each open container. */
-  const open: number[] = []
+  // Reused: this runs for every packed body, and never re-enters.
+  const open = OPEN
+  open.length = 0
   let pos = at
   while (pos < bytes.length) {
     const b = bytes[pos++]!
@@ -67,6 +68,9 @@ export function valueEnd(bytes: Uint8Array, at: number, limit = MAX_DEPTH): numb
   }
   return TRUNCATED
 }
+
+/** Children still to read in each open container (valueEnd's stack). */
+const OPEN: number[] = []
 
 const readUint32 = (b: Uint8Array, at: number): number => ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0
 
