@@ -151,8 +151,13 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 /** Run each named variant once per round, interleaved; return medians. */
 async function interleave(variants) {
   const samples = Object.fromEntries(Object.keys(variants).map((k) => [k, []]))
+  const entries = Object.entries(variants)
   for (let round = 0; round < ROUNDS; round++) {
-    for (const [name, run] of Object.entries(variants)) samples[name].push(await run())
+    // Each round starts with another variant, so none always runs in the wake (and garbage) of the same one.
+    for (let i = 0; i < entries.length; i++) {
+      const [name, run] = entries[(i + round) % entries.length]
+      samples[name].push(await run())
+    }
   }
   const pick = (name, field) => median(samples[name].map((s) => s[field]))
   return { pick }
@@ -237,7 +242,7 @@ async function pointToPoint(one) {
 
   // payloads: MB/s of payload echoed, 8 in flight.
   for (const size of GROUPS.has('payload') ? [16, 1024, 64 * 1024, 1024 * 1024] : []) {
-    const n = TINY ? 20 : Math.max(50, Math.min(20_000, Math.floor((128 * 1024 * 1024) / size)))
+    const n = TINY ? 20 : Math.max(50, Math.min(20_000, Math.floor((256 * 1024 * 1024) / size)))
     const data = new Uint8Array(size).fill(7)
     const mbps = (r) => ({ rate: (r.rate * size) / 1e6 })
     const { pick } = await interleave({
