@@ -810,6 +810,8 @@ export class Dialler extends BatchingLink implements Link {
       this.mesh.onSocketFailure,
       () => {
         if (this.state === 'active') this.droppedAt ??= this.mesh.clock.now()
+        // Whoever answers the next connection may be another process, perhaps of an earlier release: pack again after its STAY.
+        this.packUpTo(undefined)
       },
     )
   }
