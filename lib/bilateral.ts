@@ -56,6 +56,13 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   private readonly inflight = new Map<string, number>()
   /** Handlers running for remote callers (for maxConcurrent). */
   private running = 0
+  /**
+   * Characters of a handler error's name and message sent to the caller, so
+   * that an ERROR envelope stays within maxMessageSize (at most 3 bytes a
+   * character: a fifth and a twentieth of it, with room for the rest).
+   */
+  private readonly errorMessage: number
+  private readonly errorName: number
 
   /** @param clock for tests only: the time source of every timer. */
   constructor(options: BilateralOptions, clock: Clock = systemClock) {
@@ -63,6 +70,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     this.options = resolveOptions(options)
     this.name = this.options.name
     this.network = this.options.network
+    this.errorMessage = Math.min(16 * 1024, Math.floor(this.options.maxMessageSize / 5))
+    this.errorName = Math.min(256, Math.floor(this.options.maxMessageSize / 20))
     this.registry = new Registry(this.options.defaultExposure)
     this.pending = new PendingCalls(clock, (peer) => {
       const n = (this.inflight.get(peer) ?? 1) - 1
@@ -262,13 +271,13 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * errors (`REMOTE`, `NO_SUCH_METHOD`, `NOT_CONNECTED`, `TIMEOUT`,
    * `PEER_DOWN`, `CLOSED`). Resolves as soon as every peer has answered.
    * Rejects with a TypeError for a bad timeout or arguments msgpack cannot
-   * carry, with `TOO_LARGE` for arguments beyond `maxMessageSize`, and with `CLOSED` after `close()`.
+   * carry, with `TOO_LARGE` for arguments or a method name beyond `maxMessageSize`, and with `CLOSED` after `close()`.
    */
   call<R = unknown>(to: readonly string[] = [], method: string, args?: unknown, options: CallOptions = {}): Promise<CallResult<R>[]> {
     try {
       this.assertOpen()
       const timeout = options.timeout === undefined ? this.options.callTimeout : checkTimeout(options.timeout)
-      if (typeof method !== 'string' || method.length === 0) throw new TypeError('method must be a non-empty string')
+      this.checkMethod(method)
       const body = this.encodeArgs(args)
       const site: { stack?: string } = {}
       if (this.options.callerStacks) Error.captureStackTrace(site, this.call)
@@ -297,7 +306,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    */
   async cast(to: readonly string[] = [], method: string, args?: unknown): Promise<string[]> {
     this.assertOpen()
-    if (typeof method !== 'string' || method.length === 0) throw new TypeError('method must be a non-empty string')
+    this.checkMethod(method)
     const body = this.encodeArgs(args)
     const envelope = encodeCast(method)
     const { names, links } = this.targets(to, [])
@@ -448,7 +457,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     if (id === undefined) this.emit('cast:error', error ?? new BilateralError('REMOTE', e.message, { peer: ctx.from }), ctx)
     else
       this.answer(ctx.from, link, [
-        encodeError(id, 'REMOTE', clip(String(e.name), 256), clip(String(e.message), MAX_ERROR_MESSAGE), ownCode(error)),
+        encodeError(id, 'REMOTE', clip(String(e.name), this.errorName), clip(String(e.message), this.errorMessage), ownCode(error)),
       ])
   }
 
@@ -456,6 +465,14 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   private refuse(peer: string, method: string, link: Link, id: number | undefined, code: string, message: string, cause?: unknown): void {
     if (id === undefined) this.emit('cast:error', cause ?? new BilateralError(code, message, { peer }), { from: peer, method, cast: true })
     else this.answer(peer, link, [encodeError(id, code, 'BilateralError', message)])
+  }
+
+  /** A method name that fits in an envelope a peer with our maxMessageSize accepts. */
+  private checkMethod(method: unknown): asserts method is string {
+    if (typeof method !== 'string' || method.length === 0) throw new TypeError('method must be a non-empty string')
+    const size = Buffer.byteLength(method) + ENVELOPE_OVERHEAD
+    if (size > this.options.maxMessageSize)
+      throw new BilateralError('TOO_LARGE', tooLarge('the method name', size, this.options.maxMessageSize))
   }
 
   /**
@@ -481,8 +498,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   }
 }
 
-/** Characters of a handler error's message sent to the caller: a huge one must not make the envelope exceed a peer's maxMessageSize. */
-const MAX_ERROR_MESSAGE = 16 * 1024
+/** Bytes of a CALL or CAST envelope besides the method name (array, version, type, call id, string header). */
+const ENVELOPE_OVERHEAD = 16
 const clip = (text: string, max: number): string => (text.length > max ? `${text.slice(0, max)}…` : text)
 
 const tooLarge = (what: string, size: number, limit: number): string =>

@@ -18,7 +18,7 @@
  * | `INVALID_ARGUMENT`, `ALREADY_CONNECTED`, `ALREADY_REGISTERED`, `BIND_FAILED` | local misuse |
  * | `SOCKET` | no socket could be made (for example, out of file descriptors) |
  * | `OVERLOADED` | a limit was reached: `maxInflight` here, or `maxConcurrent` at the peer |
- * | `TOO_LARGE` | encoded arguments or a result exceed `maxMessageSize` |
+ * | `TOO_LARGE` | encoded arguments, a result or a method name exceed `maxMessageSize` |
  * | `INTERNAL` | handling one message failed (often a throwing event listener); reported, the node goes on |
  */
 export type ErrorCode =

@@ -96,6 +96,9 @@ export interface Link {
   write(parts: Uint8Array[]): Promise<boolean>
 }
 
+/** The largest `maxPart` a JOIN or STAY can carry (a uint32). */
+const MAX_PART = 0xffff_ffff
+
 /** The batching every link shares: posts go through an {@link Outbox}, control frames flush it first. */
 abstract class BatchingLink {
   abstract readonly peer: string
@@ -270,7 +273,7 @@ export class Mesh {
   /** The JOIN we send to `peer` (with a proof of our key on an encrypted node). */
   joinFrameFor(peer: string): Uint8Array {
     const { network, name } = this.options
-    return encodeJoin(network, name, this.identity?.proveTo(peer), peer, this.options.maxMessageSize)
+    return encodeJoin(network, name, this.identity?.proveTo(peer), peer, this.maxPart)
   }
 
   /** Is `name` something we dial? */
@@ -566,8 +569,13 @@ export class Mesh {
     }
   }
 
+  /** What JOIN and STAY announce: our maxMessageSize, as far as the field's 32 bits go. */
+  private get maxPart(): number {
+    return Math.min(this.options.maxMessageSize, MAX_PART)
+  }
+
   private stayFrame(): Uint8Array {
-    return encodeStay(this.options.network, this.options.name, this.options.maxMessageSize)
+    return encodeStay(this.options.network, this.options.name, this.maxPart)
   }
 
   private onStay(dialler: Dialler, stay: { network: string; name: string; maxPart?: number }): void {
@@ -777,8 +785,7 @@ export class Dialler extends BatchingLink implements Link {
   start(first = false): void {
     if (this.state === 'stopped') return
     this.clearTimer()
-    this.port?.close()
-    this.port = undefined
+    this.closePort()
     this.state = 'joining'
     this.joinQueued = false
     try {
@@ -871,16 +878,25 @@ export class Dialler extends BatchingLink implements Link {
     this.state = 'standby'
     this.setTimer(this.mesh.options.joinInterval, () => {
       if (this.mesh.linkTo(this.peer) === undefined) return this.resume()
-      this.port?.close()
-      this.port = undefined
+      this.closePort()
     })
   }
 
   stop(): void {
     this.state = 'stopped'
     this.clearTimer()
+    this.closePort()
+  }
+
+  /**
+   * Close our socket. Packing waits for the next STAY: until then, what we
+   * send goes to whatever answers a new socket, or (write) onto another link,
+   * and either may not read our packed parts.
+   */
+  private closePort(): void {
     this.port?.close()
     this.port = undefined
+    this.packUpTo(undefined)
   }
 
   /** Capped exponential back-off with jitter in [½, 1] of the step. */

@@ -181,3 +181,44 @@ it("a handler error's huge message is clipped, so the ERROR frame cannot exceed 
   expect(message.endsWith('x…')).toBe(true)
   expect(alpha.activeConnections()).toEqual(['beta'])
 })
+
+it('at the smallest maxMessageSize, a handler error with a long name, multibyte message and code still fits its ERROR frame', async () => {
+  const alpha = makeNode('alpha', { maxMessageSize: 1024 })
+  const beta = makeNode('beta', { maxMessageSize: 1024 })
+  const failure = Object.assign(new Error('€'.repeat(5000)), { name: 'N'.repeat(1000), code: '€'.repeat(64) })
+  beta.register({ Fail: () => Promise.reject(failure), Ok: () => 'ok' }, 'Svc')
+  await pair(alpha, beta)
+  const [entry] = await alpha.call(['beta'], 'Svc.Fail')
+  expect(entry).toMatchObject({ from: 'beta', ok: false, error: { code: 'REMOTE', remoteCode: '€'.repeat(64) } })
+  const error = (entry as { error: Error }).error
+  expect(error.message).toBe(`${'€'.repeat(204)}…`)
+  expect(await alpha.call(['beta'], 'Svc.Ok')).toEqual([{ from: 'beta', ok: true, reply: 'ok' }])
+  expect(alpha.activeConnections()).toEqual(['beta'])
+})
+
+it('a method name too long for maxMessageSize is refused TOO_LARGE at once, by call and by cast', async () => {
+  const alpha = makeNode('alpha', { maxMessageSize: 1024 })
+  const beta = makeNode('beta', { maxMessageSize: 1024 })
+  await pair(alpha, beta)
+  const method = `Svc.${'x'.repeat(1010)}`
+  await expect(alpha.call(['beta'], method)).rejects.toMatchObject({ code: 'TOO_LARGE', message: expect.stringContaining('method name') })
+  await expect(alpha.cast(['beta'], method)).rejects.toMatchObject({ code: 'TOO_LARGE' })
+  expect(alpha.activeConnections()).toEqual(['beta'])
+})
+
+it('a node whose maxMessageSize exceeds 32 bits joins either way and packs its calls', async () => {
+  const big = makeNode('big', { maxMessageSize: 2 ** 33 })
+  const small = makeNode('small')
+  const other = makeNode('other')
+  for (const node of [big, small, other]) node.register({ Echo: (s: string) => s }, 'Svc')
+  await pair(big, small)
+  await pair(other, big)
+  const calls = [
+    ...Array.from({ length: 50 }, (_, i) => big.call([], 'Svc.Echo', `b${i}`)),
+    ...Array.from({ length: 50 }, (_, i) => small.call(['big'], 'Svc.Echo', `s${i}`)),
+    ...Array.from({ length: 50 }, (_, i) => other.call(['big'], 'Svc.Echo', `o${i}`)),
+  ]
+  const results = (await Promise.all(calls)).flat()
+  expect(results).toHaveLength(200)
+  expect(results.filter((r) => !r.ok)).toEqual([])
+})
