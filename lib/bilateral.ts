@@ -470,6 +470,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   /** A method name that fits in an envelope a peer with our maxMessageSize accepts. */
   private checkMethod(method: unknown): asserts method is string {
     if (typeof method !== 'string' || method.length === 0) throw new TypeError('method must be a non-empty string')
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: most names need no counting.
+    if (3 * method.length + ENVELOPE_OVERHEAD <= this.options.maxMessageSize) return
     const size = Buffer.byteLength(method) + ENVELOPE_OVERHEAD
     if (size > this.options.maxMessageSize)
       throw new BilateralError('TOO_LARGE', tooLarge('the method name', size, this.options.maxMessageSize))
