@@ -165,7 +165,7 @@ export class Codec {
     if (tooDeep(body)) throw new CodecError('MALFORMED', `undecodable body: nested deeper than ${MAX_DEPTH}`)
     try {
       // A plain view, so binary values come back as Uint8Array, not Buffer.
-      return this.decoder.decode(sharesLittle(body) ? Uint8Array.from(body) : new Uint8Array(body.buffer, body.byteOffset, body.byteLength))
+      return this.decoder.decode(sharesLittle(body) ? new Uint8Array(body) : new Uint8Array(body.buffer, body.byteOffset, body.byteLength))
     } catch (error) {
       throw new CodecError('MALFORMED', `undecodable body: ${(error as Error).message}`)
     }
