@@ -162,7 +162,7 @@ export class Codec {
 
   /** Decode a body into its value; throws CodecError. */
   decodeBody(body: Uint8Array): unknown {
-    if (tooDeep(body)) throw new CodecError('MALFORMED', `undecodable body: nested deeper than ${MAX_DEPTH}`)
+    if (!delimited.has(body) && tooDeep(body)) throw new CodecError('MALFORMED', `undecodable body: nested deeper than ${MAX_DEPTH}`)
     try {
       // A plain view, so binary values come back as Uint8Array, not Buffer.
       return this.decoder.decode(sharesLittle(body) ? new Uint8Array(body) : new Uint8Array(body.buffer, body.byteOffset, body.byteLength))
@@ -226,9 +226,15 @@ class Reader {
     // A body that cannot be delimited takes the rest of the part, and fails when it is decoded.
     const end = valueEnd(part, at)
     this.at = end < 0 ? part.length : end
-    return part.subarray(at, this.at)
+    const body = part.subarray(at, this.at)
+    // Found whole, so within the nesting limit: decodeBody need not walk it again (it walks only bodies this long).
+    if (end >= 0 && body.length > MAX_DEPTH) delimited.add(body)
+    return body
   }
 }
+
+/** Packed bodies whose end valueEnd found, and with it that they nest no deeper than MAX_DEPTH. */
+const delimited = new WeakSet<Uint8Array>()
 
 const EMPTY = new Uint8Array(0)
 
