@@ -278,7 +278,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       this.assertOpen()
       const timeout = options.timeout === undefined ? this.options.callTimeout : checkTimeout(options.timeout)
       this.checkMethod(method)
-      const body = this.encodeArgs(args)
+      const body = this.encodeWithin(args)
       const site: { stack?: string } = {}
       if (this.options.callerStacks) Error.captureStackTrace(site, this.call)
       const early: CallResult[] = []
@@ -307,7 +307,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   async cast(to: readonly string[] = [], method: string, args?: unknown): Promise<string[]> {
     this.assertOpen()
     this.checkMethod(method)
-    const body = this.encodeArgs(args)
+    const body = this.encodeWithin(args)
     const envelope = encodeCast(method)
     const { names, links } = this.targets(to, [])
     const frame = [envelope, body]
@@ -437,14 +437,11 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     if (id === undefined) return
     let encoded: Uint8Array
     try {
-      encoded = encodeBody(result)
+      encoded = this.encodeWithin(result, ctx.method)
     } catch (error) {
+      if (error instanceof BilateralError) return this.refuse(ctx.from, ctx.method, link, id, error.code, error.message)
       const message = `the result of ${ctx.method} cannot be encoded: ${(error as Error).message}`
       return this.refuse(ctx.from, ctx.method, link, id, 'BAD_REPLY', message)
-    }
-    if (encoded.byteLength > this.options.maxMessageSize) {
-      const message = tooLarge(`the result of ${ctx.method}`, encoded.byteLength, this.options.maxMessageSize)
-      return this.refuse(ctx.from, ctx.method, link, id, 'TOO_LARGE', message)
     }
     this.answer(ctx.from, link, [encodeReply(id), encoded])
   }
@@ -478,14 +475,16 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   }
 
   /**
-   * Encode call or cast arguments. Beyond `maxMessageSize` they are refused
-   * here (TOO_LARGE): a peer with the same limit would have ZeroMQ close the
-   * whole connection on such a message.
+   * Encode call arguments, or the result of `method` when given. Beyond
+   * `maxMessageSize` it is refused here (TOO_LARGE): a peer with the same
+   * limit would have ZeroMQ close the whole connection on such a message.
+   * What msgpack cannot carry throws a TypeError.
    */
-  private encodeArgs(args: unknown): Uint8Array {
-    const body = encodeBody(args)
+  private encodeWithin(value: unknown, method?: string): Uint8Array {
+    const body = encodeBody(value)
     if (body.byteLength > this.options.maxMessageSize) {
-      throw new BilateralError('TOO_LARGE', tooLarge('the arguments', body.byteLength, this.options.maxMessageSize))
+      const what = method === undefined ? 'the arguments' : `the result of ${method}`
+      throw new BilateralError('TOO_LARGE', tooLarge(what, body.byteLength, this.options.maxMessageSize))
     }
     return body
   }
