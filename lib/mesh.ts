@@ -378,6 +378,11 @@ export class Mesh {
     const peer = this.peers.get(link.peer)
     if (peer?.link !== link) return this.discard(link, true)
     this.linkLost(link, 'PART')
+    this.retire(link)
+  }
+
+  /** Keep hearing `link`'s stragglers for two join intervals. */
+  private retire(link: InboundLink): void {
     this.retired.set(link.key, { link, until: this.clock.now() + 2 * this.options.joinInterval })
   }
 
@@ -385,7 +390,7 @@ export class Mesh {
   private discard(link: Link, retire = false): void {
     if (link instanceof InboundLink) {
       if (this.inbound.get(link.key) === link) this.inbound.delete(link.key)
-      if (retire) this.retired.set(link.key, { link, until: this.clock.now() + 2 * this.options.joinInterval })
+      if (retire) this.retire(link)
       const peer = this.peers.get(link.peer)
       if (peer?.inbound === link) peer.inbound = undefined
     } else if (link instanceof Dialler) {

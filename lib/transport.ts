@@ -139,13 +139,13 @@ export class RouterPort {
     private readonly onDisconnect: () => void,
   ) {}
 
-  /** Bind to `address`; resolves to the bound endpoint (with the port the system chose for `*`). */
   /**
-   * Synchronously: zeromq.js's async bind blocks the whole socket (EBUSY) while
-   * a worker thread binds, and a receive or send in that window failed. That
-   * once ended this port's receive loop when a JOIN arrived mid-bind, leaving
-   * the node deaf on its ROUTER. Binding a TCP or IPC address takes
-   * microseconds.
+   * Bind to `address`; returns the bound endpoint (with the port the system
+   * chose for `*`). Synchronously: zeromq.js's async bind blocks the whole
+   * socket (EBUSY) while a worker thread binds, and a receive or send in that
+   * window failed. That once ended this port's receive loop when a JOIN
+   * arrived mid-bind, leaving the node deaf on its ROUTER. Binding a TCP or
+   * IPC address takes microseconds.
    */
   bind(address: string): string {
     const socket = this.open()
