@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util'
 import * as zmq from 'zeromq'
 import { decode, encode } from '@msgpack/msgpack'
 import { Bilateral } from '../dist/index.js'
+import { TIMINGS, firstOk, sumDiff } from './common.mjs'
 
 const { values: flags } = parseArgs({
   options: { tiny: { type: 'boolean' }, rounds: { type: 'string' }, out: { type: 'string' }, only: { type: 'string' } },
@@ -26,7 +27,6 @@ const N_PIPE = TINY ? 300 : 30000
 const DEPTH = 100
 /** Calls each way on every pair before the mesh's memory is measured again (libzmq's pipe chunks hold 256 messages). */
 const MESH_ROUNDS = 300
-const TIMINGS = { pingInterval: 1000, peerTimeout: 10_000, joinInterval: 200 }
 const children = []
 
 // --- processes ---------------------------------------------------------------
@@ -130,13 +130,10 @@ async function rawNet(endpoint) {
 
 const args = () => ({ A: 100, B: 250 })
 const rawSumDiff = (client) => async () => decode(await client.request(encode(args())))
-const firstOk = (results) => {
-  if (results.length === 0 || !results.every((r) => r.ok)) throw new Error(`call failed: ${JSON.stringify(results)}`)
-}
 
 function clientNode(name, options = {}) {
   const node = new Bilateral({ network: 'bench', name, ...TIMINGS, ...options })
-  node.register({ SumDiff: (a) => ({ S: a.A + a.B, D: a.A - a.B }) }, 'Arith')
+  node.register({ SumDiff: sumDiff }, 'Arith')
   return node
 }
 

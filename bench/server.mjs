@@ -5,12 +5,8 @@ import { createServer } from 'node:net'
 import * as zmq from 'zeromq'
 import { decode, encode } from '@msgpack/msgpack'
 import { Bilateral } from '../dist/index.js'
+import { TIMINGS, firstOk, sumDiff } from './common.mjs'
 
-const TIMINGS = { pingInterval: 1000, peerTimeout: 10_000, joinInterval: 200 }
-const sumDiff = (a) => ({ S: a.A + a.B, D: a.A - a.B })
-const firstOk = (results) => {
-  if (results.length === 0 || !results.every((r) => r.ok)) throw new Error(`call failed: ${JSON.stringify(results).slice(0, 300)}`)
-}
 const nodes = []
 const sockets = []
 let casts = 0
