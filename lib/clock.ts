@@ -5,6 +5,8 @@ export interface Clock {
   /** Run `fn` once after `ms`; the timer must not keep the process alive. */
   setTimer(fn: () => void, ms: number): unknown
   clearTimer(handle: unknown): void
+  /** Keep the process alive until the returned function is called (a node that dials, between sockets). */
+  hold(): () => void
 }
 
 export const systemClock: Clock = {
@@ -15,4 +17,8 @@ export const systemClock: Clock = {
     return t
   },
   clearTimer: (handle) => clearTimeout(handle as NodeJS.Timeout),
+  hold() {
+    const t = setInterval(() => {}, 2 ** 31 - 1)
+    return () => clearInterval(t)
+  },
 }

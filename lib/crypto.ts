@@ -71,42 +71,38 @@ export function derivePublicKey(secretKey: string): string {
 
 const NONCE_BYTES = 24
 
-function joinStatement(network: string, listener: Uint8Array): Uint8Array {
-  const head = new TextEncoder().encode(`bilateral-join/1\0${network}\0`)
-  const statement = new Uint8Array(head.length + listener.length)
-  statement.set(head)
-  statement.set(listener, head.length)
-  return statement
+function statement(version: 1 | 2, network: string, listener: Uint8Array, challenge: Uint8Array = EMPTY): Uint8Array {
+  const head = new TextEncoder().encode(`bilateral-join/${version}\0${network}\0`)
+  const out = new Uint8Array(head.length + listener.length + challenge.length)
+  out.set(head)
+  out.set(listener, head.length)
+  out.set(challenge, head.length + listener.length)
+  return out
 }
+const EMPTY = new Uint8Array(0)
 
-/**
- * A JOIN proof: the dialler shows it holds the secret key of the name it
- * claims by boxing a statement naming the network and the listener's key
- * (crypto_box: X25519 + XSalsa20-Poly1305, from the dialler's secret key to
- * the listener's public key). Only the listener can open it, and it is bound
- * to that listener, so it is worthless to anyone else. Layout: nonce (24) || box.
- */
-export function makeJoinProof(network: string, dialerSecretKey: string, listenerPublicKey: string): Uint8Array {
+/** `nonce || crypto_box_easy(message, nonce, to, from)`: X25519 + XSalsa20-Poly1305, from the dialler's secret key to the listener's public key. */
+function box(message: Uint8Array, listenerPublicKey: string, dialerSecretKey: string): Uint8Array {
   const listener = z85Decode(listenerPublicKey)
   const secret = z85Decode(dialerSecretKey)
   try {
     const nonce = sodium.randombytes_buf(NONCE_BYTES)
-    const box = sodium.crypto_box_easy(joinStatement(network, listener), nonce, listener, secret)
-    const proof = new Uint8Array(NONCE_BYTES + box.length)
+    const sealed = sodium.crypto_box_easy(message, nonce, listener, secret)
+    const proof = new Uint8Array(NONCE_BYTES + sealed.length)
     proof.set(nonce)
-    proof.set(box, NONCE_BYTES)
+    proof.set(sealed, NONCE_BYTES)
     return proof
   } finally {
     sodium.memzero(secret)
   }
 }
 
-/** Does `proof` show that whoever made it holds the secret key of `dialerPublicKey`? */
-export function checkJoinProof(
+/** Opens `proof` (from `box`) with the listener's secret key; does it hold exactly what `expected` builds from the listener's public key? */
+function opens(
   proof: Uint8Array | undefined,
-  network: string,
   dialerPublicKey: string,
   listenerSecretKey: string,
+  expected: (listener: Uint8Array) => Uint8Array,
 ): boolean {
   if (proof === undefined || proof.length <= NONCE_BYTES || !isZ85Key(dialerPublicKey)) return false
   const secret = z85Decode(listenerSecretKey)
@@ -117,11 +113,70 @@ export function checkJoinProof(
       z85Decode(dialerPublicKey),
       secret,
     )
-    const expected = joinStatement(network, sodium.crypto_scalarmult_base(secret))
-    return sodium.memcmp(opened, expected)
+    const want = expected(sodium.crypto_scalarmult_base(secret))
+    return opened.length === want.length && sodium.memcmp(opened, want)
   } catch {
     return false
   } finally {
     sodium.memzero(secret)
   }
+}
+
+/**
+ * The static JOIN proof of earlier releases (PROTOCOL.md 4.2): the same
+ * bytes are valid on every connection to that listener, so whoever obtains
+ * them can replay them. Still sent first, for listeners of an earlier
+ * release; refused by this one unless `legacyJoinProofs` is set.
+ */
+export function makeJoinProof(network: string, dialerSecretKey: string, listenerPublicKey: string): Uint8Array {
+  return box(statement(1, network, z85Decode(listenerPublicKey)), listenerPublicKey, dialerSecretKey)
+}
+
+/** Does the static `proof` show that whoever made it holds the secret key of `dialerPublicKey`? */
+export function checkJoinProof(
+  proof: Uint8Array | undefined,
+  network: string,
+  dialerPublicKey: string,
+  listenerSecretKey: string,
+): boolean {
+  return opens(proof, dialerPublicKey, listenerSecretKey, (listener) => statement(1, network, listener))
+}
+
+/**
+ * The fresh JOIN proof (PROTOCOL.md 4.2): boxes the listener's CHALLENGE
+ * nonce for this connection and the dialler's incarnation, so it is valid
+ * on that one connection only, for that run of the dialler.
+ */
+export function makeFreshProof(
+  network: string,
+  dialerSecretKey: string,
+  listenerPublicKey: string,
+  challenge: Uint8Array,
+  incarnation: Uint8Array,
+): Uint8Array {
+  return box(statement(2, network, z85Decode(listenerPublicKey), concat(challenge, incarnation)), listenerPublicKey, dialerSecretKey)
+}
+
+/** Does `proof` answer `challenge` for `incarnation`, made with the secret key of `dialerPublicKey`? */
+export function checkFreshProof(
+  proof: Uint8Array | undefined,
+  network: string,
+  dialerPublicKey: string,
+  listenerSecretKey: string,
+  challenge: Uint8Array,
+  incarnation: Uint8Array,
+): boolean {
+  return opens(proof, dialerPublicKey, listenerSecretKey, (listener) => statement(2, network, listener, concat(challenge, incarnation)))
+}
+
+/** `size` random bytes (libsodium's CSPRNG). */
+export function randomBytes(size: number): Uint8Array {
+  return sodium.randombytes_buf(size)
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length)
+  out.set(a)
+  out.set(b, a.length)
+  return out
 }

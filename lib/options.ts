@@ -1,5 +1,5 @@
 import { BilateralError } from './errors.js'
-import type { PeerRule } from './registry.js'
+import type { PeerRule } from './calls/registry.js'
 
 /** Default per-call timeout, ms. */
 export const DEFAULT_CALL_TIMEOUT = 2000
@@ -23,6 +23,20 @@ export const DEFAULT_MAX_INFLIGHT = 10_000
 export const DEFAULT_MAX_CONCURRENT = 1_000
 /** Default largest ZeroMQ message accepted, bytes (16 MiB). */
 export const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+/** Default time a connection has to join before it is ignored, ms. */
+export const DEFAULT_JOIN_TIMEOUT = 5000
+/** Default most inbound connections at once. */
+export const DEFAULT_MAX_CONNECTIONS = 1024
+/** Default most inbound connections at once from one IP address. */
+export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 256
+/** Default most joined peers. */
+export const DEFAULT_MAX_PEERS = 1024
+/** Default most bytes of arguments held by handlers running for remote callers (64 MiB). */
+export const DEFAULT_MAX_CONCURRENT_BYTES = 64 * 1024 * 1024
+/** Default most bytes queued between this node and one peer, each way (64 MiB). */
+export const DEFAULT_MAX_QUEUED_BYTES = 64 * 1024 * 1024
+/** The longest time a timer can wait (Node's setTimeout takes a signed 32-bit count of ms). */
+export const MAX_TIMER = 2 ** 31 - 1
 
 /** Options of `new Bilateral(...)`. Every time is in milliseconds. */
 export interface BilateralOptions {
@@ -77,8 +91,41 @@ export interface BilateralOptions {
   callerStacks?: boolean
   /** Most calls this node may have outstanding to one peer; beyond it a call gets OVERLOADED for that peer at once. Default 10000. */
   maxInflight?: number
-  /** Most handlers running at once for remote callers; beyond it a call is answered OVERLOADED (a cast is dropped, cast:error). Default 1000. */
+  /**
+   * Most handlers running at once for remote callers; beyond it a call is
+   * answered OVERLOADED (a cast is dropped, cast:error). Each peer gets a
+   * fair share: while `n` peers have handlers running, one may run at most
+   * `(maxConcurrent − maxConcurrent/16) / n`, so a flood from one leaves room
+   * for the others. Default 1000.
+   */
   maxConcurrent?: number
+  /**
+   * Most bytes of (encoded) arguments held by handlers running for remote
+   * callers, shared the same way; a call beyond it is answered OVERLOADED
+   * before its arguments are decoded. At least `maxMessageSize`. Default 64 MiB.
+   */
+  maxConcurrentBytes?: number
+  /**
+   * Most bytes queued between this node and one peer, each way: the window
+   * it announces (a peer of this release sends no more before we have read
+   * it), and what it holds for a peer that is not reading before new calls to
+   * it are OVERLOADED. At least `maxMessageSize`, at most 4294967295. Default 64 MiB.
+   */
+  maxQueuedBytes?: number
+  /** A connection that has not joined within this is ignored (its peer is told TIMEOUT once), ms. Default 5000. */
+  joinTimeout?: number
+  /** Most inbound connections at once; more are refused during the handshake. Default 1024. */
+  maxConnections?: number
+  /** Most inbound connections at once from one IP address. Default 256. */
+  maxConnectionsPerAddress?: number
+  /** Most joined peers; a JOIN beyond it is refused (PART OVERLOADED). Default 1024. */
+  maxPeers?: number
+  /**
+   * Encrypted nodes: also accept the static JOIN proof of earlier releases,
+   * which can be replayed by whoever obtains its bytes. Only while a mesh is
+   * being upgraded. Default false.
+   */
+  legacyJoinProofs?: boolean
 }
 
 export type ResolvedOptions = Required<Omit<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure'>> &
@@ -118,6 +165,13 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
     callerStacks: options.callerStacks ?? false,
     maxInflight: options.maxInflight ?? DEFAULT_MAX_INFLIGHT,
     maxConcurrent: options.maxConcurrent ?? DEFAULT_MAX_CONCURRENT,
+    maxConcurrentBytes: options.maxConcurrentBytes ?? Math.max(DEFAULT_MAX_CONCURRENT_BYTES, options.maxMessageSize ?? 0),
+    maxQueuedBytes: options.maxQueuedBytes ?? Math.min(Math.max(DEFAULT_MAX_QUEUED_BYTES, options.maxMessageSize ?? 0), 0xffff_ffff),
+    joinTimeout: options.joinTimeout ?? DEFAULT_JOIN_TIMEOUT,
+    maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+    maxConnectionsPerAddress: options.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    maxPeers: options.maxPeers ?? DEFAULT_MAX_PEERS,
+    legacyJoinProofs: options.legacyJoinProofs ?? false,
   }
   checkName('network', resolved.network)
   checkName('name', resolved.name)
@@ -129,17 +183,22 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
     'joinInterval',
     'reconnectMin',
     'reconnectMax',
+    'joinTimeout',
   ] as const) {
-    checkPositive(key, resolved[key])
+    checkTime(key, resolved[key])
   }
-  if (!Number.isInteger(resolved.linger) || resolved.linger < 0) throw invalid('linger', 'must be an integer ≥ 0')
-  if (!Number.isInteger(resolved.maxMessageSize) || resolved.maxMessageSize < 1024) {
-    throw invalid('maxMessageSize', 'must be an integer ≥ 1024')
+  if (!Number.isInteger(resolved.linger) || resolved.linger < 0 || resolved.linger > MAX_TIMER) {
+    throw invalid('linger', `must be an integer from 0 to ${MAX_TIMER}`)
   }
-  for (const key of ['maxInflight', 'maxConcurrent'] as const) {
-    if (!Number.isInteger(resolved[key]) || resolved[key] < 1) throw invalid(key, 'must be an integer ≥ 1')
+  checkInteger('maxMessageSize', resolved.maxMessageSize, 1024, Number.MAX_SAFE_INTEGER)
+  for (const key of ['maxInflight', 'maxConcurrent', 'maxConnections', 'maxConnectionsPerAddress', 'maxPeers'] as const) {
+    checkInteger(key, resolved[key], 1, 2 ** 31)
   }
-  if (typeof resolved.callerStacks !== 'boolean') throw invalid('callerStacks', 'must be a boolean')
+  checkInteger('maxConcurrentBytes', resolved.maxConcurrentBytes, resolved.maxMessageSize, Number.MAX_SAFE_INTEGER, '(maxMessageSize)')
+  checkInteger('maxQueuedBytes', resolved.maxQueuedBytes, Math.min(resolved.maxMessageSize, 0xffff_ffff), 0xffff_ffff, '(maxMessageSize)')
+  for (const key of ['callerStacks', 'legacyJoinProofs'] as const) {
+    if (typeof resolved[key] !== 'boolean') throw invalid(key, 'must be a boolean')
+  }
   // A heartbeat needs at least a ping interval to be answered in (HEARTBEAT_TIMEOUT = peerTimeout − pingInterval).
   if (resolved.peerTimeout < 2 * resolved.pingInterval) throw invalid('peerTimeout', 'must be at least 2 × pingInterval')
   if (resolved.peerTimeout > 6_553_500) throw invalid('peerTimeout', 'must be at most 6553500 (ZeroMQ heartbeat limit)')
@@ -155,18 +214,27 @@ export function checkName(what: string, value: unknown): asserts value is string
   }
 }
 
-/** A timeout as given by a caller: positive and finite, else a TypeError. */
+/** A timeout as given by a caller: positive, at most {@link MAX_TIMER} ms, else a TypeError. */
 export function checkTimeout(value: unknown): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new TypeError(`timeout must be a positive finite number of ms, got ${String(value)}`)
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > MAX_TIMER) {
+    throw new TypeError(`timeout must be a number of ms from 1 to ${MAX_TIMER}, got ${String(value)}`)
   }
   return value
 }
 
 const isKey = (s: unknown): boolean => typeof s === 'string' && /^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/.test(s)
 
-function checkPositive(key: string, value: unknown): void {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw invalid(key, 'must be a positive finite number')
+/** Every time option becomes a timer: positive, and at most what setTimeout can wait. */
+function checkTime(key: string, value: unknown): void {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > MAX_TIMER) {
+    throw invalid(key, `must be a number of ms greater than 0 and at most ${MAX_TIMER}`)
+  }
+}
+
+function checkInteger(key: string, value: unknown, min: number, max: number, minWhy = ''): void {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw invalid(key, `must be an integer from ${min}${minWhy === '' ? '' : ` ${minWhy}`} to ${max}`)
+  }
 }
 
 function invalid(key: string, why: string): BilateralError {

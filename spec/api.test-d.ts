@@ -17,6 +17,6 @@ test('the public API has the pinned shapes', () => {
   expectTypeOf<CallContext['from']>().toEqualTypeOf<string>()
   node.on('peer:down', (name, reason) => {
     expectTypeOf(name).toEqualTypeOf<string>()
-    expectTypeOf(reason).toEqualTypeOf<'PART' | 'HEARTBEAT' | 'TIMEOUT' | 'AUTH' | 'LOST' | 'DISCONNECT' | 'CLOSED'>()
+    expectTypeOf(reason).toEqualTypeOf<'PART' | 'HEARTBEAT' | 'TIMEOUT' | 'AUTH' | 'LOST' | 'PROTOCOL' | 'DISCONNECT' | 'CLOSED'>()
   })
 })

@@ -2,25 +2,23 @@ import { readFileSync } from 'node:fs'
 import { decode, encode } from '@msgpack/msgpack'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
+import { Codec, CodecError, ENVELOPE_LIMITS } from '../lib/wire/codec.js'
 import {
-  Codec,
-  CodecError,
   FrameType,
   PROTOCOL_VERSION,
   TICK,
   TOCK,
-  encodeBody,
   encodeCall,
   encodeCast,
-  encodeError,
+  encodeFrame,
   encodeJoin,
   encodePart,
   encodeReply,
   encodeStay,
-  packFrames,
-  INLINE_BODY,
   type Frame,
-} from '../lib/codec.js'
+} from '../lib/wire/frames.js'
+import { encodeBody } from '../lib/wire/body.js'
+import { INLINE_BODY, packFrames } from '../lib/wire/pack.js'
 import { DEFAULT_MAX_MESSAGE_SIZE } from '../lib/options.js'
 
 // --- fixed vectors (spec/vectors/*.json; format described in PROTOCOL.md) ---
@@ -56,32 +54,12 @@ const bodyVectors = load<BodyVector>('bodies.json')
 const bytes = (hex: string): Uint8Array => Uint8Array.from(Buffer.from(hex, 'hex'))
 const hex = (data: Uint8Array): string => Buffer.from(data).toString('hex')
 
-/** The parts the reference encoders produce for `frame`. */
-function encodeFrame(frame: Frame): Uint8Array[] {
-  switch (frame.type) {
-    case FrameType.JOIN:
-      return [encodeJoin(frame.network, frame.name, frame.proof, frame.target, frame.maxPart)]
-    case FrameType.STAY:
-      return [encodeStay(frame.network, frame.name, frame.maxPart)]
-    case FrameType.PART:
-      return [encodePart(frame.reason, frame.message)]
-    case FrameType.TICK:
-      return [TICK]
-    case FrameType.TOCK:
-      return [TOCK]
-    case FrameType.CALL:
-      return [encodeCall(frame.id, frame.method), frame.body]
-    case FrameType.CAST:
-      return [encodeCast(frame.method), frame.body]
-    case FrameType.REPLY:
-      return [encodeReply(frame.id), frame.body]
-    case FrameType.ERROR:
-      return [encodeError(frame.id, frame.code, frame.name, frame.message)]
-  }
-}
-
-const fromJson = (frame: JsonFrame): Frame => (frame.body === undefined ? frame : { ...frame, body: bytes(frame.body) }) as Frame
-const toJson = (frame: Frame): JsonFrame => ('body' in frame ? { ...frame, body: hex(frame.body) } : frame)
+/** Fields that hold bytes, written as hex in the vectors. */
+const BINARY_FIELDS = new Set(['body', 'proof', 'incarnation', 'nonce'])
+const fromJson = (frame: JsonFrame): Frame =>
+  Object.fromEntries(Object.entries(frame).map(([k, v]) => [k, BINARY_FIELDS.has(k) && typeof v === 'string' ? bytes(v) : v])) as Frame
+const toJson = (frame: Frame): JsonFrame =>
+  Object.fromEntries(Object.entries(frame).map(([k, v]) => [k, v instanceof Uint8Array ? hex(v) : v])) as JsonFrame
 
 function untag(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(untag)
@@ -158,7 +136,14 @@ describe('body vectors', () => {
 describe('envelopes', () => {
   it('every envelope starts with protocol version 1', () => {
     expect(PROTOCOL_VERSION).toBe(1)
-    for (const part of [encodeJoin('n', 'a'), encodeStay('n', 'a'), encodePart('CLOSE', ''), TICK, TOCK, encodeCall(1, 'A.B')]) {
+    for (const part of [
+      encodeJoin({ network: 'n', name: 'a' }),
+      encodeStay({ network: 'n', name: 'a' }),
+      encodePart('CLOSE', ''),
+      TICK,
+      TOCK,
+      encodeCall(1, 'A.B'),
+    ]) {
       expect(part[1]).toBe(0x01)
     }
   })
@@ -220,7 +205,7 @@ describe('envelopes', () => {
   })
 
   it('a truncated envelope is MALFORMED', () => {
-    const join = encodeJoin('net one', 'alpha')
+    const join = encodeJoin({ network: 'net one', name: 'alpha' })
     for (let cut = 0; cut < join.length; cut++) {
       expect(thrown(() => codec.decodeMessage([join.subarray(0, cut)]))).toMatchObject({ name: 'CodecError', code: 'MALFORMED' })
     }
@@ -254,13 +239,23 @@ describe('envelopes', () => {
   })
 
   it('decoding a Buffer gives the same frames as decoding a Uint8Array', () => {
-    const parts = [encodeJoin('net', 'x'), encodeReply(4), encodeBody('r')]
+    const parts = [encodeJoin({ network: 'net', name: 'x' }), encodeReply(4), encodeBody('r')]
     expect(codec.decodeMessage(parts.map((p) => Buffer.from(p))).map(toJson)).toEqual(codec.decodeMessage(parts).map(toJson))
   })
 
-  it('an envelope above the decode limits is MALFORMED', () => {
-    const small = new Codec({ maxStrLength: 8, maxBinLength: 8, maxArrayLength: 8, maxMapLength: 8, maxExtLength: 8 })
-    expect(thrown(() => small.decodeMessage([encodeJoin('net', 'a name longer than eight bytes')]))).toMatchObject({ code: 'MALFORMED' })
+  it('an envelope above the envelope limits is MALFORMED, whatever the body limits: no envelope builds more than a few small values', () => {
+    const generous = new Codec()
+    for (const fields of [
+      [1, FrameType.PART, 'x'.repeat(ENVELOPE_LIMITS.maxStrLength + 1), ''],
+      [1, FrameType.JOIN, 'net', 'a', new Uint8Array(ENVELOPE_LIMITS.maxBinLength + 1)],
+      [1, FrameType.TICK, ...Array(ENVELOPE_LIMITS.maxArrayLength).fill(0)],
+      [1, FrameType.PART, { a: 1 }, ''],
+      [1, FrameType.STAY, 'net', 'b', 1, new Uint8Array(8), [[1, 1]]],
+    ]) {
+      expect(thrown(() => generous.decodeMessage([encode(fields)]))).toMatchObject({ code: 'MALFORMED' })
+    }
+    // At the limits they decode.
+    expect(generous.decodeMessage([encode([1, FrameType.PART, 'x'.repeat(ENVELOPE_LIMITS.maxStrLength), ''])])).toHaveLength(1)
   })
 
   it('a body above any decode limit (string, binary, array, map) is MALFORMED; one at the limit decodes', () => {
@@ -341,7 +336,9 @@ describe('bodies', () => {
   it('encodeBody of a circular object throws a TypeError that says so', () => {
     const circular: Record<string, unknown> = {}
     circular.self = circular
-    expect(() => encodeBody(circular)).toThrow(new TypeError('value cannot be encoded as msgpack: it is circular or nested too deeply'))
+    expect(() => encodeBody(circular)).toThrow(
+      new TypeError('value cannot be encoded as msgpack: it is circular or nested too deeply (at the value.self)'),
+    )
   })
 
   it('encodeBody of a BigInt wider than 64 bits throws a TypeError instead of wrapping', () => {

@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import { decode, encode } from '@msgpack/msgpack'
 import { expect, it } from 'vitest'
-import { MAX_DEPTH, tooDeep } from '../lib/depth.js'
+import { MAX_DEPTH, tooDeep } from '../lib/wire/walk.js'
 
 /** Containers open at the deepest point of a decoded value (a scalar is 0). */
 function depthOf(value: unknown): number {

@@ -234,7 +234,18 @@ describe('leaving', () => {
     const pending = alpha.call(['beta'], 'Slow.Hang', null, { timeout: 30_000 })
     await alpha.close()
     expect(await pending).toMatchObject([{ ok: false, error: { code: 'CLOSED' } }])
-    expect(alpha.stats()).toEqual({ pending: 0, timerQueues: 0, inflight: 0, running: 0, peers: 0, inbound: 0, dropped: 0 })
+    expect(alpha.stats()).toMatchObject({
+      pending: 0,
+      timerQueues: 0,
+      inflight: 0,
+      running: 0,
+      runningBytes: 0,
+      peers: 0,
+      inbound: 0,
+      connections: 0,
+      unjoined: 0,
+      ignored: 0,
+    })
     await expect(alpha.call([], 'Slow.Hang')).rejects.toMatchObject({ code: 'CLOSED' })
     expect(() => alpha.connect('x', 'tcp://127.0.0.1:1')).toThrow(expect.objectContaining({ code: 'CLOSED' }))
   })

@@ -2,7 +2,8 @@ import * as zmq from 'zeromq'
 import { afterEach, describe, expect, it } from 'vitest'
 import { generateKeypair, type BilateralError, type CallContext, type Keypair } from '../lib/index.js'
 import { makeJoinProof } from '../lib/crypto.js'
-import { encodeJoin, Codec, FrameType } from '../lib/codec.js'
+import { Codec } from '../lib/wire/codec.js'
+import { encodeJoin, FrameType, type Frame } from '../lib/wire/frames.js'
 import { Arith, closeAll, deferred, makeNode, nextEvent, pair } from './helpers.js'
 import { Relay } from './relay.js'
 
@@ -20,6 +21,15 @@ function rawCurveDealer(endpoint: string, serverKey: string, keys: Keypair): zmq
   cleanups.push(() => socket.close())
   socket.connect(endpoint)
   return socket
+}
+
+/** The next frame a raw socket receives other than a CHALLENGE (an encrypted listener sends one on every connection). */
+async function nextControl(socket: zmq.Dealer): Promise<Frame> {
+  const codec = new Codec()
+  for (;;) {
+    const frames = codec.decodeMessage(await socket.receive()).filter((f) => f.type !== FrameType.CHALLENGE)
+    if (frames.length > 0) return frames[0]!
+  }
 }
 
 describe('encrypted nodes', () => {
@@ -124,12 +134,10 @@ describe('encrypted nodes', () => {
 
     // The thief completes a CURVE handshake with its own (valid) key, then claims the owner's name.
     const thief = rawCurveDealer(endpoint, ks.publicKey, kthief)
-    const codec = new Codec()
     for (const proof of [undefined, makeJoinProof('test net', kthief.secretKey, ks.publicKey), new Uint8Array(64)]) {
       const refused = nextEvent<[string, BilateralError]>(server, 'peer:refused')
-      await thief.send([encodeJoin('test net', kowner.publicKey, proof)])
-      const [answer] = codec.decodeMessage(await thief.receive())
-      expect(answer).toMatchObject({ type: FrameType.PART, reason: 'AUTH' })
+      await thief.send([encodeJoin({ network: 'test net', name: kowner.publicKey, proof })])
+      expect(await nextControl(thief)).toMatchObject({ type: FrameType.PART, reason: 'AUTH' })
       const [name, error] = await refused
       expect([name, error.code]).toEqual([kowner.publicKey, 'AUTH'])
     }
@@ -145,9 +153,14 @@ describe('encrypted nodes', () => {
     const sock = rawCurveDealer(endpoint, ks.publicKey, kallowed)
     const refused = nextEvent<[string, BilateralError]>(server, 'peer:refused')
     await sock.send([
-      encodeJoin('test net', koutsider.publicKey, makeJoinProof('test net', koutsider.secretKey, ks.publicKey), ks.publicKey),
+      encodeJoin({
+        network: 'test net',
+        name: koutsider.publicKey,
+        proof: makeJoinProof('test net', koutsider.secretKey, ks.publicKey),
+        target: ks.publicKey,
+      }),
     ])
-    expect(new Codec().decodeMessage(await sock.receive())).toMatchObject([{ type: FrameType.PART, reason: 'AUTH' }])
+    expect(await nextControl(sock)).toMatchObject({ type: FrameType.PART, reason: 'AUTH' })
     const [name, error] = await refused
     expect([name, error.code]).toEqual([koutsider.publicKey, 'AUTH'])
     expect(server.activeConnections()).toEqual([])

@@ -5,7 +5,7 @@
  * time.
  */
 import { EventEmitter } from 'node:events'
-import { BilateralError } from './errors.js'
+import { BilateralError } from '../errors.js'
 
 /** What a handler learns about the call it serves. */
 export interface CallContext {

@@ -1,0 +1,313 @@
+/**
+ * The calls we made: one entry per outstanding `call()`, however many peers
+ * it addresses, each peer bound to the link its CALL went out on, and one
+ * timer for all of them. Deadlines of calls with the same timeout are
+ * monotonic in order of insertion, so each distinct timeout value keeps a
+ * FIFO and the single timer is armed for the earliest head.
+ *
+ * A REPLY or ERROR settles a peer's entry only if it comes from the link the
+ * CALL went out on, or another link to the same incarnation of that peer (a
+ * cross-dial moved the pair to another connection): an answer from another
+ * process under the same name is not an answer to our call.
+ */
+import type { Clock } from '../clock.js'
+import { BilateralError, RemoteError, withCallerStack, type ErrorCode } from '../errors.js'
+import type { Link, SendTag, Unsent } from '../mesh/link.js'
+import type { Codec } from '../wire/codec.js'
+import { MAX_CODE_LENGTH, PEER_ERROR_CODES } from '../wire/frames.js'
+
+export type CallResult<R = unknown> = { from: string; ok: true; reply: R } | { from: string; ok: false; error: BilateralError }
+
+/** Longest remote error message kept, characters (a peer may send up to 64 KiB). */
+const MAX_REMOTE_MESSAGE = 16 * 1024
+const MAX_ID = 0xffffffff
+
+/** One outstanding call: which peers it still waits for, on which links. */
+class Call implements SendTag {
+  /** The peer and link while one is left (most calls go to one peer, and need no Map)… */
+  onePeer: string | undefined
+  oneLink: Link | undefined
+  /** …or each peer still to answer and the link its CALL went on, while several are. */
+  many: Map<string, Link> | undefined
+  readonly replies: CallResult[] = []
+
+  constructor(
+    private readonly table: OutgoingCalls,
+    readonly id: number,
+    readonly deadline: number,
+    readonly errors: CallResult[],
+    readonly resolve: (results: CallResult[]) => void,
+    /** Holds the caller's stack, captured when the call was made. */
+    readonly site: { stack?: string },
+  ) {}
+
+  /** The batch holding our CALL to `link.peer` was not sent. */
+  unsent(link: Link, why: Unsent): void {
+    const peer = link.peer
+    const error =
+      why === 'backlog'
+        ? new BilateralError('OVERLOADED', `${peer} is not reading: ${link.backlog} bytes already wait for it (maxQueuedBytes)`, { peer })
+        : new BilateralError('NOT_CONNECTED', `could not send to ${peer}: ${why === 'full' ? 'its queue is full' : 'its link closed'}`, {
+            peer,
+          })
+    this.table.fail(this.id, peer, error)
+  }
+
+  /** The link the CALL to `peer` went on, if the call still waits for `peer`. */
+  linkOf(peer: string): Link | undefined {
+    return this.onePeer === peer ? this.oneLink : this.many?.get(peer)
+  }
+
+  /** The peers still to answer, as a copy that settling them one by one cannot disturb. */
+  waiting(): string[] {
+    return this.onePeer !== undefined ? [this.onePeer] : this.many === undefined ? [] : [...this.many.keys()]
+  }
+
+  /** Stop waiting for `peer`; false if the call did not wait for it. */
+  take(peer: string): boolean {
+    if (this.onePeer === peer) {
+      this.onePeer = undefined
+      this.oneLink = undefined
+      return true
+    }
+    return this.many?.delete(peer) === true
+  }
+
+  get done(): boolean {
+    return this.onePeer === undefined && (this.many === undefined || this.many.size === 0)
+  }
+}
+
+interface Queue {
+  ids: number[]
+  deadlines: number[]
+  head: number
+}
+
+export class OutgoingCalls {
+  private readonly calls = new Map<number, Call>()
+  private readonly queues = new Map<number, Queue>()
+  /** Calls outstanding per peer (for maxInflight). */
+  private readonly perPeer = new Map<string, number>()
+  private nextId = 1
+  private timer: unknown = undefined
+  private armedFor = Infinity
+  /** Answers that settled nothing: to no call of ours, from a peer already answered, or from another process under the name. */
+  stray = 0
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly codec: Codec,
+  ) {}
+
+  /** Number of outstanding calls. */
+  get size(): number {
+    return this.calls.size
+  }
+
+  /** Number of timer queues still held (for leak checks). */
+  get queueCount(): number {
+    return this.queues.size
+  }
+
+  /** Peers with calls outstanding (for leak checks). */
+  get peersWaited(): number {
+    return this.perPeer.size
+  }
+
+  /** Calls outstanding to `peer`. */
+  inflight(peer: string): number {
+    return this.perPeer.get(peer) ?? 0
+  }
+
+  /**
+   * Track a call to `targets` (each peer with the link its CALL goes on) and
+   * return its tag for the links; `resolve` gets the results once every peer
+   * has answered or the timeout has passed. `early` are results known at once
+   * (NOT_CONNECTED, OVERLOADED).
+   */
+  start(
+    targets: readonly Link[],
+    timeout: number,
+    early: CallResult[],
+    site: { stack?: string },
+    resolve: (results: CallResult[]) => void,
+  ): { id: number; tag: SendTag } | undefined {
+    if (targets.length === 0) {
+      resolve(early)
+      return undefined
+    }
+    const id = this.allocateId()
+    const deadline = this.clock.now() + timeout
+    const call = new Call(this, id, deadline, early, resolve, site)
+    if (targets.length === 1) {
+      call.onePeer = targets[0]!.peer
+      call.oneLink = targets[0]
+    } else {
+      call.many = new Map()
+      for (const link of targets) call.many.set(link.peer, link)
+    }
+    for (const link of targets) this.perPeer.set(link.peer, (this.perPeer.get(link.peer) ?? 0) + 1)
+    this.calls.set(id, call)
+    let queue = this.queues.get(timeout)
+    if (queue === undefined) {
+      queue = { ids: [], deadlines: [], head: 0 }
+      this.queues.set(timeout, queue)
+    }
+    queue.ids.push(id)
+    queue.deadlines.push(deadline)
+    if (deadline < this.armedFor) this.arm(deadline)
+    return { id, tag: call }
+  }
+
+  /** A REPLY on `link` to call `id`. */
+  reply(link: Link, id: number, body: Uint8Array): void {
+    const call = this.answerable(link, id)
+    if (call === undefined) return
+    let value: unknown
+    try {
+      value = this.codec.decodeBody(body)
+    } catch (error) {
+      return this.fail(
+        id,
+        link.peer,
+        new BilateralError('BAD_REPLY', `undecodable reply from ${link.peer}`, { peer: link.peer, cause: error }),
+      )
+    }
+    this.settle(call, link.peer, { from: link.peer, ok: true, reply: value })
+  }
+
+  /** An ERROR on `link` for call `id`. Only the codes a peer may send are taken as such. */
+  error(link: Link, id: number, code: string, name: string, message: string, remoteCode: string | undefined): void {
+    if (this.answerable(link, id) === undefined) return
+    const peer = link.peer
+    const text = clip(message, MAX_REMOTE_MESSAGE)
+    let error: BilateralError
+    if (code === 'REMOTE')
+      error = new RemoteError(peer, clip(name, 256), text, remoteCode === undefined ? undefined : clip(remoteCode, MAX_CODE_LENGTH))
+    else if (PEER_ERROR_CODES.has(code)) error = new BilateralError(code as ErrorCode, text, { peer })
+    else
+      error = new BilateralError(
+        'PROTOCOL',
+        `${peer} answered with error code ${JSON.stringify(clip(code, MAX_CODE_LENGTH))}, which peers may not send: ${text}`,
+        { peer },
+      )
+    this.fail(id, peer, error)
+  }
+
+  /** An error entry for `peer` in call `id`. */
+  fail(id: number, peer: string, error: BilateralError): void {
+    const call = this.calls.get(id)
+    if (call === undefined) return
+    this.settle(call, peer, { from: peer, ok: false, error: withCallerStack(error, call.site) })
+  }
+
+  /** Fail every call that waits for `peer` (for example, it left). */
+  failPeer(peer: string, code: ErrorCode, message: string): void {
+    if (!this.perPeer.has(peer)) return
+    for (const call of [...this.calls.values()]) {
+      if (call.linkOf(peer) !== undefined) this.fail(call.id, peer, new BilateralError(code, message, { peer }))
+    }
+  }
+
+  /** Settle every call: remaining peers get `code`. Used by close(). */
+  failAll(code: ErrorCode, message: string): void {
+    for (const call of [...this.calls.values()]) {
+      for (const peer of call.waiting()) this.fail(call.id, peer, new BilateralError(code, message, { peer }))
+    }
+    this.queues.clear()
+    this.disarm()
+  }
+
+  /** The call `id` if `link` may answer it for its peer: the link it went on, or one to the same incarnation. */
+  private answerable(link: Link, id: number): Call | undefined {
+    const call = this.calls.get(id)
+    const sent = call?.linkOf(link.peer)
+    if (call === undefined || sent === undefined || !sameProcess(sent, link, true)) {
+      this.stray++
+      return undefined
+    }
+    return call
+  }
+
+  private settle(call: Call, peer: string, result: CallResult): void {
+    if (!call.take(peer)) return
+    const n = (this.perPeer.get(peer) ?? 1) - 1
+    if (n === 0) this.perPeer.delete(peer)
+    else this.perPeer.set(peer, n)
+    if (result.ok) call.replies.push(result)
+    else call.errors.push(result)
+    if (!call.done) return
+    this.calls.delete(call.id)
+    const results = call.replies
+    for (const e of call.errors) results.push(e)
+    call.resolve(results)
+  }
+
+  /** A fresh call id that no outstanding call uses. */
+  private allocateId(): number {
+    let id = this.nextId
+    while (this.calls.has(id)) id = id === MAX_ID ? 1 : id + 1
+    this.nextId = id === MAX_ID ? 1 : id + 1
+    return id
+  }
+
+  private expire = (): void => {
+    this.timer = undefined
+    this.armedFor = Infinity
+    const now = this.clock.now()
+    let next = Infinity
+    for (const [timeout, queue] of this.queues) {
+      while (queue.head < queue.ids.length && queue.deadlines[queue.head]! <= now) {
+        const call = this.calls.get(queue.ids[queue.head]!)
+        queue.head++
+        if (call === undefined || call.deadline > now) continue
+        for (const peer of call.waiting()) {
+          this.fail(call.id, peer, new BilateralError('TIMEOUT', `no reply from ${peer} in time`, { peer }))
+        }
+      }
+      this.compact(timeout, queue)
+      if (queue.head < queue.ids.length) next = Math.min(next, queue.deadlines[queue.head]!)
+    }
+    if (next !== Infinity) this.arm(next)
+  }
+
+  /** Drop answered calls from the front so queues do not grow without bound. */
+  private compact(timeout: number, queue: Queue): void {
+    while (queue.head < queue.ids.length && !this.calls.has(queue.ids[queue.head]!)) queue.head++
+    if (queue.head === queue.ids.length) {
+      this.queues.delete(timeout)
+    } else if (queue.head > 1024 && queue.head * 2 > queue.ids.length) {
+      queue.ids = queue.ids.slice(queue.head)
+      queue.deadlines = queue.deadlines.slice(queue.head)
+      queue.head = 0
+    }
+  }
+
+  private arm(deadline: number): void {
+    this.disarm()
+    this.armedFor = deadline
+    this.timer = this.clock.setTimer(this.expire, Math.max(0, deadline - this.clock.now()))
+  }
+
+  private disarm(): void {
+    if (this.timer !== undefined) this.clock.clearTimer(this.timer)
+    this.timer = undefined
+    this.armedFor = Infinity
+  }
+}
+
+/**
+ * Are `a` and `b` links to the same run of the peer's process? The same link
+ * is; two links whose JOIN/STAY carried equal incarnations are. A peer of an
+ * earlier release announces none: `assume` says what to take then (an
+ * answer from it is accepted on any of its links, as that release expects;
+ * an answer to it goes only on the link its call came in on).
+ */
+export function sameProcess(a: Link, b: Link, assume: boolean): boolean {
+  if (a === b) return true
+  if (a.incarnation === undefined || b.incarnation === undefined) return assume && a.incarnation === b.incarnation
+  return Buffer.compare(a.incarnation, b.incarnation) === 0
+}
+
+const clip = (text: string, max: number): string => (text.length > max ? `${text.slice(0, max)}…` : text)

@@ -1,0 +1,390 @@
+/**
+ * The dialling side of one peer (PROTOCOL.md 10.1, rows D…): our DEALER to
+ * its address, the JOIN handshake, and reconnection with back-off. Each STAY
+ * starts a new {@link Link} on the socket; the socket's connection dropping
+ * (libzmq's in-order hiccup message) ends it. A socket serves one connection:
+ * when it drops, or libzmq gives up on it (refused, handshake failed), the
+ * dialler waits out its back-off and opens a new one.
+ *
+ * It sees its host through {@link DialHost} only.
+ */
+import type { Clock } from '../clock.js'
+import { BilateralError, type ErrorCode } from '../errors.js'
+import { Codec, CodecError } from '../wire/codec.js'
+import { FrameType, Part, REFUSALS, TOCK, encodePart, isData, type DataFrame, type Frame, type Stay } from '../wire/frames.js'
+import { Link } from './link.js'
+import type { DealerEvents, Delivery, HandshakeFailure } from './sockets.js'
+
+/**
+ * `joining`: sending JOIN on an open socket until STAY. `backoff`: waiting to
+ * open a new socket. `active`: our link serves the peer. `standby`: another
+ * link serves the peer, or should. `stopped`: disconnect() or close().
+ */
+export type DialState = 'joining' | 'backoff' | 'active' | 'standby' | 'stopped'
+
+/** What the dialler needs of a socket (sockets.ts DealerPort). */
+export interface DialPort {
+  readonly connected: boolean
+  send(parts: Uint8Array[]): Promise<Delivery>
+  close(): void
+}
+
+/** What the dialler needs of the mesh. */
+export interface DialHost {
+  readonly clock: Clock
+  readonly timing: { readonly joinInterval: number; readonly reconnectMin: number; readonly reconnectMax: number }
+  /** A new socket to `address` (throws if none can be made). */
+  open(address: string, peer: string, events: DealerEvents): DialPort
+  /** The JOIN to send to `peer`: with a static proof, or (encrypted) one answering `challenge`. */
+  join(peer: string, challenge: Uint8Array | undefined): Uint8Array
+  /** Does the STAY come from the node we dialled, on our network? The refusal's code and message, or undefined. */
+  checkStay(peer: string, address: string, stay: Stay): { code: ErrorCode; message: string } | undefined
+  /** A link for a STAY on our socket. */
+  makeLink(peer: string, stay: Stay, write: (parts: Uint8Array[]) => Promise<Delivery>): Link
+  /** Our link is up (STAY accepted); the host decides whether it serves the peer. */
+  up(dialler: Dialler, link: Link): void
+  /** Our live link is gone. */
+  lost(link: Link, reason: 'PART' | 'HEARTBEAT' | 'AUTH'): void
+  /** Is another link serving this peer? */
+  served(peer: string): boolean
+  refused(peer: string, error: BilateralError): void
+  data(link: Link, frame: DataFrame): void
+  /** A message on our socket did not decode. */
+  dropped(peer: string, error: CodecError): void
+  /** A message on `link` was handled; it held data frames and was `bytes` long. */
+  consumed(link: Link, bytes: number): void
+  failed(error: unknown): void
+}
+
+export class Dialler {
+  state: DialState = 'standby'
+  /** The link of the socket's current session (live when active, retired in standby), if a STAY made one. */
+  link: Link | undefined
+  /** Why the last attempt failed, for the layer above to report (connection refused, handshake failure, a refusal). */
+  lastFailure: BilateralError | undefined
+  /** When the back-off ends (clock ms), in state `backoff`. */
+  retryAt = 0
+  private port: DialPort | undefined
+  /** The listener's CHALLENGE on the current connection (encrypted). */
+  private challenge: Uint8Array | undefined
+  /** A JOIN was sent on this socket (and may still be queued). */
+  private joinQueued = false
+  private timer: unknown
+  private attempt = 0
+  /** While joining: when our last JOIN on this socket was refused (0: none was), so a new challenge does not skip the back-off. */
+  private refusedAt = 0
+  private readonly codec = new Codec()
+
+  constructor(
+    private readonly host: DialHost,
+    readonly peer: string,
+    readonly address: string,
+  ) {}
+
+  /**
+   * Open a fresh socket and join now, then every `joinInterval` until
+   * answered (D1). If no socket can be made (out of file descriptors, say),
+   * the first attempt throws to `connect()`; later ones report and back off.
+   */
+  start(first = false): void {
+    if (this.state === 'stopped') return
+    this.clearTimer()
+    this.closePort()
+    this.state = 'joining'
+    try {
+      this.port = this.host.open(this.address, this.peer, this.portEvents(this.socket))
+    } catch (error) {
+      const failure =
+        error instanceof BilateralError
+          ? error
+          : new BilateralError(
+              (error as { code?: unknown }).code === 'EINVAL' ? 'INVALID_ARGUMENT' : 'SOCKET',
+              `cannot dial ${this.address}: ${(error as Error).message}`,
+              {
+                peer: this.peer,
+                cause: error,
+              },
+            )
+      if (first) throw failure
+      this.fail(failure)
+      return
+    }
+    this.sendJoin()
+  }
+
+  /** The peer went down or the socket gave up: open a new socket after the back-off (D24). */
+  resume(): void {
+    if (this.state === 'stopped') return
+    this.closePort()
+    this.state = 'backoff'
+    const wait = this.backoff()
+    this.retryAt = this.host.clock.now() + wait
+    this.setTimer(wait, () => this.start())
+  }
+
+  /**
+   * Another link serves this peer: stop joining (D2, D7, D25). Once
+   * stragglers have had time to arrive, close the socket, or start joining
+   * again if that other link never came up (D22, D23).
+   */
+  standby(): void {
+    if (this.state === 'stopped') return
+    this.state = 'standby'
+    if (this.link?.state === 'live') this.link.state = 'retired'
+    this.setTimer(this.host.timing.joinInterval, () => {
+      if (!this.host.served(this.peer)) return this.resume()
+      this.closePort()
+    })
+  }
+
+  stop(): void {
+    this.state = 'stopped'
+    this.clearTimer()
+    this.closePort()
+  }
+
+  /** Number of the current socket (closePort moves it on): events of an older one are ignored. */
+  private socket = 0
+
+  private portEvents(socket: number): DealerEvents {
+    const mine = (): boolean => socket === this.socket && this.state !== 'stopped'
+    return {
+      message: (parts) => {
+        if (mine()) this.onMessage(parts)
+      },
+      connected: () => {
+        if (mine()) this.lastFailure = undefined
+      },
+      dropped: () => {
+        if (mine()) this.onDropped()
+      },
+      unreachable: (why) => {
+        if (!mine()) return
+        this.lastFailure = new BilateralError('HANDSHAKE', `${why} (${this.address})`, { peer: this.peer })
+        this.resume()
+      },
+      failed: (failure) => {
+        if (mine()) this.fail(handshakeError(failure, this.peer))
+      },
+      error: (error) => this.host.failed(error),
+    }
+  }
+
+  private onMessage(parts: Buffer[]): void {
+    let frames: Frame[]
+    try {
+      frames = this.codec.decodeMessage(parts)
+    } catch (error) {
+      if (error instanceof CodecError) return this.host.dropped(this.peer, error)
+      throw error
+    }
+    const link = this.link
+    if (link !== undefined && link.state !== 'closed') link.lastHeard = this.host.clock.now()
+    let data = false
+    for (const frame of frames) {
+      switch (frame.type) {
+        case FrameType.STAY:
+          this.onStay(frame)
+          break
+        case FrameType.PART:
+          this.onPart(frame.reason, frame.message)
+          break
+        case FrameType.TICK:
+          void this.port?.send([TOCK])
+          break
+        case FrameType.CHALLENGE:
+          this.onChallenge(frame.nonce)
+          break
+        case FrameType.CREDIT:
+          this.link?.granted(frame.messages, frame.bytes)
+          break
+        case FrameType.TOCK:
+        case FrameType.JOIN:
+          break
+        default:
+          // D28: data frames count on the link of this socket's session, live or retired; before any STAY there is none.
+          if (isData(frame.type) && this.link !== undefined && this.link.state !== 'closed') {
+            data = true
+            this.host.data(this.link, frame as DataFrame)
+          }
+      }
+    }
+    if (data && this.link !== undefined) this.host.consumed(this.link, byteLength(parts))
+  }
+
+  /** D4–D6, D20: a STAY on our socket. */
+  private onStay(stay: Stay): void {
+    if (this.state !== 'joining' && this.state !== 'standby') return
+    const refusal = this.host.checkStay(this.peer, this.address, stay)
+    if (refusal !== undefined) {
+      void this.port?.send([encodePart(refusal.code, refusal.message)])
+      this.fail(new BilateralError(refusal.code, refusal.message, { peer: this.peer }), false)
+      return
+    }
+    const port = this.port!
+    const link = this.host.makeLink(this.peer, stay, (parts) => port.send(parts))
+    this.link?.close()
+    this.link = link
+    if (this.state === 'standby') {
+      // D20: the peer took our JOIN after we yielded to its own dial: withdraw it; stragglers on it still count.
+      link.state = 'retired'
+      void link.send([encodePart(Part.CROSS, 'the other connection between us wins')])
+      return
+    }
+    this.clearTimer()
+    this.state = 'active'
+    this.refusedAt = 0
+    this.attempt = 0
+    this.lastFailure = undefined
+    link.lastTick = this.host.clock.now()
+    this.host.up(this, link)
+  }
+
+  /** D7–D10, D12–D16, D19: a PART on our socket. */
+  private onPart(reason: string, message: string): void {
+    // D19: a dialler standing by has no join in progress to refuse or restart.
+    if (this.state === 'standby' || this.state === 'stopped') return
+    const link = this.link
+    const live = this.state === 'active' && link !== undefined && link.state === 'live'
+    if (reason === Part.CROSS) {
+      // D7, D12: our link lost (or never won) the tie-break: the peer's own dial serves it.
+      if (live) this.host.lost(link, 'PART')
+      this.standby()
+      return
+    }
+    if (REFUSALS.has(reason)) {
+      const error = new BilateralError(reason as ErrorCode, `${this.peer} refused our join: ${clip(message)}`, { peer: this.peer })
+      if (live) {
+        this.host.lost(link, reason === Part.AUTH ? 'AUTH' : 'PART')
+        this.lastFailure = error
+        this.host.refused(this.peer, error)
+        this.resume()
+      } else this.fail(error, reason === Part.TIMEOUT)
+      return
+    }
+    if (live) {
+      this.host.lost(link, 'PART')
+      link.close()
+      this.link = undefined
+    }
+    // D9, D16: NOT_JOINED: the peer forgot this connection; join again at once on this socket. CLOSE: reconnect after back-off.
+    if (reason === Part.NOT_JOINED) this.rejoin()
+    else if (live) this.resume()
+  }
+
+  /** D29: the listener's challenge for this connection: answer it with a fresh proof, at once unless we are backing off. */
+  private onChallenge(nonce: Uint8Array): void {
+    this.challenge = nonce
+    if (this.state !== 'joining' || this.refusedAt > 0) return
+    this.joinQueued = false
+    this.sendJoin()
+  }
+
+  /** The socket's connection dropped (in order: everything it carried came first). */
+  private onDropped(): void {
+    this.challenge = undefined
+    const link = this.link
+    this.link = undefined
+    link?.close()
+    if (this.state === 'active' && link !== undefined) {
+      this.host.lost(link, 'HEARTBEAT')
+      this.resume()
+    } else if (this.state === 'joining') {
+      this.lastFailure = new BilateralError(
+        'HANDSHAKE',
+        `the connection to ${this.address} dropped before ${this.peer} answered our JOIN`,
+        {
+          peer: this.peer,
+        },
+      )
+      this.resume()
+    }
+    // In standby the socket is about to close anyway.
+  }
+
+  /**
+   * Send JOIN, then again every `joinInterval` until answered (D1, D3). The
+   * first one queues until the connection is up; re-sends go out only while
+   * connected, so an unreachable peer does not get a burst of stale JOINs.
+   */
+  private sendJoin(): void {
+    if (this.state !== 'joining') return
+    this.setTimer(this.host.timing.joinInterval, () => this.sendJoin())
+    if (this.joinQueued && this.port?.connected !== true) return
+    this.joinQueued = true
+    void this.port?.send([this.host.join(this.peer, this.challenge)])
+  }
+
+  /** D9, D16: join again at once on this socket. */
+  private rejoin(): void {
+    if (this.port === undefined) return this.resume()
+    this.state = 'joining'
+    this.joinQueued = false
+    this.sendJoin()
+  }
+
+  /**
+   * An attempt failed: report it and try again after the back-off. A refused
+   * JOIN is retried on the same socket (D5, D6, D8); a socket libzmq gave up
+   * on, or a connection the listener will ignore from now on (TIMEOUT), with
+   * a new one.
+   */
+  private fail(error: BilateralError, newSocket = true): void {
+    this.lastFailure = error
+    this.host.refused(this.peer, error)
+    if (newSocket) return this.resume()
+    if (this.state === 'stopped') return
+    this.state = 'joining'
+    this.refusedAt = this.host.clock.now()
+    const wait = this.backoff()
+    this.retryAt = this.refusedAt + wait
+    this.setTimer(wait, () => {
+      this.refusedAt = 0
+      this.joinQueued = false
+      this.sendJoin()
+    })
+  }
+
+  /** Close our socket; its session's link ends with it. */
+  private closePort(): void {
+    this.port?.close()
+    this.port = undefined
+    this.joinQueued = false
+    this.refusedAt = 0
+    this.challenge = undefined
+    this.link?.close()
+    this.link = undefined
+    this.socket++
+  }
+
+  /** Capped exponential back-off with jitter in [½, 1] of the step. */
+  private backoff(): number {
+    const { reconnectMin, reconnectMax } = this.host.timing
+    const step = Math.min(reconnectMax, reconnectMin * 2 ** Math.min(this.attempt++, 30))
+    return step / 2 + (Math.random() * step) / 2
+  }
+
+  private setTimer(ms: number, fn: () => void): void {
+    this.clearTimer()
+    this.timer = this.host.clock.setTimer(fn, ms)
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== undefined) this.host.clock.clearTimer(this.timer)
+    this.timer = undefined
+  }
+}
+
+/** A failed handshake or connection attempt, as a coded error naming the address. */
+export function handshakeError(failure: HandshakeFailure, peer?: string): BilateralError {
+  return new BilateralError(failure.code, `${failure.why} (${failure.address})`, { peer })
+}
+
+const byteLength = (parts: readonly Uint8Array[]): number => {
+  let n = 0
+  for (const p of parts) n += p.length
+  return n
+}
+
+/** A peer's text in our messages: never at full length. */
+export const clip = (text: string, max = 200): string => (text.length > max ? `${text.slice(0, max)}…` : text)

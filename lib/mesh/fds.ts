@@ -1,0 +1,80 @@
+/**
+ * The file-descriptor budget. A process that runs out of descriptors can no
+ * longer open a file, a socket or a pipe, and libzmq, which cannot create a
+ * socket's mailbox then, leaves it half made. So the node never takes the
+ * last ones: it keeps a reserve for the rest of the process, refuses a dial
+ * with `SOCKET` and a handshake on its ROUTER before the reserve is reached.
+ *
+ * The limit and the count come from Linux's /proc; where they cannot be read,
+ * nothing is refused here and the operating system's error is reported
+ * instead.
+ */
+import { readdirSync, readFileSync } from 'node:fs'
+
+/** Descriptors one dial takes: the DEALER's mailbox, its TCP connection, and its socket monitor's pair. */
+export const FDS_PER_DIAL = 4
+/** Descriptors one inbound connection takes. */
+export const FDS_PER_CONNECTION = 1
+
+/** The reserve kept for the rest of the process: 5% of the limit, at least 32 and at most 1024. */
+export const reserveFor = (limit: number): number => Math.max(32, Math.min(1024, Math.floor(limit * 0.05)))
+
+/** How long a count of open descriptors is trusted, ms (counting them costs about 30 µs per 500). */
+const RECOUNT_MS = 100
+
+export class FdBudget {
+  private readonly limit: number | undefined
+  readonly reserve: number
+  private counted = 0
+  private countedAt = -Infinity
+  /** Descriptors we asked for since the last count. */
+  private since = 0
+
+  constructor(limit: number | undefined = readLimit()) {
+    this.limit = limit
+    this.reserve = limit === undefined ? 0 : reserveFor(limit)
+  }
+
+  /** May `n` more descriptors be taken without eating into the reserve? Counts them as taken if so. */
+  take(n: number): boolean {
+    if (this.limit === undefined) return true
+    const now = performance.now()
+    if (now - this.countedAt > RECOUNT_MS || this.counted + this.since + n > this.limit - 2 * this.reserve) {
+      const open = countOpen()
+      if (open === undefined) return true
+      this.counted = open
+      this.countedAt = now
+      this.since = 0
+    }
+    if (this.counted + this.since + n > this.limit - this.reserve) return false
+    this.since += n
+    return true
+  }
+
+  /** What the budget is, for error messages. */
+  describe(): string {
+    return this.limit === undefined ? 'unknown' : `${this.limit} descriptors, ${this.reserve} kept in reserve`
+  }
+}
+
+/** The soft limit of open files, from /proc/self/limits. */
+function readLimit(): number | undefined {
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Max open files'))
+    const soft = line?.split(/\s{2,}/)[1]
+    const n = soft === undefined ? NaN : Number(soft)
+    return Number.isFinite(n) && n > 0 ? n : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function countOpen(): number | undefined {
+  try {
+    return readdirSync('/proc/self/fd').length
+  } catch {
+    return undefined
+  }
+}

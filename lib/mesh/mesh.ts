@@ -1,0 +1,528 @@
+/**
+ * The mesh: which link serves each peer, and the rules that decide it
+ * (PROTOCOL.md 12). It owns the ROUTER and the diallers, and tells the node
+ * above about peers coming and going and about data frames, each with the
+ * link that carried it. Calls and replies pass through it untouched.
+ *
+ * A peer is reached over at most one live link: an outbound one (our
+ * dialler's, after its JOIN was answered STAY) or an inbound one (the peer's
+ * dial, whose JOIN we answered STAY). When both sides dial each other the
+ * first link to become live stays: a JOIN never replaces a live link. Only
+ * when each side accepted the other's JOIN before either saw a STAY do both
+ * links come up; then the one dialled by the node whose name sorts first
+ * survives and the other is parted with CROSS and retired. Both sides apply
+ * the same rules to the same events, so they agree without random back-off.
+ */
+import type { Clock } from '../clock.js'
+import { BilateralError, type ErrorCode } from '../errors.js'
+import type { ResolvedOptions } from '../options.js'
+import type { CodecError } from '../wire/codec.js'
+import {
+  MAX_UINT32,
+  Part,
+  TICK,
+  encodeJoin,
+  encodePart,
+  encodeStay,
+  type DataFrame,
+  type Join,
+  type Stay,
+  type Window,
+} from '../wire/frames.js'
+import { MAX_BYTES } from './outbox.js'
+import { Acceptor, type AcceptHost, type JoinVerifier } from './accept.js'
+import { Admission } from './admission.js'
+import { Dialler, clip, handshakeError, type DialHost, type DialPort, type DialState } from './dial.js'
+import { FDS_PER_CONNECTION, FDS_PER_DIAL, FdBudget } from './fds.js'
+import { Link, type LinkOptions } from './link.js'
+import { Liveness, type LivenessHost } from './liveness.js'
+import { DealerPort, RouterPort, type DealerEvents, type Delivery, type SocketSettings } from './sockets.js'
+
+/** An encrypted node's keys, as the mesh uses them. */
+export interface Identity {
+  readonly publicKey: string
+  /** The proof for our JOIN to `peer`: answering `challenge` when we have one, else the static proof. */
+  proof(peer: string, challenge: Uint8Array | undefined): Uint8Array
+  readonly verifier: JoinVerifier
+  /** May this public key (raw 32 bytes) complete a handshake with our ROUTER? */
+  admitsKey(key: Uint8Array): boolean
+  /** Is the peer named (Z85 key) `name` still allowed? Asked again every pingInterval, so a revoked key is cut. */
+  allows(name: string): boolean
+}
+
+/** Why a peer went down. */
+export type DownReason =
+  /** It sent PART: it closed, disconnected, or restarted and forgot us. */
+  | 'PART'
+  /**
+   * The connection died: the peer's host closed it (the process exited or
+   * was killed), or ZeroMQ's heartbeats (answered by libzmq's I/O thread,
+   * not JavaScript) went unanswered for `peerTimeout`, so the host or the
+   * network is gone.
+   */
+  | 'HEARTBEAT'
+  /** The connection is alive but the peer has answered no ping for `stallTimeout`: its event loop is stuck. */
+  | 'TIMEOUT'
+  /** A key was refused: the peer no longer admits ours, or we no longer admit its (`authorizedKeys` changed, or we disconnected from it). */
+  | 'AUTH'
+  /** Its connection was found closed when it came back under the same name. */
+  | 'LOST'
+  /** It broke the protocol (a message beyond every limit): its connection is ignored from now on. */
+  | 'PROTOCOL'
+  /** We called `disconnect()`. */
+  | 'DISCONNECT'
+  /** We called `close()`. */
+  | 'CLOSED'
+
+/** What the mesh tells the node above it. */
+export interface MeshEvents {
+  up(peer: string, link: Link): void
+  down(peer: string, reason: DownReason): void
+  refused(peer: string, error: BilateralError): void
+  data(link: Link, frame: DataFrame): void
+  dropped(error: BilateralError): void
+  /** A ZMTP handshake on our ROUTER failed (a refused key, plaintext meeting CURVE). */
+  handshakeFailed(error: BilateralError): void
+  /** A key outside authorizedKeys tried to connect. */
+  authRejected(key: string): void
+  /** A connection was refused at the handshake for a limit. */
+  connectionRefused(address: string, why: string): void
+}
+
+/** What this node's links announce and hold. */
+export interface MeshLimits {
+  /** Our receive window, announced in JOIN and STAY. */
+  readonly window: Window
+  /** Bytes held for one peer while its window is full. */
+  readonly backlog: number
+  /** Messages libzmq queues per connection each way. */
+  readonly queue: number
+  /** This node's incarnation. */
+  readonly incarnation: Uint8Array
+}
+
+/** The mesh's part of `stats()`. */
+export interface MeshStats {
+  /** Peers known: active, dialled, or holding an inbound link. */
+  peers: number
+  /** Inbound links joined. */
+  inbound: number
+  /** Connections on our ROUTER, in any state. */
+  connections: number
+  /** Of those, not joined yet. */
+  unjoined: number
+  /** Of those, ignored (missed the join deadline, broke the protocol, faked a disconnect). */
+  ignored: number
+  /** Messages from peers dropped: undecodable, or from connections that may send nothing. */
+  dropped: number
+  /** Handshakes refused for a limit. */
+  refusedConnections: number
+}
+
+interface Peer {
+  readonly name: string
+  dialler: Dialler | undefined
+  /** The live link, if the peer is active. */
+  live: Link | undefined
+}
+
+export class Mesh {
+  private readonly peers = new Map<string, Peer>()
+  private readonly router: RouterPort
+  private readonly acceptor: Acceptor
+  private readonly admission: Admission
+  private readonly liveness: Liveness
+  private readonly settings: SocketSettings
+  private readonly nameBytes: Buffer
+  private readonly linkOptions: LinkOptions
+  private readonly fds = new FdBudget()
+  private readonly dialHost: DialHost
+  /** Messages that did not decode on diallers' sockets. */
+  private dialDropped = 0
+  /**
+   * While we dial anyone, the process stays alive, as it did when each dialler
+   * always had a socket open: between sockets (back-off) nothing else holds it.
+   */
+  private release: (() => void) | undefined
+  private closed = false
+
+  constructor(
+    readonly options: ResolvedOptions,
+    readonly clock: Clock,
+    readonly events: MeshEvents,
+    readonly identity: Identity | undefined,
+    private readonly limits: MeshLimits,
+  ) {
+    this.nameBytes = Buffer.from(options.name)
+    this.linkOptions = { window: limits.window, backlog: limits.backlog, queue: limits.queue }
+    this.settings = {
+      linger: options.linger,
+      maxMessageSize: options.maxMessageSize,
+      reconnectMin: options.reconnectMin,
+      reconnectMax: options.reconnectMax,
+      // A PING goes out at most pingInterval after the last traffic, so a
+      // dead connection is closed at most peerTimeout after it.
+      heartbeatInterval: Math.ceil(options.pingInterval),
+      heartbeatTimeout: Math.max(1, Math.floor(options.peerTimeout - options.pingInterval)),
+      // libzmq carries the TTL in tenths of a second, 16 bits.
+      heartbeatTimeToLive: Math.min(Math.ceil(options.peerTimeout), 6_553_500),
+      handshakeInterval: Math.ceil(options.joinTimeout),
+      queue: limits.queue,
+    }
+    if (identity !== undefined) this.settings.curve = { publicKey: identity.publicKey, secretKey: options.keypair!.secretKey }
+    const mesh = this
+    this.admission = new Admission(options, {
+      clock,
+      admitsKey: (key) => identity?.admitsKey(key) ?? true,
+      roomForConnection: () => this.fds.take(FDS_PER_CONNECTION),
+      refusedConnection: (address, why) => events.connectionRefused(address, why),
+      get closed() {
+        return mesh.closed
+      },
+    })
+    this.dialHost = this.makeDialHost()
+    this.acceptor = new Acceptor(this.acceptHost())
+    this.router = new RouterPort(this.settings, this.admission, {
+      connect: (id) => this.acceptor.connected(id),
+      message: (id, parts) => this.acceptor.message(id, parts),
+      disconnect: (id) => this.acceptor.disconnected(id),
+      handshakeFailed: (failure) => events.handshakeFailed(handshakeError(failure)),
+      failed: this.failed,
+    })
+    this.liveness = new Liveness(this.livenessHost(), {
+      pingInterval: options.pingInterval,
+      stallTimeout: options.stallTimeout,
+      checkKeys: identity !== undefined,
+    })
+  }
+
+  listen(address: string): Promise<string> {
+    return this.router.bind(address)
+  }
+
+  /** Start dialling `name` at `address` and keep the link up until {@link stop}. Throws SOCKET when no socket can be made. */
+  dial(name: string, address: string): void {
+    const peer = this.peer(name)
+    if (peer.dialler !== undefined) {
+      throw new BilateralError('ALREADY_CONNECTED', `already connecting to ${name}`, { peer: name })
+    }
+    const dialler = new Dialler(this.dialHost, name, address)
+    try {
+      // D2: someone dialled us first under this name: their link stays, ours waits.
+      if (peer.live !== undefined) dialler.standby()
+      else dialler.start(true)
+    } catch (error) {
+      this.forgetIfUnused(peer)
+      throw error
+    }
+    peer.dialler = dialler
+    this.release ??= this.clock.hold()
+  }
+
+  /** Is `name` something we dial? */
+  isDialling(name: string): boolean {
+    return this.peers.get(name)?.dialler !== undefined
+  }
+
+  /** Our dialler's state for `name`, and why its last attempt failed. */
+  dialState(name: string): { state: DialState; failure: BilateralError | undefined } | undefined {
+    const d = this.peers.get(name)?.dialler
+    return d === undefined ? undefined : { state: d.state, failure: d.lastFailure }
+  }
+
+  /** Stop dialling `name`; part the link if it is ours. The trust the dial gave its key ends with it. */
+  stop(name: string): void {
+    const peer = this.peers.get(name)
+    const dialler = peer?.dialler
+    if (peer === undefined || dialler === undefined) return
+    const link = dialler.link
+    const wasLive = link !== undefined && peer.live === link
+    if (wasLive) void link.send([encodePart(Part.CLOSE, 'disconnect')])
+    peer.dialler = undefined
+    dialler.stop()
+    if (wasLive) this.lost(link, 'DISCONNECT')
+    if (![...this.peers.values()].some((p) => p.dialler !== undefined)) {
+      this.release?.()
+      this.release = undefined
+    }
+    // The key was admitted because we dialled it: an inbound link of it may not be allowed any more.
+    if (this.identity !== undefined) for (const l of [...this.acceptor.links()]) if (l.peer === name) this.recheck(l)
+    this.forgetIfUnused(peer)
+  }
+
+  /** Names of the active peers. */
+  activeNames(): string[] {
+    const names: string[] = []
+    for (const peer of this.peers.values()) if (peer.live !== undefined) names.push(peer.name)
+    return names
+  }
+
+  /** Each active peer and which side dialled the link that serves it. */
+  links(): { peer: string; direction: 'outbound' | 'inbound' }[] {
+    const out: { peer: string; direction: 'outbound' | 'inbound' }[] = []
+    for (const peer of this.peers.values()) if (peer.live !== undefined) out.push({ peer: peer.name, direction: peer.live.direction })
+    return out
+  }
+
+  /** The live link to `name`, if any. */
+  linkTo(name: string): Link | undefined {
+    return this.peers.get(name)?.live
+  }
+
+  /** Part every link, stop every dialler, close the sockets. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.liveness.stop()
+    this.release?.()
+    this.release = undefined
+    const part = encodePart(Part.CLOSE, 'closing')
+    for (const peer of [...this.peers.values()]) {
+      const link = peer.live
+      if (link !== undefined) {
+        void link.send([part])
+        peer.live = undefined
+        this.events.down(peer.name, 'CLOSED')
+      }
+      peer.dialler?.stop()
+    }
+    this.peers.clear()
+    this.acceptor.close()
+    this.router.close()
+  }
+
+  stats(): MeshStats {
+    const c = this.acceptor.counts()
+    return {
+      peers: this.peers.size,
+      inbound: c.inbound,
+      connections: c.connections,
+      unjoined: c.unjoined,
+      ignored: c.ignored,
+      dropped: this.acceptor.dropped + this.dialDropped,
+      refusedConnections: this.admission.refused,
+    }
+  }
+
+  // --- links ---------------------------------------------------------------
+
+  /** `link` has just been accepted (STAY sent or received): it serves the peer, or the tie-break parts one of two (section 12). */
+  private up(link: Link): void {
+    const peer = this.peer(link.peer)
+    const current = peer.live
+    if (current === undefined || current.state === 'closed') {
+      peer.live = link
+      // D25: an inbound link came up; a dialler that would lose to it stops joining.
+      if (link.direction === 'inbound' && peer.dialler !== undefined && !this.weDialFirst(peer.name)) peer.dialler.standby()
+      this.events.up(peer.name, link)
+      return
+    }
+    if (current === link) return
+    // Both links are up (D4, A20): the one dialled by the node whose name sorts first survives.
+    const outbound = link.direction === 'outbound' ? link : current
+    const inbound = link.direction === 'inbound' ? link : current
+    const keep = this.weDialFirst(peer.name) ? outbound : inbound
+    peer.live = keep
+    if (keep === outbound) this.acceptor.retire(inbound)
+    else {
+      void outbound.send([encodePart(Part.CROSS, 'the other connection between us wins')])
+      peer.dialler?.standby()
+    }
+  }
+
+  /** `link` is gone for `reason`; the peer is down unless another link serves it. */
+  private lost(link: Link, reason: DownReason): void {
+    link.close()
+    const peer = this.peers.get(link.peer)
+    if (peer === undefined || peer.live !== link) return
+    peer.live = undefined
+    this.events.down(peer.name, reason)
+    // D24: our dialler standing by takes over.
+    const dialler = peer.dialler
+    if (!this.closed && dialler !== undefined && link.direction === 'inbound' && dialler.state === 'standby') dialler.resume()
+    this.forgetIfUnused(peer)
+  }
+
+  /** Encrypted nodes: cut `link` if its key is no longer allowed (PART AUTH on it; down AUTH). */
+  private recheck(link: Link): boolean {
+    if (this.identity === undefined || link.state === 'closed' || this.identity.allows(link.peer)) return false
+    void link.send([encodePart(Part.AUTH, 'your key is no longer authorised here')])
+    if (link.direction === 'inbound') {
+      this.acceptor.drop(link)
+      this.lost(link, 'AUTH')
+    } else {
+      this.lost(link, 'AUTH')
+      this.peers.get(link.peer)?.dialler?.resume()
+    }
+    return true
+  }
+
+  /** Does the link we dial win over the one `name` dials? */
+  private weDialFirst(name: string): boolean {
+    return Buffer.compare(this.nameBytes, Buffer.from(name)) < 0
+  }
+
+  private peer(name: string): Peer {
+    let peer = this.peers.get(name)
+    if (peer === undefined) {
+      peer = { name, dialler: undefined, live: undefined }
+      this.peers.set(name, peer)
+    }
+    return peer
+  }
+
+  private forgetIfUnused(peer: Peer): void {
+    if (peer.dialler === undefined && peer.live === undefined && this.acceptor.linkOf(peer.name) === undefined) this.peers.delete(peer.name)
+  }
+
+  /** What JOIN and STAY announce as maxPart: our maxMessageSize, as far as the field's 32 bits go. */
+  private get maxPart(): number {
+    return Math.min(this.options.maxMessageSize, MAX_UINT32)
+  }
+
+  private makeLink(
+    peer: string,
+    direction: 'outbound' | 'inbound',
+    hello: Join | Stay,
+    write: (parts: Uint8Array[]) => Promise<Delivery>,
+  ): Link {
+    const link = new Link(peer, direction, hello.incarnation, hello.window, write, this.linkOptions, this.clock.now())
+    // Pack only for a peer that announced it reads packed parts, and never beyond what either side accepts.
+    link.packUpTo(Math.min(hello.maxPart ?? 0, this.options.maxMessageSize))
+    return link
+  }
+
+  private failed = (error: unknown): void => {
+    this.events.dropped(new BilateralError('INTERNAL', `failed while handling a message: ${String(error)}`, { cause: error }))
+  }
+
+  // --- hosts of the sub-machines -----------------------------------------
+
+  private makeDialHost(): DialHost {
+    return {
+      clock: this.clock,
+      timing: this.options,
+      open: (address: string, peer: string, events: DealerEvents): DialPort => {
+        if (!this.fds.take(FDS_PER_DIAL)) {
+          throw new BilateralError('SOCKET', `cannot dial ${address}: too few file descriptors left (${this.fds.describe()})`, { peer })
+        }
+        return new DealerPort(address, this.identity === undefined ? undefined : peer, this.settings, events)
+      },
+      join: (peer: string, challenge: Uint8Array | undefined): Uint8Array =>
+        encodeJoin({
+          network: this.options.network,
+          name: this.options.name,
+          proof: this.identity?.proof(peer, challenge),
+          target: peer,
+          maxPart: this.maxPart,
+          incarnation: this.limits.incarnation,
+          window: this.limits.window,
+        }),
+      checkStay: (peer: string, address: string, stay: Stay): { code: ErrorCode; message: string } | undefined => {
+        if (stay.name !== peer)
+          return { code: 'WRONG_NAME', message: `expected ${peer} at ${address}, found ${JSON.stringify(clip(stay.name, 64))}` }
+        if (stay.network !== this.options.network)
+          return { code: 'NETWORK_MISMATCH', message: `network ${JSON.stringify(clip(stay.network, 64))} is not ours` }
+        return undefined
+      },
+      makeLink: (peer, stay, write) => this.makeLink(peer, 'outbound', stay, write),
+      up: (_dialler, link) => this.up(link),
+      lost: (link, reason) => this.lost(link, reason),
+      served: (peer) => {
+        const live = this.peers.get(peer)?.live
+        return live !== undefined && live.direction === 'inbound'
+      },
+      refused: (peer, error) => this.events.refused(peer, error),
+      data: (link, frame) => this.events.data(link, frame),
+      dropped: (peer: string, error: CodecError) => {
+        this.dialDropped++
+        this.events.dropped(new BilateralError('PROTOCOL', `dropped a message: ${error.message}`, { peer, cause: error }))
+      },
+      consumed: (link, bytes) => link.consumed(bytes),
+      failed: this.failed,
+    }
+  }
+
+  private acceptHost(): AcceptHost {
+    const mesh = this
+    return {
+      clock: this.clock,
+      timing: this.options,
+      network: this.options.network,
+      name: this.options.name,
+      maxPeers: this.options.maxPeers,
+      maxMessage: this.options.maxMessageSize + 2 * MAX_BYTES,
+      verifier: this.identity?.verifier,
+      admission: this.admission,
+      send: (id, parts) => this.router.deliver(id, parts),
+      stay: () =>
+        encodeStay({
+          network: this.options.network,
+          name: this.options.name,
+          maxPart: this.maxPart,
+          incarnation: this.limits.incarnation,
+          window: this.limits.window,
+        }),
+      makeLink: (join, write) => this.makeLink(join.name, 'inbound', join, write),
+      peerCount: () => {
+        let n = 0
+        for (const p of mesh.peers.values()) if (p.live !== undefined) n++
+        return n
+      },
+      isPeer: (name) => this.peers.get(name)?.live !== undefined,
+      servedByDial: (name) => this.peers.get(name)?.live?.direction === 'outbound',
+      dialState: (name) => this.peers.get(name)?.dialler?.state,
+      up: (link) => this.up(link),
+      lost: (link, reason) => this.lost(link, reason),
+      crossed: (link) => {
+        const peer = this.peers.get(link.peer)
+        this.acceptor.crossedLink(link)
+        if (peer?.live === link) {
+          // A17: it no longer serves the peer; it stays open a moment for stragglers.
+          peer.live = undefined
+          this.events.down(peer.name, 'PART')
+          if (!this.closed && peer.dialler?.state === 'standby') peer.dialler.resume()
+        }
+      },
+      data: (link, frame) => this.events.data(link, frame),
+      consumed: (link, bytes) => link.consumed(bytes),
+      refused: (name, error) => this.events.refused(name, error),
+      dropped: (error) => this.events.dropped(error),
+      revoked: (link) => this.recheck(link),
+      failed: this.failed,
+    }
+  }
+
+  private livenessHost(): LivenessHost {
+    const mesh = this
+    return {
+      clock: this.clock,
+      *live() {
+        for (const p of mesh.peers.values()) if (p.live !== undefined) yield p.live
+      },
+      *links() {
+        yield* mesh.acceptor.links()
+        for (const p of mesh.peers.values()) {
+          const l = p.dialler?.link
+          if (l !== undefined && l.state !== 'closed') yield l
+        }
+      },
+      tick: (link) => void link.send([TICK]),
+      stalled: (link) => {
+        if (link.direction === 'inbound') this.acceptor.drop(link)
+        this.lost(link, 'TIMEOUT')
+        if (link.direction === 'outbound') this.peers.get(link.peer)?.dialler?.resume()
+      },
+      recheck: (link) => void this.recheck(link),
+      expire: (now) => this.acceptor.expire(now),
+      forgive: (late, now) => {
+        for (const link of this.livenessHostLinks()) link.lastHeard = Math.min(now, link.lastHeard + late)
+        this.acceptor.forgive(late)
+      },
+    }
+  }
+
+  private *livenessHostLinks(): Iterable<Link> {
+    for (const p of this.peers.values()) if (p.live !== undefined) yield p.live
+  }
+}

@@ -1,0 +1,488 @@
+/**
+ * The socket adapter: the only file that imports `zeromq`. It owns one ROUTER
+ * for the addresses a node listens on, one DEALER per dialled peer, and the
+ * ZAP handler every node's ROUTER asks during each handshake. It runs one
+ * receive loop per socket and sends without ever awaiting: every socket has
+ * `sendTimeout` 0, so a send either queues at once or fails at once.
+ *
+ * What libzmq tells us in order with the data, so nothing has to poll a
+ * socket that is being read (reading `readable` there consumes libzmq's
+ * edge-triggered wake-up and stalls the receive loop):
+ * - ROUTER: a new connection arrives as an empty message (ROUTER_NOTIFY), a
+ *   closed one as the one-byte message {@link GONE} (DISCONNECT_MSG), after
+ *   everything that connection sent.
+ * - DEALER: a dropped connection arrives as {@link GONE} (HICCUP_MSG), after
+ *   everything it sent.
+ * A peer can send either itself; the layer above treats that as the peer
+ * hurting only its own connection.
+ */
+import * as zmq from 'zeromq'
+
+/** libzmq's draft options and flags this adapter uses (zmq_draft.h, libzmq 4.3.5). */
+const ZMQ_ROUTER_NOTIFY = 97
+const ZMQ_NOTIFY_CONNECT = 1
+const ZMQ_RECONNECT_STOP = 109
+const ZMQ_RECONNECT_STOP_CONN_REFUSED = 0x1
+const ZMQ_RECONNECT_STOP_HANDSHAKE_FAILED = 0x2
+const ZMQ_DISCONNECT_MSG = 111
+const ZMQ_HICCUP_MSG = 114
+
+/** The message libzmq delivers in place of a closed connection: `0xc1`, a byte msgpack never uses, so no frame is ever this. */
+export const GONE = Buffer.from([0xc1])
+
+const ZAP_ENDPOINT = 'inproc://zeromq.zap.01'
+
+export interface SocketSettings {
+  linger: number
+  maxMessageSize: number
+  reconnectMin: number
+  reconnectMax: number
+  /** ZMTP heartbeats, run by libzmq's I/O thread even while JavaScript is busy: a PING every `heartbeatInterval` ms. */
+  heartbeatInterval: number
+  /** Close a connection that has sent nothing for this long after a PING, ms. */
+  heartbeatTimeout: number
+  /** Asks the other side to close the connection after this long without traffic from us, ms. */
+  heartbeatTimeToLive: number
+  /** A connection that has not completed the ZMTP handshake by then is closed, ms. */
+  handshakeInterval: number
+  /** Messages libzmq queues per connection, each way. */
+  queue: number
+  /** CURVE keys (Z85) of an encrypted node; absent for plaintext. */
+  curve?: { publicKey: string; secretKey: string }
+}
+
+/** A failed ZMTP handshake or connection attempt, as the layer above reports it. */
+export type HandshakeFailure = {
+  /** `AUTH`: the ZAP handler refused the key. `HANDSHAKE`: anything else. */
+  code: 'AUTH' | 'HANDSHAKE'
+  /** What happened, in words a user can act on. */
+  why: string
+  address: string
+}
+
+/**
+ * libzmq caps a context at 1023 sockets by default, and every dialled peer
+ * costs three (the DEALER and its monitor pair), so a node with a few hundred
+ * peers would hit it. Our context raises the cap; the process's fd limit
+ * still applies (fds.ts).
+ */
+const MAX_SOCKETS = 65_536
+
+/** The context of every node's sockets (not zeromq's global one, whose settings belong to the application). */
+let shared: zmq.Context | undefined
+function context(): zmq.Context {
+  shared ??= new zmq.Context({ maxSockets: MAX_SOCKETS })
+  return shared
+}
+
+// --- ZAP ---------------------------------------------------------------------
+
+/** What a ZAP request tells about a connecting socket (RFC 27). */
+export interface ZapRequest {
+  /** The peer's IP address, without the port. */
+  address: string
+  mechanism: string
+  /** The client's CURVE public key, 32 bytes (CURVE only). */
+  key?: Uint8Array
+}
+
+/**
+ * How one node's handshakes are decided. Requests come one at a time: after
+ * an admission, the next request waits until `settled` resolves, so the
+ * node can tell which of the connections that then appear it admitted.
+ */
+export interface ZapPolicy {
+  decide(request: ZapRequest): boolean
+  settled(request: ZapRequest): Promise<void>
+}
+
+interface Domain {
+  policy: ZapPolicy
+  queue: { reply: (ok: boolean) => void; request: ZapRequest }[]
+  busy: boolean
+}
+
+/**
+ * The one ZAP handler of our context. libzmq asks it during every handshake
+ * on a ROUTER that has a ZAP domain; each node's ROUTER has a domain of its
+ * own, and its requests are decided one at a time, in order, by that node.
+ * A domain nobody holds is refused: the handler fails closed.
+ */
+class ZapServer {
+  private socket: zmq.Router | undefined
+  private ready: Promise<void> = Promise.resolve()
+  private readonly domains = new Map<string, Domain>()
+  private next = 0
+
+  /** Hold a fresh domain decided by `policy`; `ready` resolves once the handler is bound. */
+  register(policy: ZapPolicy): { domain: string; ready: Promise<void>; release(): void } {
+    const domain = `bilateral/${process.pid}/${this.next++}`
+    this.domains.set(domain, { policy, queue: [], busy: false })
+    if (this.socket === undefined) {
+      const socket = new zmq.Router({ context: context(), linger: 0 })
+      this.socket = socket
+      this.ready = bindWhenFree(socket)
+      void this.loop(socket)
+    }
+    return {
+      domain,
+      ready: this.ready,
+      release: () => {
+        this.domains.delete(domain)
+        if (this.domains.size === 0) this.close()
+      },
+    }
+  }
+
+  private close(): void {
+    this.socket?.close()
+    this.socket = undefined
+  }
+
+  private async loop(socket: zmq.Router): Promise<void> {
+    try {
+      await this.ready
+      for (;;) {
+        const [routingId, empty, version, requestId, domainName, address, , mechanism, key] = await socket.receive()
+        const reply = (ok: boolean): void => {
+          const answer = [routingId!, empty!, '1.0', requestId!, ok ? '200' : '400', ok ? 'OK' : 'refused', '', '']
+          if (this.socket === socket) void socket.send(answer).catch(() => undefined)
+        }
+        const domain = this.domains.get(domainName?.toString() ?? '')
+        if (domain === undefined || version?.toString() !== '1.0') {
+          reply(false)
+          continue
+        }
+        const m = mechanism?.toString() ?? ''
+        domain.queue.push({ reply, request: { address: address?.toString() ?? '', mechanism: m, key: m === 'CURVE' ? key : undefined } })
+        void this.pump(domain)
+      }
+    } catch {
+      // Closed, or the endpoint is taken: handshakes then fail closed in libzmq.
+    }
+  }
+
+  /** Decide `domain`'s requests one after the other. */
+  private async pump(domain: Domain): Promise<void> {
+    if (domain.busy) return
+    domain.busy = true
+    try {
+      for (let item = domain.queue.shift(); item !== undefined; item = domain.queue.shift()) {
+        let ok = false
+        try {
+          ok = domain.policy.decide(item.request) === true
+        } catch {
+          ok = false
+        }
+        item.reply(ok)
+        if (ok) await domain.policy.settled(item.request)
+      }
+    } finally {
+      domain.busy = false
+    }
+  }
+}
+
+const zap = new ZapServer()
+
+/**
+ * Bind the ZAP endpoint. A handler just closed (its last node closed) frees
+ * it a moment later, in libzmq's reaper thread: until then, retry.
+ */
+async function bindWhenFree(socket: zmq.Router): Promise<void> {
+  for (let tries = 0; ; tries++) {
+    try {
+      socket.bindSync(ZAP_ENDPOINT)
+      return
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== 'EADDRINUSE' || tries >= 200) throw error
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+  }
+}
+
+// --- ROUTER ------------------------------------------------------------------
+
+export interface RouterEvents {
+  /** A connection completed its handshake (libzmq's connect notification). */
+  connect(routingId: Buffer): void
+  /** A message from a connection. */
+  message(routingId: Buffer, parts: Buffer[]): void
+  /** A connection closed; everything it sent came before. */
+  disconnect(routingId: Buffer): void
+  /** A handshake on this socket failed. */
+  handshakeFailed(failure: HandshakeFailure): void
+  /** Handling one message threw, or the receive loop failed. */
+  failed(error: unknown): void
+}
+
+/** What became of a message sent to one routing id: queued, refused for a full queue, or refused because no such connection exists. */
+export type Delivery = 'sent' | 'full' | 'gone'
+
+/** The ROUTER socket peers dial into. Created on the first `bind()`; every handshake on it goes through `decide` (ZAP). */
+export class RouterPort {
+  private socket: zmq.Router | undefined
+  private closed = false
+  private zap: { domain: string; ready: Promise<void>; release(): void } | undefined
+  /** TCP connections libzmq holds, handshaking or not, by its monitor (accepted minus disconnected). */
+  tcpConnections = 0
+
+  constructor(
+    private readonly settings: SocketSettings,
+    private readonly policy: ZapPolicy,
+    private readonly events: RouterEvents,
+  ) {}
+
+  /**
+   * Bind to `address`; resolves to the bound endpoint (with the port the
+   * system chose for `*`). The bind itself is synchronous: zeromq.js's async
+   * bind blocks the whole socket (EBUSY) while a worker thread binds, and a
+   * receive or send in that window failed.
+   */
+  async bind(address: string): Promise<string> {
+    if (this.zap === undefined) {
+      this.zap = zap.register(this.policy)
+    }
+    await this.zap.ready
+    const socket = this.open()
+    socket.bindSync(address)
+    return socket.lastEndpoint ?? address
+  }
+
+  /** Send to the peer behind `routingId`: 'gone' once libzmq has closed that connection (ROUTER_MANDATORY), 'full' if its queue is. */
+  deliver(routingId: Buffer, parts: Uint8Array[]): Promise<Delivery> {
+    const socket = this.socket
+    if (socket === undefined || this.closed) return Promise.resolve('gone')
+    try {
+      return socket.send([routingId, ...parts]).then(sent, delivery)
+    } catch (error) {
+      return Promise.resolve(delivery(error))
+    }
+  }
+
+  /**
+   * Close; queued frames (PART) get `linger` ms to leave. Not unbind() first:
+   * libzmq's unbind also tears down the accepted connections, and racing that
+   * with close aborted the process (an assertion in libzmq's pipe.cpp).
+   * The ZAP domain goes last: a handshake in flight is refused, not admitted.
+   */
+  close(): void {
+    this.closed = true
+    this.socket?.close()
+    this.zap?.release()
+  }
+
+  private open(): zmq.Router {
+    if (this.socket !== undefined) return this.socket
+    const s = this.settings
+    const socket = new zmq.Router({
+      ...(s.curve === undefined ? {} : { curveServer: true, curveSecretKey: s.curve.secretKey, curvePublicKey: s.curve.publicKey }),
+      zapDomain: this.zap!.domain,
+      mandatory: true,
+      ...common(s),
+    })
+    try {
+      const raw = socket as unknown as RawOptions
+      raw.setInt32Option(ZMQ_ROUTER_NOTIFY, ZMQ_NOTIFY_CONNECT)
+      raw.setStringOption(ZMQ_DISCONNECT_MSG, GONE)
+      watchHandshakes(socket, (failure) => {
+        if (!this.closed) this.events.handshakeFailed(failure)
+      })
+      socket.events.on('accept', () => this.tcpConnections++)
+      socket.events.on('disconnect', () => this.tcpConnections--)
+    } catch (error) {
+      socket.close()
+      throw error
+    }
+    this.socket = socket
+    void this.loop(socket)
+    return socket
+  }
+
+  private async loop(socket: zmq.Router): Promise<void> {
+    const events = this.events
+    try {
+      // receive() itself, not the async iterator, which adds a promise and an async call per message.
+      for (;;) {
+        const parts = await socket.receive()
+        const routingId = parts.shift()
+        if (routingId === undefined || this.closed) continue
+        // One bad message (or a throwing event listener above us) must not end the loop.
+        try {
+          if (parts.length === 1 && parts[0]!.length <= 1) {
+            if (parts[0]!.length === 0) events.connect(routingId)
+            else if (parts[0]![0] === GONE[0]) events.disconnect(routingId)
+            else events.message(routingId, parts)
+          } else events.message(routingId, parts)
+        } catch (error) {
+          events.failed(error)
+        }
+      }
+    } catch (error) {
+      if (!this.closed) events.failed(error)
+    }
+  }
+}
+
+// --- DEALER ------------------------------------------------------------------
+
+export interface DealerEvents {
+  /** A message from the peer. */
+  message(parts: Buffer[]): void
+  /** The connection completed its handshake. */
+  connected(): void
+  /** The connection dropped; everything it sent came before. libzmq reconnects by itself unless the socket is closed. */
+  dropped(): void
+  /** The connection was refused: libzmq gives up on this socket, only a new one will try again. */
+  unreachable(why: string): void
+  /** The handshake failed: libzmq gives up on this socket, only a new one will try again. */
+  failed(failure: HandshakeFailure): void
+  /** Handling one message threw, or the receive loop failed. */
+  error(error: unknown): void
+}
+
+/** One DEALER dialled to one peer address. */
+export class DealerPort {
+  private readonly socket: zmq.Dealer
+  private closed = false
+  /** Whether a connection has completed its ZeroMQ handshake and not dropped since. */
+  connected = false
+
+  /**
+   * Dial `address`; on an encrypted node, `serverKey` is the peer's public key
+   * and the CURVE handshake proves the peer holds its secret.
+   *
+   * Not `immediate`: with it, libzmq drops messages already received but not
+   * yet read when the connection closes. Without it, messages sent while
+   * disconnected queue (up to the queue size) and go out on connect.
+   * libzmq does not retry a refused connection or a failed handshake by
+   * itself (it reset its interval after every TCP connect and retried every
+   * `reconnectMin` for ever); the dialler does, after its own back-off.
+   *
+   * Throws if the socket cannot be made; nothing is left open then.
+   */
+  constructor(
+    address: string,
+    serverKey: string | undefined,
+    settings: SocketSettings,
+    private readonly events: DealerEvents,
+  ) {
+    const curve =
+      settings.curve === undefined || serverKey === undefined
+        ? {}
+        : { curveServerKey: serverKey, curvePublicKey: settings.curve.publicKey, curveSecretKey: settings.curve.secretKey }
+    const socket = new zmq.Dealer({
+      ...curve,
+      reconnectInterval: settings.reconnectMin,
+      reconnectMaxInterval: settings.reconnectMax,
+      ...common(settings),
+    })
+    try {
+      const raw = socket as unknown as RawOptions
+      raw.setStringOption(ZMQ_HICCUP_MSG, GONE)
+      raw.setInt32Option(ZMQ_RECONNECT_STOP, ZMQ_RECONNECT_STOP_CONN_REFUSED | ZMQ_RECONNECT_STOP_HANDSHAKE_FAILED)
+      socket.events.on('handshake', () => {
+        this.connected = true
+        if (!this.closed) events.connected()
+      })
+      watchHandshakes(socket, (failure) => {
+        if (!this.closed) events.failed(failure)
+      })
+      // The connecter closed without a connection: refused (with RECONNECT_STOP, libzmq stops there).
+      socket.events.on('close', () => {
+        if (!this.closed && !this.connected) events.unreachable('connection refused')
+      })
+      socket.connect(address)
+    } catch (error) {
+      socket.close()
+      throw error
+    }
+    this.socket = socket
+    void this.loop()
+  }
+
+  /** Queue `parts` as one message: 'full' if the queue is, 'gone' once the socket is closed. */
+  send(parts: Uint8Array[]): Promise<Delivery> {
+    if (this.closed) return Promise.resolve('gone')
+    try {
+      return this.socket.send(parts).then(sent, full)
+    } catch {
+      return Promise.resolve('full')
+    }
+  }
+
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.socket.close()
+  }
+
+  private async loop(): Promise<void> {
+    const events = this.events
+    try {
+      for (;;) {
+        const parts = await this.socket.receive()
+        if (this.closed) return
+        try {
+          if (parts.length === 1 && parts[0]!.length === 1 && parts[0]![0] === GONE[0]) {
+            this.connected = false
+            events.dropped()
+          } else events.message(parts)
+        } catch (error) {
+          events.error(error)
+        }
+      }
+    } catch (error) {
+      if (!this.closed) events.error(error)
+    }
+  }
+}
+
+// --- shared ------------------------------------------------------------------
+
+/** zeromq.js's option setters for options it has no property for (protected in its types). */
+interface RawOptions {
+  setInt32Option(option: number, value: number): void
+  setStringOption(option: number, value: string | Buffer | null): void
+}
+
+/** What every socket of ours sets: our context, sends that never wait, the queues, limits and heartbeats. */
+function common(s: SocketSettings): Partial<zmq.Router & zmq.Dealer> & { context: zmq.Context } {
+  return {
+    context: context(),
+    sendTimeout: 0,
+    receiveHighWaterMark: s.queue,
+    sendHighWaterMark: s.queue,
+    linger: s.linger,
+    maxMessageSize: s.maxMessageSize,
+    handshakeInterval: s.handshakeInterval,
+    heartbeatInterval: s.heartbeatInterval,
+    heartbeatTimeout: s.heartbeatTimeout,
+    heartbeatTimeToLive: s.heartbeatTimeToLive,
+  }
+}
+
+/** What a failed handshake means, from the monitor's event: said as a user would need to hear it. */
+function watchHandshakes(socket: zmq.Socket, report: (failure: HandshakeFailure) => void): void {
+  socket.events.on('handshake:error:auth', (e) => report({ code: 'AUTH', why: 'the key was refused', address: e.address }))
+  socket.events.on('handshake:error:protocol', (e) => {
+    const code = (e.error as { code?: string }).code ?? ''
+    const why =
+      code === 'ERR_ZMTP_MECHANISM_MISMATCH'
+        ? 'one side is encrypted and the other is not'
+        : `the ZeroMQ handshake failed (${code || e.error.message}): is it a bilateral node of this network?`
+    report({ code: 'HANDSHAKE', why, address: e.address })
+  })
+  socket.events.on('handshake:error:other', (e) =>
+    report({
+      code: 'HANDSHAKE',
+      why: `the peer closed the connection during the handshake (${(e.error as { code?: string }).code ?? e.error.message}): not a ZeroMQ endpoint, or, for an encrypted dial, it does not hold the key dialled`,
+      address: e.address,
+    }),
+  )
+}
+
+const full = (): Delivery => 'full'
+const sent = (): Delivery => 'sent'
+/** EHOSTUNREACH means the connection is gone; anything else (a full queue, EAGAIN) is 'full'. */
+const delivery = (error: unknown): Delivery => ((error as { code?: unknown } | undefined)?.code === 'EHOSTUNREACH' ? 'gone' : 'full')

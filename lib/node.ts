@@ -1,0 +1,478 @@
+/**
+ * The public node: listen, connect, register receivers, call and cast. It
+ * wires the call layer (calls we make, calls we serve) to the mesh (links
+ * and peers); neither knows the other.
+ */
+import { EventEmitter } from 'node:events'
+import { systemClock, type Clock } from './clock.js'
+import { OutgoingCalls, type CallResult } from './calls/outgoing.js'
+import { IncomingCalls, encodeWithin } from './calls/incoming.js'
+import { Registry, toPredicate, type CallContext, type RegisterOptions } from './calls/registry.js'
+import { BilateralError } from './errors.js'
+import { checkFreshProof, checkJoinProof, derivePublicKey, isZ85Key, makeFreshProof, makeJoinProof, randomBytes } from './crypto.js'
+import { z85Encode } from './z85.js'
+import type { Link } from './mesh/link.js'
+import { Mesh, type DownReason, type Identity, type MeshStats } from './mesh/mesh.js'
+import { checkName, checkTimeout, resolveOptions, type BilateralOptions, type ResolvedOptions } from './options.js'
+import { Codec } from './wire/codec.js'
+import { FrameType, MAX_METHOD_BYTES, NONCE_BYTES, encodeCall, encodeCast, type DataFrame } from './wire/frames.js'
+
+export interface CallOptions {
+  /** How long to wait for replies, ms (1 to 2147483647). Default: the node's `callTimeout` (2000). */
+  timeout?: number
+}
+
+export interface WaitOptions {
+  /** How long to wait, ms (1 to 2147483647). Default: the node's `callTimeout` (2000). */
+  timeout?: number
+}
+
+/** Events a node emits, with their listeners' arguments. */
+export interface BilateralEvents {
+  /** A peer became active (after JOIN/STAY, in either direction). */
+  'peer:up': [name: string]
+  /** An active peer went down. */
+  'peer:down': [name: string, reason: DownReason]
+  /** A join was refused, by us or by the peer; the error's `code` says why. */
+  'peer:refused': [name: string, error: BilateralError]
+  /** A cast's handler threw or rejected (there is no caller to tell). */
+  'cast:error': [error: unknown, ctx: CallContext]
+  /** A message from a peer was dropped (undecodable, unknown frame, beyond every limit). */
+  'frame:dropped': [error: BilateralError]
+  /** Encrypted nodes: a key outside `authorizedKeys` tried to connect and was refused during the handshake. */
+  'auth:rejected': [publicKey: string]
+  /** A ZeroMQ handshake on our listening socket failed; `error.code` is `AUTH` or `HANDSHAKE`. */
+  'handshake:error': [error: BilateralError]
+  /** A connection to our listening socket was refused during its handshake for a limit (`maxConnections`, `maxConnectionsPerAddress`, file descriptors). */
+  'connection:refused': [address: string, reason: string]
+}
+
+/** What `stats()` returns: table sizes (all zero after close()) and counters. */
+export interface BilateralStats extends MeshStats {
+  /** Calls we made that are outstanding. */
+  pending: number
+  timerQueues: number
+  /** Peers with calls of ours outstanding. */
+  inflight: number
+  /** Handlers running for remote callers, and the bytes of arguments they hold. */
+  running: number
+  runningBytes: number
+  /** Answers whose caller's connection was gone: dropped, never sent to another process under its name. */
+  repliesDropped: number
+  /** Answers that settled nothing: to no call of ours, or from another process under the peer's name. */
+  strayReplies: number
+}
+
+/** The encoded CALL/CAST envelope besides the method name (array, version, type, call id, string header), bytes. */
+const ENVELOPE_OVERHEAD = 16
+/** Messages libzmq may queue per connection beyond a peer's window: control frames, which need none. */
+const CONTROL_SLACK = 64
+/** Our receive window in messages (PROTOCOL.md 3.3); in bytes it is `maxQueuedBytes`. */
+export const WINDOW_MESSAGES = 1024
+
+export class Bilateral extends EventEmitter<BilateralEvents> {
+  /** This node's name. */
+  readonly name: string
+  /** This node's network name. */
+  readonly network: string
+  private readonly options: ResolvedOptions
+  private readonly registry: Registry
+  private readonly outgoing: OutgoingCalls
+  private readonly incoming: IncomingCalls
+  private readonly mesh: Mesh
+  private closed = false
+  private readonly waiters = new Set<Waiter>()
+
+  /** @param clock for tests only: the time source of every timer. */
+  constructor(options: BilateralOptions, clock: Clock = systemClock) {
+    super()
+    this.options = resolveOptions(options)
+    const o = this.options
+    this.name = o.name
+    this.network = o.network
+    this.registry = new Registry(o.defaultExposure)
+    const codec = new Codec()
+    this.outgoing = new OutgoingCalls(clock, codec)
+    this.incoming = new IncomingCalls(this.registry, codec, o, {
+      liveLink: (peer) => this.mesh.linkTo(peer),
+      castError: (error, ctx) => this.emit('cast:error', error, ctx),
+      encode: (value, method) => encodeWithin(value, o.maxMessageSize, `the result of ${method}`),
+    })
+    const run = incarnation()
+    // The time a stalled peer may leave unanswered pings, in TICKs and TOCKs, plus the join handshake and CREDITs.
+    const queue = WINDOW_MESSAGES + Math.ceil((2 * o.stallTimeout) / o.pingInterval) + CONTROL_SLACK
+    this.mesh = new Mesh(
+      o,
+      clock,
+      {
+        up: (peer) => {
+          for (const waiter of [...this.waiters]) waiter.up(peer)
+          this.emit('peer:up', peer)
+        },
+        down: (peer, reason) => {
+          // A peer that left, restarted or lost its connection will not answer; one that stalled (TIMEOUT) might yet.
+          if (reason !== 'TIMEOUT' && reason !== 'CLOSED') this.outgoing.failPeer(peer, 'PEER_DOWN', `${peer} is down (${reason})`)
+          for (const waiter of this.waiters) waiter.down(peer)
+          this.emit('peer:down', peer, reason)
+        },
+        refused: (peer, error) => this.emit('peer:refused', peer, error),
+        data: (link, frame) => this.onData(link, frame),
+        dropped: (error) => this.emit('frame:dropped', error),
+        handshakeFailed: (error) => this.emit('handshake:error', error),
+        authRejected: (key) => this.emit('auth:rejected', key),
+        connectionRefused: (address, why) => this.emit('connection:refused', address, why),
+      },
+      this.identity(run),
+      { window: { messages: WINDOW_MESSAGES, bytes: o.maxQueuedBytes }, backlog: o.maxQueuedBytes, queue, incarnation: run },
+    )
+  }
+
+  /** Whether this node encrypts its traffic (it was given a keypair). */
+  get encrypted(): boolean {
+    return this.options.keypair !== undefined
+  }
+
+  private identity(own: Uint8Array): Identity | undefined {
+    const keys = this.options.keypair
+    if (keys === undefined) return undefined
+    if (derivePublicKey(keys.secretKey) !== keys.publicKey) {
+      throw new BilateralError('INVALID_ARGUMENT', 'option keypair: publicKey does not belong to secretKey')
+    }
+    const { network, legacyJoinProofs } = this.options
+    const authorized = toPredicate(this.options.authorizedKeys ?? (() => true))
+    // Keys we dial are trusted for the connection we asked for, whichever side opens it, until disconnect().
+    const allows = (key: string): boolean => authorized(key) || this.mesh.isDialling(key)
+    return {
+      publicKey: keys.publicKey,
+      proof: (peer, challenge) =>
+        challenge === undefined
+          ? makeJoinProof(network, keys.secretKey, peer)
+          : makeFreshProof(network, keys.secretKey, peer, challenge, own),
+      verifier: {
+        nonce: () => randomBytes(NONCE_BYTES),
+        verify: (join, nonce) => {
+          // The claimed name must be admissible too: holding an allowed key and another key's secret must not let that other key in.
+          if (!allows(join.name)) return 'this key is not authorised here'
+          if (
+            join.incarnation !== undefined &&
+            nonce !== undefined &&
+            checkFreshProof(join.proof, network, join.name, keys.secretKey, nonce, join.incarnation)
+          ) {
+            return undefined
+          }
+          const staticProof = checkJoinProof(join.proof, network, join.name, keys.secretKey)
+          // A dialler of this release sends its first JOIN before our CHALLENGE reaches it; its answer follows.
+          if (join.incarnation !== undefined && staticProof) return 'wait'
+          if (staticProof && legacyJoinProofs) return undefined
+          return staticProof
+            ? 'the JOIN proof does not answer our CHALLENGE (a dialler of an earlier release? see legacyJoinProofs)'
+            : 'the JOIN does not prove that the dialler holds the key it claims as its name'
+        },
+      },
+      admitsKey: (raw) => {
+        const key = z85Encode(raw)
+        if (allows(key)) return true
+        this.emit('auth:rejected', key)
+        return false
+      },
+      allows,
+    }
+  }
+
+  /**
+   * Bind to `address` (for example `tcp://127.0.0.1:*`) so peers can dial us.
+   * Resolves to the bound endpoint. May be called several times. An address
+   * in use is retried for up to 500 ms (a port a closed node just released is
+   * freed asynchronously). Rejects with `BIND_FAILED` or `CLOSED`.
+   */
+  async listen(address: string): Promise<string> {
+    this.assertOpen()
+    if (typeof address !== 'string') throw new BilateralError('INVALID_ARGUMENT', 'address must be a string')
+    const giveUp = performance.now() + BIND_RETRY_MS
+    for (;;) {
+      try {
+        return await this.mesh.listen(address)
+      } catch (error) {
+        const inUse = (error as { code?: unknown }).code === 'EADDRINUSE'
+        if (!inUse || performance.now() >= giveUp || this.closed) {
+          throw new BilateralError('BIND_FAILED', `cannot listen on ${address}: ${(error as Error).message}`, { cause: error })
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20))
+      }
+    }
+  }
+
+  /**
+   * Expose `receiver`'s methods to peers as `name.Method` (name defaults to
+   * the class name). `options.peers` limits who may call it (others get
+   * NO_SUCH_METHOD, so nothing leaks about what exists); `options.methods`
+   * exposes only the listed methods. Returns the full method names exposed.
+   * Throws `ALREADY_REGISTERED` or `INVALID_ARGUMENT`.
+   */
+  register(receiver: object, name?: string, options?: RegisterOptions): string[] {
+    this.assertOpen()
+    return this.registry.register(receiver, name, options)
+  }
+
+  /**
+   * Dial peer `name` at `address` and keep the connection up (rejoining with
+   * back-off) until `disconnect(name)` or `close()`. Returns at once.
+   * Throws `LOOPBACK` (our own name), `ALREADY_CONNECTED`, `INVALID_ARGUMENT`,
+   * `SOCKET` (no socket could be made: too few file descriptors are left).
+   */
+  connect(name: string, address: string): void {
+    this.assertOpen()
+    checkName('peer name', name)
+    if (name === this.name)
+      throw new BilateralError('LOOPBACK', `cannot connect to ourselves (${name}): loopback forbidden`, { peer: name })
+    if (this.encrypted && !isZ85Key(name)) {
+      throw new BilateralError('INVALID_ARGUMENT', 'an encrypted node connects to peers by their public key (40-character Z85)', {
+        peer: name,
+      })
+    }
+    if (typeof address !== 'string' || !/^[a-z]+:\/\/./.test(address)) {
+      throw new BilateralError('INVALID_ARGUMENT', `address ${JSON.stringify(address)} is not a ZeroMQ endpoint such as tcp://host:port`)
+    }
+    this.mesh.dial(name, address)
+  }
+
+  /**
+   * Stop dialling `name`; if the live link to it is the one we dialled, part it
+   * (the peer sees PART at once). Pending calls to it fail with `PEER_DOWN`.
+   * On an encrypted node, the trust that dialling gave its key ends too: an
+   * inbound link of that key that `authorizedKeys` does not allow is cut.
+   * Rejects with `NOT_CONNECTED` if we never connected to `name`.
+   */
+  async disconnect(name: string): Promise<void> {
+    this.assertOpen()
+    if (!this.mesh.isDialling(name)) throw new BilateralError('NOT_CONNECTED', `not connected to ${name}`, { peer: name })
+    this.mesh.stop(name)
+  }
+
+  /**
+   * Resolve once every peer in `names` is active. Rejects with `TIMEOUT`
+   * (naming the missing ones, with why each last failed where that is known)
+   * or `CLOSED`.
+   */
+  waitForPeers(names: readonly string[], options: WaitOptions = {}): Promise<void> {
+    if (this.closed) return Promise.reject(closedError())
+    if (!Array.isArray(names) || !names.every((n) => typeof n === 'string')) {
+      return Promise.reject(new TypeError('names must be an array of strings'))
+    }
+    let timeout: number
+    try {
+      timeout = options.timeout === undefined ? this.options.callTimeout : checkTimeout(options.timeout)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    const missing = new Set(names.filter((name) => this.mesh.linkTo(name) === undefined))
+    if (missing.size === 0) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = {
+        up: (name) => {
+          missing.delete(name)
+          if (missing.size === 0) waiter.settle()
+        },
+        down: (name) => {
+          if (names.includes(name)) missing.add(name)
+        },
+        settle: (error) => {
+          clearTimeout(timer)
+          this.waiters.delete(waiter)
+          if (error === undefined) resolve()
+          else reject(error)
+        },
+      }
+      const timer = setTimeout(() => {
+        const why = [...missing].map((name) => {
+          const failure = this.mesh.dialState(name)?.failure
+          return failure === undefined ? name : `${name} (${failure.message})`
+        })
+        waiter.settle(new BilateralError('TIMEOUT', `peers not active after ${timeout} ms: ${why.join(', ')}`))
+      }, timeout)
+      timer.unref()
+      this.waiters.add(waiter)
+    })
+  }
+
+  /** Names of the active peers, whichever side dialled. */
+  activeConnections(): string[] {
+    return this.mesh.activeNames()
+  }
+
+  /**
+   * Each active peer with the direction of the one connection that serves it:
+   * `outbound` if we dialled it, `inbound` if it dialled us.
+   */
+  links(): { peer: string; direction: 'outbound' | 'inbound' }[] {
+    return this.mesh.links()
+  }
+
+  /** Number of active peers. */
+  connectionCount(): number {
+    return this.mesh.activeNames().length
+  }
+
+  /**
+   * Call `method` on each peer in `to` (every active peer if empty) and gather
+   * one {@link CallResult} per peer: replies first in arrival order, then
+   * errors (`REMOTE`, `NO_SUCH_METHOD`, `NOT_CONNECTED`, `TIMEOUT`,
+   * `PEER_DOWN`, `OVERLOADED`, `CLOSED`). Resolves as soon as every peer has
+   * answered. Rejects with a TypeError for a bad timeout or arguments msgpack
+   * cannot carry faithfully, with `TOO_LARGE` for arguments or a method name
+   * beyond `maxMessageSize`, and with `CLOSED` after `close()`.
+   */
+  call<R = unknown>(to: readonly string[] = [], method: string, args?: unknown, options: CallOptions = {}): Promise<CallResult<R>[]> {
+    try {
+      this.assertOpen()
+      const timeout = options.timeout === undefined ? this.options.callTimeout : checkTimeout(options.timeout)
+      this.checkMethod(method)
+      const body = encodeWithin(args, this.options.maxMessageSize, 'the arguments')
+      const site: { stack?: string } = {}
+      if (this.options.callerStacks) Error.captureStackTrace(site, this.call)
+      const early: CallResult[] = []
+      const links = this.targets(to, early, this.options.maxInflight)
+      let resolve!: (results: CallResult[]) => void
+      const promise = new Promise<CallResult[]>((r) => (resolve = r))
+      const started = this.outgoing.start(links, timeout, early, site, resolve)
+      if (started !== undefined) {
+        const frame = [encodeCall(started.id, method), body]
+        for (const link of links) link.post(frame, started.tag)
+      }
+      return promise as Promise<CallResult<R>[]>
+    } catch (error) {
+      return Promise.reject(error)
+    }
+  }
+
+  /**
+   * Send `method(args)` to each peer in `to` (every active peer if empty)
+   * without waiting for any reply. Resolves to the names it was queued for;
+   * named peers that are not active, or not reading, are left out.
+   */
+  async cast(to: readonly string[] = [], method: string, args?: unknown): Promise<string[]> {
+    this.assertOpen()
+    this.checkMethod(method)
+    const body = encodeWithin(args, this.options.maxMessageSize, 'the arguments')
+    const frame = [encodeCast(method), body]
+    const links = this.targets(to, [])
+    for (const link of links) link.post(frame)
+    const sent = await Promise.all(links.map((link) => link.whenFlushed()))
+    return links.filter((_, i) => sent[i]).map((link) => link.peer)
+  }
+
+  /**
+   * Part from every peer, settle pending calls with `CLOSED`, close every
+   * socket and timer. Late results of running handlers are discarded.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.outgoing.failAll('CLOSED', 'the node was closed')
+    this.incoming.close()
+    for (const waiter of [...this.waiters]) waiter.settle(closedError())
+    await this.mesh.close()
+  }
+
+  /**
+   * Sizes of internal tables, all zero after close() (for leak checks), and
+   * counters: `dropped` messages from peers that were not decoded (each
+   * decoding failure is also `frame:dropped`), `refusedConnections` at the
+   * handshake, `repliesDropped` (answers whose caller's connection was gone:
+   * never sent to another process), `strayReplies` (answers to no call of
+   * ours, or from another process under the peer's name).
+   */
+  stats(): BilateralStats {
+    const { running, runningBytes } = this.incoming.size
+    return {
+      pending: this.outgoing.size,
+      timerQueues: this.outgoing.queueCount,
+      inflight: this.outgoing.peersWaited,
+      running,
+      runningBytes,
+      ...this.mesh.stats(),
+      repliesDropped: this.incoming.dropped,
+      strayReplies: this.outgoing.stray,
+    }
+  }
+
+  // --- internals -------------------------------------------------------------
+
+  /** Resolve `to` into live links; NOT_CONNECTED (and, given `limit`, OVERLOADED) entries go to `early`. */
+  private targets(to: readonly string[], early: CallResult[], limit = Infinity): Link[] {
+    if (!Array.isArray(to)) throw new TypeError('to must be an array of peer names')
+    const links: Link[] = []
+    const all = to.length === 0
+    const wanted = all ? this.mesh.activeNames() : to
+    // Names are unique when we list the active peers; a caller's list may repeat one (a Set only for long lists).
+    const seen = all || wanted.length < 16 ? undefined : new Set<string>()
+    for (const name of wanted) {
+      if (typeof name !== 'string') throw new TypeError('to must be an array of peer names')
+      if (!all && (seen === undefined ? links.some((l) => l.peer === name) || early.some((e) => e.from === name) : seen.has(name))) continue
+      seen?.add(name)
+      const link = this.mesh.linkTo(name)
+      if (link === undefined) {
+        early.push({ from: name, ok: false, error: new BilateralError('NOT_CONNECTED', `${name} is not connected`, { peer: name }) })
+      } else if (this.outgoing.inflight(name) >= limit) {
+        const error = new BilateralError('OVERLOADED', `${limit} calls to ${name} are already outstanding (maxInflight)`, { peer: name })
+        early.push({ from: name, ok: false, error })
+      } else {
+        links.push(link)
+      }
+    }
+    return links
+  }
+
+  private onData(link: Link, frame: DataFrame): void {
+    switch (frame.type) {
+      case FrameType.CALL:
+      case FrameType.CAST:
+        return this.incoming.serve(link, frame)
+      case FrameType.REPLY:
+        return this.outgoing.reply(link, frame.id, frame.body)
+      case FrameType.ERROR:
+        return this.outgoing.error(link, frame.id, frame.code, frame.name, frame.message, frame.remoteCode)
+    }
+  }
+
+  /** A method name of at most 1024 bytes that fits in an envelope a peer with our maxMessageSize accepts. */
+  private checkMethod(method: unknown): asserts method is string {
+    if (typeof method !== 'string' || method.length === 0) throw new TypeError('method must be a non-empty string')
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: most names need no counting.
+    if (3 * method.length <= MAX_METHOD_BYTES) return
+    const size = Buffer.byteLength(method)
+    const limit = Math.min(MAX_METHOD_BYTES, this.options.maxMessageSize - ENVELOPE_OVERHEAD)
+    if (size > limit) throw new BilateralError('TOO_LARGE', `the method name is ${size} bytes, more than ${limit}`)
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw closedError()
+  }
+}
+
+/** How long listen() retries an address in use, ms. */
+const BIND_RETRY_MS = 500
+
+/** A pending waitForPeers(). */
+interface Waiter {
+  up(name: string): void
+  down(name: string): void
+  settle(error?: Error): void
+}
+
+function closedError(): BilateralError {
+  return new BilateralError('CLOSED', 'the node is closed')
+}
+
+/**
+ * A node's incarnation (PROTOCOL.md 9): 8 bytes of its start time in ms
+ * (big-endian, so a later run compares greater) and 8 random bytes.
+ */
+function incarnation(): Uint8Array {
+  const out = new Uint8Array(16)
+  new DataView(out.buffer).setBigUint64(0, BigInt(Date.now()))
+  out.set(randomBytes(8), 8)
+  return out
+}
+
+export type { CallResult, CallContext }

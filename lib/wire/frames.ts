@@ -1,0 +1,263 @@
+/**
+ * The frame model: frame types, the fields each carries, PART reasons, the
+ * ERROR codes a peer may send, the wire's size limits, and the encoders.
+ * {@link encodeFrame} is the inverse of the decoder (`codec.ts`); tests and
+ * vectors build their inputs with it. PROTOCOL.md sections 3 to 6 are the
+ * normative description.
+ */
+import { Encoder } from '@msgpack/msgpack'
+
+export const PROTOCOL_VERSION = 1
+
+export enum FrameType {
+  JOIN = 1,
+  STAY = 2,
+  PART = 3,
+  TICK = 4,
+  TOCK = 5,
+  CALL = 6,
+  CAST = 7,
+  REPLY = 8,
+  ERROR = 9,
+  CHALLENGE = 10,
+  CREDIT = 11,
+}
+
+/** How much a peer may have on its way to the node that announced it, beyond what that node has granted since. */
+export interface Window {
+  /** Messages (ZeroMQ messages holding data frames). */
+  readonly messages: number
+  /** Bytes (the sum of those messages' part sizes). */
+  readonly bytes: number
+}
+
+/** What a JOIN carries besides its type. */
+export interface Join {
+  network: string
+  name: string
+  /** Encrypted diallers: proof that the dialler holds the secret key of `name` (PROTOCOL.md 4.2). */
+  proof?: Uint8Array
+  /** The name the dialler expects to reach. */
+  target?: string
+  /** The largest part the dialler accepts; announcing it also says the dialler reads packed parts. */
+  maxPart?: number
+  /** Which run of the dialler's process this is: equal bytes mean the same run. */
+  incarnation?: Uint8Array
+  /** The dialler's receive window; announcing it also says the dialler reads CREDIT. */
+  window?: Window
+}
+
+/** What a STAY carries besides its type. */
+export interface Stay {
+  network: string
+  name: string
+  maxPart?: number
+  incarnation?: Uint8Array
+  window?: Window
+}
+
+export type Frame =
+  | ({ type: FrameType.JOIN } & Join)
+  | ({ type: FrameType.STAY } & Stay)
+  | { type: FrameType.PART; reason: string; message: string }
+  | { type: FrameType.TICK }
+  | { type: FrameType.TOCK }
+  | { type: FrameType.CALL; id: number; method: string; body: Uint8Array }
+  | { type: FrameType.CAST; method: string; body: Uint8Array }
+  | { type: FrameType.REPLY; id: number; body: Uint8Array }
+  | { type: FrameType.ERROR; id: number; code: string; name: string; message: string; remoteCode?: string }
+  | { type: FrameType.CHALLENGE; nonce: Uint8Array }
+  | { type: FrameType.CREDIT; messages: number; bytes: number }
+
+/** Data frames: what the call layer sends and receives. */
+export type DataFrame = Extract<Frame, { type: FrameType.CALL | FrameType.CAST | FrameType.REPLY | FrameType.ERROR }>
+
+/** Is `type` one of the data frames (CALL, CAST, REPLY, ERROR)? */
+export const isData = (type: FrameType): boolean => type >= FrameType.CALL && type <= FrameType.ERROR
+
+/** PART reasons (strings on the wire, PROTOCOL.md section 5). */
+export const Part = {
+  CLOSE: 'CLOSE',
+  CROSS: 'CROSS',
+  NOT_JOINED: 'NOT_JOINED',
+  NETWORK_MISMATCH: 'NETWORK_MISMATCH',
+  LOOPBACK: 'LOOPBACK',
+  DUPLICATE: 'DUPLICATE',
+  WRONG_NAME: 'WRONG_NAME',
+  VERSION: 'VERSION',
+  PROTOCOL: 'PROTOCOL',
+  AUTH: 'AUTH',
+  /** The listener holds `maxPeers` peers already. */
+  OVERLOADED: 'OVERLOADED',
+  /** The connection did not join within the listener's `joinTimeout`: it will be ignored from now on. */
+  TIMEOUT: 'TIMEOUT',
+} as const
+
+/** PART reasons that refuse a JOIN (reported as `peer:refused` with the reason as code). */
+export const REFUSALS: ReadonlySet<string> = new Set([
+  Part.NETWORK_MISMATCH,
+  Part.LOOPBACK,
+  Part.DUPLICATE,
+  Part.WRONG_NAME,
+  Part.VERSION,
+  Part.PROTOCOL,
+  Part.AUTH,
+  Part.OVERLOADED,
+  Part.TIMEOUT,
+])
+
+/** The ERROR codes a peer may send (PROTOCOL.md section 6); any other is taken as a protocol error of that peer. */
+export const PEER_ERROR_CODES: ReadonlySet<string> = new Set([
+  'NO_SUCH_METHOD',
+  'BAD_REQUEST',
+  'BAD_REPLY',
+  'REMOTE',
+  'OVERLOADED',
+  'TOO_LARGE',
+])
+
+/** Longest node name or network, UTF-8 bytes. */
+export const MAX_NAME_BYTES = 255
+/** Longest method name, UTF-8 bytes. */
+export const MAX_METHOD_BYTES = 1024
+/** Largest message an unjoined connection may send: one part holding one JOIN. */
+export const MAX_JOIN_BYTES = 2048
+/** Bytes of a CHALLENGE nonce. */
+export const NONCE_BYTES = 24
+/** Incarnations are 8 to 32 bytes. */
+export const MIN_INCARNATION = 8
+export const MAX_INCARNATION = 32
+/** The largest `maxPart` or window field: a uint32. */
+export const MAX_UINT32 = 0xffff_ffff
+/** Longest ERROR `code` or `remoteCode` a peer may send, characters. */
+export const MAX_CODE_LENGTH = 64
+
+const encoder = new Encoder({ useBigInt64: true })
+const envelope = (fields: unknown[]): Uint8Array => encoder.encode(fields)
+
+/** Optional trailing fields: written up to the last one given, earlier absent ones as nil. */
+function trailing(fields: unknown[], optional: unknown[]): unknown[] {
+  let last = optional.length - 1
+  while (last >= 0 && optional[last] === undefined) last--
+  for (let i = 0; i <= last; i++) fields.push(optional[i] ?? null)
+  return fields
+}
+
+const windowField = (w: Window | undefined): unknown => (w === undefined ? undefined : [w.messages, w.bytes])
+
+export const encodeJoin = (join: Join): Uint8Array =>
+  envelope(
+    trailing(
+      [PROTOCOL_VERSION, FrameType.JOIN, join.network, join.name],
+      [join.proof, join.target, join.maxPart, join.incarnation, windowField(join.window)],
+    ),
+  )
+
+export const encodeStay = (stay: Stay): Uint8Array =>
+  envelope(
+    trailing([PROTOCOL_VERSION, FrameType.STAY, stay.network, stay.name], [stay.maxPart, stay.incarnation, windowField(stay.window)]),
+  )
+
+export const encodePart = (reason: string, message: string): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.PART, reason, message])
+export const TICK: Uint8Array = envelope([PROTOCOL_VERSION, FrameType.TICK])
+export const TOCK: Uint8Array = envelope([PROTOCOL_VERSION, FrameType.TOCK])
+export const encodeChallenge = (nonce: Uint8Array): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.CHALLENGE, nonce])
+export const encodeCredit = (messages: number, bytes: number): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.CREDIT, messages, bytes])
+
+/** ERROR; `remoteCode` is the handler error's own string `code`, when it had one. */
+export const encodeError = (id: number, code: string, name: string, message: string, remoteCode?: string): Uint8Array =>
+  envelope(trailing([PROTOCOL_VERSION, FrameType.ERROR, id, code, name, message], [remoteCode]))
+
+const MAX_ID = MAX_UINT32
+const isId = (n: number): boolean => Number.isInteger(n) && n >= 0 && n <= MAX_ID
+
+/**
+ * Method names as msgpack `str` bytes, header included: a program calls few
+ * methods, many times. Bounded: cleared when full, and long names are not kept.
+ */
+const methodBytes = new Map<string, Buffer>()
+const METHOD_CACHE_SIZE = 1024
+
+function methodStr(method: string): Buffer {
+  let bytes = methodBytes.get(method)
+  if (bytes === undefined) {
+    bytes = Buffer.from(encoder.encode(method))
+    if (bytes.length > 256) return bytes
+    if (methodBytes.size >= METHOD_CACHE_SIZE) methodBytes.clear()
+    methodBytes.set(method, bytes)
+  }
+  return bytes
+}
+
+const uintLength = (n: number): number => (n < 0x80 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5)
+
+/** A msgpack unsigned integer in its shortest form at `at`; returns where it ends. */
+function writeUint(out: Buffer, at: number, n: number): number {
+  if (n < 0x80) {
+    out[at] = n
+    return at + 1
+  }
+  if (n < 0x100) {
+    out[at] = 0xcc
+    out[at + 1] = n
+    return at + 2
+  }
+  if (n < 0x10000) {
+    out[at] = 0xcd
+    return out.writeUInt16BE(n, at + 1)
+  }
+  out[at] = 0xce
+  return out.writeUInt32BE(n, at + 1)
+}
+
+/**
+ * The data envelopes, written byte by byte: the same bytes the msgpack
+ * encoder writes (fixarray, positive fixint version and type, shortest uint
+ * id, str method), in pooled memory, since a small typed array of the V8
+ * heap must be moved off it before ZeroMQ can read it.
+ */
+function dataEnvelope(type: FrameType, id: number | undefined, method: string | undefined): Uint8Array {
+  const name = method === undefined ? undefined : methodStr(method)
+  const fields = 2 + (id === undefined ? 0 : 1) + (name === undefined ? 0 : 1)
+  const out = Buffer.allocUnsafe(3 + (id === undefined ? 0 : uintLength(id)) + (name?.length ?? 0))
+  out[0] = 0x90 | fields
+  out[1] = PROTOCOL_VERSION
+  out[2] = type
+  const at = id === undefined ? 3 : writeUint(out, 3, id)
+  name?.copy(out, at)
+  return out
+}
+
+export const encodeCall = (id: number, method: string): Uint8Array =>
+  isId(id) ? dataEnvelope(FrameType.CALL, id, method) : envelope([PROTOCOL_VERSION, FrameType.CALL, id, method])
+export const encodeCast = (method: string): Uint8Array => dataEnvelope(FrameType.CAST, undefined, method)
+export const encodeReply = (id: number): Uint8Array =>
+  isId(id) ? dataEnvelope(FrameType.REPLY, id, undefined) : envelope([PROTOCOL_VERSION, FrameType.REPLY, id])
+
+/** The parts the reference encoders produce for `frame`: its envelope and, for CALL, CAST and REPLY, its body. */
+export function encodeFrame(frame: Frame): Uint8Array[] {
+  switch (frame.type) {
+    case FrameType.JOIN:
+      return [encodeJoin(frame)]
+    case FrameType.STAY:
+      return [encodeStay(frame)]
+    case FrameType.PART:
+      return [encodePart(frame.reason, frame.message)]
+    case FrameType.TICK:
+      return [TICK]
+    case FrameType.TOCK:
+      return [TOCK]
+    case FrameType.CALL:
+      return [encodeCall(frame.id, frame.method), frame.body]
+    case FrameType.CAST:
+      return [encodeCast(frame.method), frame.body]
+    case FrameType.REPLY:
+      return [encodeReply(frame.id), frame.body]
+    case FrameType.ERROR:
+      return [encodeError(frame.id, frame.code, frame.name, frame.message, frame.remoteCode)]
+    case FrameType.CHALLENGE:
+      return [encodeChallenge(frame.nonce)]
+    case FrameType.CREDIT:
+      return [encodeCredit(frame.messages, frame.bytes)]
+  }
+}
