@@ -65,10 +65,18 @@ export interface BilateralStats extends MeshStats {
 
 /** The encoded CALL/CAST envelope besides the method name (array, version, type, call id, string header), bytes. */
 const ENVELOPE_OVERHEAD = 16
-/** Messages libzmq may queue per connection beyond a peer's window: control frames, which need none. */
-const CONTROL_SLACK = 64
-/** Our receive window in messages (PROTOCOL.md 3.3); in bytes it is `maxQueuedBytes`. */
-export const WINDOW_MESSAGES = 1024
+/**
+ * Our receive window in messages (PROTOCOL.md 3.3); in bytes it is
+ * `maxQueuedBytes`. Small: batches carry up to 512 frames each.
+ */
+export const WINDOW_MESSAGES = 64
+/**
+ * Messages libzmq queues per connection beyond the window: control frames,
+ * which need no window (a TICK or TOCK, CREDITs, PART, the join handshake).
+ */
+const CONTROL_SLACK = 16
+/** Messages libzmq queues per connection towards a peer (its default). */
+const SEND_QUEUE = 1000
 
 export class Bilateral extends EventEmitter<BilateralEvents> {
   /** This node's name. */
@@ -99,8 +107,6 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       encode: (value, method) => encodeWithin(value, o.maxMessageSize, `the result of ${method}`),
     })
     const run = incarnation()
-    // The time a stalled peer may leave unanswered pings, in TICKs and TOCKs, plus the join handshake and CREDITs.
-    const queue = WINDOW_MESSAGES + Math.ceil((2 * o.stallTimeout) / o.pingInterval) + CONTROL_SLACK
     this.mesh = new Mesh(
       o,
       clock,
@@ -123,7 +129,13 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         connectionRefused: (address, why) => this.emit('connection:refused', address, why),
       },
       this.identity(run),
-      { window: { messages: WINDOW_MESSAGES, bytes: o.maxQueuedBytes }, backlog: o.maxQueuedBytes, queue, incarnation: run },
+      {
+        window: { messages: WINDOW_MESSAGES, bytes: o.maxQueuedBytes },
+        backlog: o.maxQueuedBytes,
+        receiveQueue: WINDOW_MESSAGES + CONTROL_SLACK,
+        sendQueue: SEND_QUEUE,
+        incarnation: run,
+      },
     )
   }
 

@@ -63,6 +63,8 @@ export class Link {
   /** Delivered to us since we last granted the peer more window. */
   private consumedMessages = 0
   private consumedBytes = 0
+  /** A CREDIT due to the peer, to ride on the next message we send it (or go alone at the end of the turn). */
+  private grant: Uint8Array | undefined
 
   /**
    * @param peer the peer's name.
@@ -133,18 +135,29 @@ export class Link {
     }
   }
 
-  /** A message of `bytes` holding data frames was delivered from this link: grant the peer more window once half of ours is used. */
+  /**
+   * A message of `bytes` holding data frames was delivered from this link:
+   * once half of our window is used, grant the peer as much again. The
+   * CREDIT rides on the answers this turn produces, or goes alone after it.
+   */
   consumed(bytes: number): void {
     if (!this.flowControl || this.state === 'closed') return
     this.consumedMessages++
     this.consumedBytes += bytes
     const w = this.options.window
-    if (2 * this.consumedMessages >= w.messages || 2 * this.consumedBytes >= w.bytes) {
-      const grant = encodeCredit(this.consumedMessages, Math.min(this.consumedBytes, MAX_UINT32))
+    if (this.grant === undefined && (2 * this.consumedMessages >= w.messages || 2 * this.consumedBytes >= w.bytes)) {
+      this.grant = encodeCredit(this.consumedMessages, Math.min(this.consumedBytes, MAX_UINT32))
       this.consumedMessages = 0
       this.consumedBytes = 0
-      void this.send([grant])
+      queueMicrotask(this.sendGrant)
     }
+  }
+
+  /** The CREDIT due, alone, if no message carried it this turn. */
+  private sendGrant = (): void => {
+    const grant = this.grant
+    this.grant = undefined
+    if (grant !== undefined && this.state !== 'closed') void this.write([grant])
   }
 
   /** The session is over: nothing more is sent; what waited is given back to its posters. */
@@ -181,7 +194,13 @@ export class Link {
       this.credit.messages -= 1
       this.credit.bytes -= batch.bytes
     }
-    const sent = this.write(batch.parts)
+    let parts = batch.parts
+    if (this.grant !== undefined) {
+      // A control frame in a part of its own after the data: it needs no window, and this message was going anyway.
+      parts = [...parts, this.grant]
+      this.grant = undefined
+    }
+    const sent = this.write(parts)
     // One promise reaction per batch, only when someone must hear how it went.
     if (batch.tags.length > 0 || batch.settled !== undefined) {
       void sent.then((delivery) => {

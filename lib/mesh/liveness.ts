@@ -1,6 +1,7 @@
 /**
  * Liveness (PROTOCOL.md 11): a sweep every `max(5, pingInterval / 8)` ms that
- * pings what we dialled, declares down a peer that answers nothing for
+ * pings what we dialled (once per `pingInterval`, and only once the last
+ * ping was answered), declares down a peer that answers nothing for
  * `stallTimeout`, re-checks every encrypted peer's key once per
  * `pingInterval`, and ends join deadlines and retirements.
  *
@@ -75,7 +76,8 @@ export class Liveness {
     for (const link of [...this.host.live()]) {
       if (now - link.lastHeard > stallTimeout) {
         this.host.stalled(link)
-      } else if (link.direction === 'outbound' && now - link.lastTick >= pingInterval) {
+      } else if (link.direction === 'outbound' && now - link.lastTick >= pingInterval && link.lastHeard >= link.lastTick) {
+        // One TICK at a time: a peer that has not answered the last one is busy, and more would only queue at it.
         link.lastTick = now
         this.host.tick(link)
       }

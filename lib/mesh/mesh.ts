@@ -95,8 +95,9 @@ export interface MeshLimits {
   readonly window: Window
   /** Bytes held for one peer while its window is full. */
   readonly backlog: number
-  /** Messages libzmq queues per connection each way. */
-  readonly queue: number
+  /** Messages libzmq queues per connection from the peer, and to it. */
+  readonly receiveQueue: number
+  readonly sendQueue: number
   /** This node's incarnation. */
   readonly incarnation: Uint8Array
 }
@@ -154,7 +155,7 @@ export class Mesh {
     private readonly limits: MeshLimits,
   ) {
     this.nameBytes = Buffer.from(options.name)
-    this.linkOptions = { window: limits.window, backlog: limits.backlog, queue: limits.queue }
+    this.linkOptions = { window: limits.window, backlog: limits.backlog, queue: limits.sendQueue }
     this.settings = {
       linger: options.linger,
       maxMessageSize: options.maxMessageSize,
@@ -167,7 +168,8 @@ export class Mesh {
       // libzmq carries the TTL in tenths of a second, 16 bits.
       heartbeatTimeToLive: Math.min(Math.ceil(options.peerTimeout), 6_553_500),
       handshakeInterval: Math.ceil(options.joinTimeout),
-      queue: limits.queue,
+      receiveQueue: limits.receiveQueue,
+      sendQueue: limits.sendQueue,
     }
     if (identity !== undefined) this.settings.curve = { publicKey: identity.publicKey, secretKey: options.keypair!.secretKey }
     const mesh = this

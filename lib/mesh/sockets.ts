@@ -45,8 +45,10 @@ export interface SocketSettings {
   heartbeatTimeToLive: number
   /** A connection that has not completed the ZMTP handshake by then is closed, ms. */
   handshakeInterval: number
-  /** Messages libzmq queues per connection, each way. */
-  queue: number
+  /** Messages libzmq queues per connection from the peer: our window and the control frames that need none. */
+  receiveQueue: number
+  /** Messages libzmq queues per connection to the peer. */
+  sendQueue: number
   /** CURVE keys (Z85) of an encrypted node; absent for plaintext. */
   curve?: { publicKey: string; secretKey: string }
 }
@@ -451,8 +453,8 @@ function common(s: SocketSettings): Partial<zmq.Router & zmq.Dealer> & { context
   return {
     context: context(),
     sendTimeout: 0,
-    receiveHighWaterMark: s.queue,
-    sendHighWaterMark: s.queue,
+    receiveHighWaterMark: s.receiveQueue,
+    sendHighWaterMark: s.sendQueue,
     linger: s.linger,
     maxMessageSize: s.maxMessageSize,
     handshakeInterval: s.handshakeInterval,
