@@ -102,20 +102,20 @@ export class IncomingCalls {
     }
     const ctx: CallContext = { from: peer, method, cast: id === undefined }
     const run: Running = { link, id, ctx, bytes: body.length }
-    this.begin(run)
     let result: unknown
     try {
       result = handler(args, ctx)
     } catch (error) {
-      return this.raised(run, error)
+      return this.raised(run, error, false)
     }
-    // Closures only for a handler that answers later; most answer at once.
+    // Only a handler that answers later is entered in the table (nothing else runs while one answers at once), and only it needs closures.
     if (isThenable(result)) {
+      this.begin(run)
       result.then(
-        (value) => this.succeeded(run, value),
-        (error) => this.raised(run, error),
+        (value) => this.succeeded(run, value, true),
+        (error) => this.raised(run, error, true),
       )
-    } else this.succeeded(run, result)
+    } else this.succeeded(run, result, false)
   }
 
   /** close(): running handlers are no longer ours to count; their results are dropped. */
@@ -173,9 +173,9 @@ export class IncomingCalls {
     return true
   }
 
-  /** A handler returned `result` (or its promise resolved to it): answer a CALL. */
-  private succeeded(run: Running, result: unknown): void {
-    if (!this.end(run) || run.id === undefined) return
+  /** A handler returned `result` (or its promise, entered in the table, resolved to it): answer a CALL. */
+  private succeeded(run: Running, result: unknown, entered: boolean): void {
+    if ((entered && !this.end(run)) || run.id === undefined) return
     const { method, from } = run.ctx
     let encoded: Uint8Array
     try {
@@ -188,8 +188,8 @@ export class IncomingCalls {
   }
 
   /** A handler threw or rejected: answer a CALL with REMOTE, report a CAST. */
-  private raised(run: Running, error: unknown): void {
-    if (!this.end(run)) return
+  private raised(run: Running, error: unknown, entered: boolean): void {
+    if (entered && !this.end(run)) return
     const e = error instanceof Error ? error : new Error(String(error))
     if (run.id === undefined) {
       this.host.castError(error ?? new BilateralError('REMOTE', e.message, { peer: run.ctx.from }), run.ctx)

@@ -6,13 +6,15 @@
  * send a single frame.
  *
  * libzmq does not say which routing id a ZAP request belongs to. The policy
- * learns it by admitting one connection at a time: after an admission, the
- * next request waits until a new connection appears on the ROUTER (libzmq's
- * connect notification, microseconds later), and that connection is the one
- * admitted. A connection that never appears (its peer vanished mid-handshake)
- * is given up after {@link ATTRIBUTION_MS}; if it shows up later it is
- * attributed to the oldest such admission, which is the order libzmq
- * completes handshakes in.
+ * learns it by admitting connections from one address at a time: a request
+ * from another address waits until every connection admitted so far has
+ * appeared on the ROUTER (libzmq's connect notification, microseconds after
+ * the admission), so each connection that appears belongs to the address
+ * admitted. Requests from the same address need not wait (a burst of a
+ * mesh's nodes on one host goes through at once). A connection that never
+ * appears (its peer vanished mid-handshake) is given up after
+ * {@link ATTRIBUTION_MS}; if it shows up later it is attributed to the
+ * oldest such admission, which is the order libzmq completes handshakes in.
  */
 import type { Clock } from '../clock.js'
 import type { ZapPolicy, ZapRequest } from './sockets.js'
@@ -48,7 +50,8 @@ export class Admission implements ZapPolicy {
   /** Each open connection's source address, by routing id. */
   private readonly addressOf = new Map<string, string>()
   private readonly tombstones = new Map<string, string>()
-  private awaiting: { address: string; done: () => void; timer: unknown } | undefined
+  /** Admitted connections not yet seen: their address, how many, and who waits for them to appear. */
+  private awaiting: { address: string; count: number; drained: (() => void) | undefined; timer: unknown } | undefined
   private orphans: { address: string; at: number }[] = []
   private total = 0
   /** Handshakes refused for a limit (not for a key). */
@@ -62,6 +65,13 @@ export class Admission implements ZapPolicy {
   /** Connections admitted and not yet closed. */
   get connections(): number {
     return this.total
+  }
+
+  /** A request from another address than the admissions not yet seen waits for them (or for ATTRIBUTION_MS). */
+  before(request: ZapRequest): Promise<void> | undefined {
+    const awaiting = this.awaiting
+    if (awaiting === undefined || awaiting.address === (request.address || UNKNOWN_ADDRESS)) return undefined
+    return new Promise((resolve) => (awaiting.drained = resolve))
   }
 
   decide(request: ZapRequest): boolean {
@@ -78,23 +88,16 @@ export class Admission implements ZapPolicy {
       return this.refuse(address, `${here} connections from ${address} are open (maxConnectionsPerAddress)`)
     }
     this.count(address, 1)
+    if (this.awaiting === undefined) {
+      const awaiting = { address, count: 0, drained: undefined as (() => void) | undefined, timer: undefined as unknown }
+      awaiting.timer = this.host.clock.setTimer(() => this.giveUp(awaiting), ATTRIBUTION_MS)
+      this.awaiting = awaiting
+    }
+    this.awaiting.count++
     return true
   }
 
-  settled(request: ZapRequest): Promise<void> {
-    const address = request.address || UNKNOWN_ADDRESS
-    return new Promise((resolve) => {
-      const timer = this.host.clock.setTimer(() => {
-        if (this.awaiting?.timer !== timer) return
-        this.awaiting = undefined
-        this.orphans.push({ address, at: this.host.clock.now() })
-        resolve()
-      }, ATTRIBUTION_MS)
-      this.awaiting = { address, done: resolve, timer }
-    })
-  }
-
-  /** A new connection appeared (routing id `key`): the one admitted last, or the oldest never seen. */
+  /** A new connection appeared (routing id `key`): the oldest never seen, else one of those admitted last. */
   appeared(key: string): void {
     let address: string
     const awaiting = this.awaiting
@@ -102,9 +105,7 @@ export class Admission implements ZapPolicy {
       address = this.orphans.shift()!.address
     } else if (awaiting !== undefined) {
       address = awaiting.address
-      this.awaiting = undefined
-      this.host.clock.clearTimer(awaiting.timer)
-      awaiting.done()
+      if (--awaiting.count === 0) this.drain(awaiting)
     } else {
       // Not through ZAP as far as we know (it should not happen): counted all the same.
       address = UNKNOWN_ADDRESS
@@ -112,6 +113,20 @@ export class Admission implements ZapPolicy {
     }
     this.tombstones.delete(key)
     this.addressOf.set(key, address)
+  }
+
+  /** Admissions whose connections did not appear in time: later appearances go to them first. */
+  private giveUp(awaiting: NonNullable<Admission['awaiting']>): void {
+    if (this.awaiting !== awaiting) return
+    const at = this.host.clock.now()
+    for (let i = 0; i < awaiting.count; i++) this.orphans.push({ address: awaiting.address, at })
+    this.drain(awaiting)
+  }
+
+  private drain(awaiting: NonNullable<Admission['awaiting']>): void {
+    this.host.clock.clearTimer(awaiting.timer)
+    this.awaiting = undefined
+    awaiting.drained?.()
   }
 
   /** Connection `key` closed. */

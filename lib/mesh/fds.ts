@@ -19,8 +19,8 @@ export const FDS_PER_CONNECTION = 1
 /** The reserve kept for the rest of the process: 5% of the limit, at least 32 and at most 1024. */
 export const reserveFor = (limit: number): number => Math.max(32, Math.min(1024, Math.floor(limit * 0.05)))
 
-/** How long a count of open descriptors is trusted, ms (counting them costs about 30 µs per 500). */
-const RECOUNT_MS = 100
+/** How long a count of open descriptors is trusted, ms (counting them costs about 30 µs per 500, and grows with them). */
+const RECOUNT_MS = 1000
 
 export class FdBudget {
   private readonly limit: number | undefined
@@ -55,6 +55,13 @@ export class FdBudget {
   describe(): string {
     return this.limit === undefined ? 'unknown' : `${this.limit} descriptors, ${this.reserve} kept in reserve`
   }
+}
+
+let shared: FdBudget | undefined
+/** The budget of this process, shared by every node in it. */
+export function fdBudget(): FdBudget {
+  shared ??= new FdBudget()
+  return shared
 }
 
 /** The soft limit of open files, from /proc/self/limits. */

@@ -33,7 +33,7 @@ import { MAX_BYTES } from './outbox.js'
 import { Acceptor, type AcceptHost, type JoinVerifier } from './accept.js'
 import { Admission } from './admission.js'
 import { Dialler, clip, handshakeError, type DialHost, type DialPort, type DialState } from './dial.js'
-import { FDS_PER_CONNECTION, FDS_PER_DIAL, FdBudget } from './fds.js'
+import { FDS_PER_CONNECTION, FDS_PER_DIAL, fdBudget } from './fds.js'
 import { Link, type LinkOptions } from './link.js'
 import { Liveness, type LivenessHost } from './liveness.js'
 import { DealerPort, RouterPort, type DealerEvents, type Delivery, type SocketSettings } from './sockets.js'
@@ -136,7 +136,7 @@ export class Mesh {
   private readonly settings: SocketSettings
   private readonly nameBytes: Buffer
   private readonly linkOptions: LinkOptions
-  private readonly fds = new FdBudget()
+  private readonly fds = fdBudget()
   private readonly dialHost: DialHost
   /** Messages that did not decode on diallers' sockets. */
   private dialDropped = 0

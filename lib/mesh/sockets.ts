@@ -89,13 +89,13 @@ export interface ZapRequest {
 }
 
 /**
- * How one node's handshakes are decided. Requests come one at a time: after
- * an admission, the next request waits until `settled` resolves, so the
+ * How one node's handshakes are decided, one request at a time, in order.
+ * Before each, `before` may make it wait (undefined: decide at once), so the
  * node can tell which of the connections that then appear it admitted.
  */
 export interface ZapPolicy {
+  before(request: ZapRequest): Promise<void> | undefined
   decide(request: ZapRequest): boolean
-  settled(request: ZapRequest): Promise<void>
 }
 
 interface Domain {
@@ -141,6 +141,28 @@ class ZapServer {
     this.socket = undefined
   }
 
+  /** Replies waiting to be sent: zeromq.js allows one send at a time per socket, and a reply may have to wait for room. */
+  private replies: (string | Buffer)[][] = []
+  private sending = false
+
+  private send(socket: zmq.Router, reply: (string | Buffer)[]): void {
+    this.replies.push(reply)
+    if (!this.sending) void this.drain(socket)
+  }
+
+  private async drain(socket: zmq.Router): Promise<void> {
+    this.sending = true
+    try {
+      for (let reply = this.replies.shift(); reply !== undefined; reply = this.replies.shift()) {
+        if (this.socket !== socket) break
+        await socket.send(reply).catch(() => undefined)
+      }
+    } finally {
+      this.sending = false
+      if (this.socket !== socket) this.replies = []
+    }
+  }
+
   private async loop(socket: zmq.Router): Promise<void> {
     try {
       await this.ready
@@ -148,7 +170,7 @@ class ZapServer {
         const [routingId, empty, version, requestId, domainName, address, , mechanism, key] = await socket.receive()
         const reply = (ok: boolean): void => {
           const answer = [routingId!, empty!, '1.0', requestId!, ok ? '200' : '400', ok ? 'OK' : 'refused', '', '']
-          if (this.socket === socket) void socket.send(answer).catch(() => undefined)
+          if (this.socket === socket) this.send(socket, answer)
         }
         const domain = this.domains.get(domainName?.toString() ?? '')
         if (domain === undefined || version?.toString() !== '1.0') {
@@ -170,6 +192,8 @@ class ZapServer {
     domain.busy = true
     try {
       for (let item = domain.queue.shift(); item !== undefined; item = domain.queue.shift()) {
+        const wait = domain.policy.before(item.request)
+        if (wait !== undefined) await wait
         let ok = false
         try {
           ok = domain.policy.decide(item.request) === true
@@ -177,7 +201,6 @@ class ZapServer {
           ok = false
         }
         item.reply(ok)
-        if (ok) await domain.policy.settled(item.request)
       }
     } finally {
       domain.busy = false
@@ -277,25 +300,28 @@ export class RouterPort {
   private open(): zmq.Router {
     if (this.socket !== undefined) return this.socket
     const s = this.settings
-    const socket = new zmq.Router({
-      ...(s.curve === undefined ? {} : { curveServer: true, curveSecretKey: s.curve.secretKey, curvePublicKey: s.curve.publicKey }),
-      zapDomain: this.zap!.domain,
-      mandatory: true,
-      ...common(s),
-    })
-    try {
-      const raw = socket as unknown as RawOptions
-      raw.setInt32Option(ZMQ_ROUTER_NOTIFY, ZMQ_NOTIFY_CONNECT)
-      raw.setStringOption(ZMQ_DISCONNECT_MSG, GONE)
-      watchHandshakes(socket, (failure) => {
-        if (!this.closed) this.events.handshakeFailed(failure)
+    const socket = interruptible(() => {
+      const socket = new zmq.Router({
+        ...(s.curve === undefined ? {} : { curveServer: true, curveSecretKey: s.curve.secretKey, curvePublicKey: s.curve.publicKey }),
+        zapDomain: this.zap!.domain,
+        mandatory: true,
+        ...common(s),
       })
-      socket.events.on('accept', () => this.tcpConnections++)
-      socket.events.on('disconnect', () => this.tcpConnections--)
-    } catch (error) {
-      socket.close()
-      throw error
-    }
+      try {
+        const raw = socket as unknown as RawOptions
+        raw.setInt32Option(ZMQ_ROUTER_NOTIFY, ZMQ_NOTIFY_CONNECT)
+        raw.setStringOption(ZMQ_DISCONNECT_MSG, GONE)
+        watchHandshakes(socket, (failure) => {
+          if (!this.closed) this.events.handshakeFailed(failure)
+        })
+        socket.events.on('accept', () => this.tcpConnections++)
+        socket.events.on('disconnect', () => this.tcpConnections--)
+      } catch (error) {
+        socket.close()
+        throw error
+      }
+      return socket
+    })
     this.socket = socket
     void this.loop(socket)
     return socket
@@ -373,33 +399,35 @@ export class DealerPort {
       settings.curve === undefined || serverKey === undefined
         ? {}
         : { curveServerKey: serverKey, curvePublicKey: settings.curve.publicKey, curveSecretKey: settings.curve.secretKey }
-    const socket = new zmq.Dealer({
-      ...curve,
-      reconnectInterval: settings.reconnectMin,
-      reconnectMaxInterval: settings.reconnectMax,
-      ...common(settings),
+    this.socket = interruptible(() => {
+      const socket = new zmq.Dealer({
+        ...curve,
+        reconnectInterval: settings.reconnectMin,
+        reconnectMaxInterval: settings.reconnectMax,
+        ...common(settings),
+      })
+      try {
+        const raw = socket as unknown as RawOptions
+        raw.setStringOption(ZMQ_HICCUP_MSG, GONE)
+        raw.setInt32Option(ZMQ_RECONNECT_STOP, ZMQ_RECONNECT_STOP_CONN_REFUSED | ZMQ_RECONNECT_STOP_HANDSHAKE_FAILED)
+        socket.events.on('handshake', () => {
+          this.connected = true
+          if (!this.closed) events.connected()
+        })
+        watchHandshakes(socket, (failure) => {
+          if (!this.closed) events.failed(failure)
+        })
+        // The connecter closed without a connection: refused (with RECONNECT_STOP, libzmq stops there).
+        socket.events.on('close', () => {
+          if (!this.closed && !this.connected) events.unreachable('connection refused')
+        })
+        socket.connect(address)
+      } catch (error) {
+        socket.close()
+        throw error
+      }
+      return socket
     })
-    try {
-      const raw = socket as unknown as RawOptions
-      raw.setStringOption(ZMQ_HICCUP_MSG, GONE)
-      raw.setInt32Option(ZMQ_RECONNECT_STOP, ZMQ_RECONNECT_STOP_CONN_REFUSED | ZMQ_RECONNECT_STOP_HANDSHAKE_FAILED)
-      socket.events.on('handshake', () => {
-        this.connected = true
-        if (!this.closed) events.connected()
-      })
-      watchHandshakes(socket, (failure) => {
-        if (!this.closed) events.failed(failure)
-      })
-      // The connecter closed without a connection: refused (with RECONNECT_STOP, libzmq stops there).
-      socket.events.on('close', () => {
-        if (!this.closed && !this.connected) events.unreachable('connection refused')
-      })
-      socket.connect(address)
-    } catch (error) {
-      socket.close()
-      throw error
-    }
-    this.socket = socket
     void this.loop()
   }
 
@@ -441,6 +469,21 @@ export class DealerPort {
 }
 
 // --- shared ------------------------------------------------------------------
+
+/**
+ * Make a socket, again if a signal interrupted a system call on the way
+ * (EINTR: seen from socket monitors under a profiler's SIGPROF). `make`
+ * closes what it made before it throws.
+ */
+function interruptible<T>(make: () => T): T {
+  for (let tries = 0; ; tries++) {
+    try {
+      return make()
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== 'EINTR' || tries >= 10) throw error
+    }
+  }
+}
 
 /** zeromq.js's option setters for options it has no property for (protected in its types). */
 interface RawOptions {

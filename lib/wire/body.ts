@@ -7,7 +7,11 @@
  */
 import { Encoder } from '@msgpack/msgpack'
 
-/** The encoder's buffer grows to the largest value it encoded; beyond this many bytes it is dropped after use. */
+/**
+ * The encoder's buffer grows to the largest value it encoded. Beyond this
+ * many bytes it is dropped once a value a quarter of it or less is encoded:
+ * a run of large values keeps it, a single one does not keep it for good.
+ */
 const KEEP_BUFFER = 1024 * 1024
 
 const INT64_MIN = -(2n ** 63n)
@@ -97,7 +101,8 @@ export function encodeBody(value: unknown): Uint8Array {
   // A copy out of the encoder's own buffer, into pooled memory rather than the V8 heap (see frames.ts dataEnvelope).
   const body = Buffer.allocUnsafe(encoded.length)
   body.set(encoded)
-  if ((encoder as unknown as EncoderInternals).view.byteLength > KEEP_BUFFER) encoder = makeEncoder()
+  const size = (encoder as unknown as EncoderInternals).view.byteLength
+  if (size > KEEP_BUFFER && 4 * encoded.length <= size) encoder = makeEncoder()
   return body
 }
 
