@@ -298,7 +298,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       const timer = setTimeout(() => {
         const why = [...missing].map((name) => {
           const failure = this.mesh.dialState(name)?.failure
-          return failure === undefined ? name : `${name} (${failure.message})`
+          return failure === undefined ? name : `${name} (${failure})`
         })
         waiter.settle(new BilateralError('TIMEOUT', `peers not active after ${timeout} ms: ${why.join(', ')}`))
       }, timeout)

@@ -80,6 +80,19 @@ describe('hostile input from a raw ZeroMQ socket', () => {
     expect(new Set(dropped)).toEqual(new Set(['PROTOCOL']))
   })
 
+  it('a flood of refused JOINs on one connection gets a few refusals per joinInterval; the rest are dropped unread and counted', async () => {
+    const { server, raw } = await target()
+    const refusals: string[] = []
+    server.on('peer:refused', (name) => refusals.push(name))
+    const before = server.stats().dropped
+    const wrong = encodeJoin({ network: 'wrong net', name: 'flooder' })
+    for (let i = 0; i < 20_000; i++) await raw.send([wrong])
+    for (let i = 0; i < 500 && server.stats().dropped + refusals.length - before < 20_000; i++) await new Promise((r) => setTimeout(r, 10))
+    expect(server.stats().dropped + refusals.length - before).toBe(20_000)
+    // Four a joinInterval (100 ms here): a flood that takes a second or so gets a few dozen answers.
+    expect(refusals.length).toBeLessThan(200)
+  })
+
   it('a CALL before JOIN reaches no handler and is told NOT_JOINED', async () => {
     const { friend, raw, served } = await target()
     await raw.send([encodeCall(1, 'Arith.SumDiff'), encodeBody({ A: 1, B: 2 })])

@@ -58,6 +58,9 @@ interface Connection {
   nonce: Uint8Array | undefined
   /** When we last answered it while unjoined (NOT_JOINED, VERSION), to answer at most once per joinInterval. */
   answeredAt: number
+  /** JOINs read in the current joinInterval (from `joinsSince`): a few at most, the rest dropped unread. */
+  joins: number
+  joinsSince: number
   /** Ignored for missing the join deadline, and not yet told so. */
   owesTimeout: boolean
   /** It sent libzmq's disconnect notification itself: its own such messages mean nothing from now on. */
@@ -112,6 +115,9 @@ export interface AcceptHost {
   /** Handling one message failed (often a throwing event listener above us). */
   failed(error: unknown): void
 }
+
+/** JOINs read per connection per joinInterval. */
+const JOINS_PER_INTERVAL = 4
 
 /** Most parts a conforming message has: 512 frames, each envelope and body in a part of its own. */
 const MAX_PARTS = 1024
@@ -275,6 +281,8 @@ export class Acceptor {
       until: 0,
       nonce: undefined,
       answeredAt: -Infinity,
+      joins: 0,
+      joinsSince: -Infinity,
       owesTimeout: false,
       faked: false,
       lastSeen: this.host.clock.now(),
@@ -305,7 +313,11 @@ export class Acceptor {
       return
     }
     if (join !== undefined) {
-      if (c.state === 'unjoined') this.onJoin(c, join).catch(this.host.failed)
+      if (c.state !== 'unjoined' || !this.mayJoin(c)) {
+        this.dropped++
+        return
+      }
+      this.onJoin(c, join).catch(this.host.failed)
       return
     }
     this.dropped++
@@ -487,6 +499,20 @@ export class Acceptor {
     void this.host.send(c.routingId, [encodePart(reason, message)])
     this.host.refused(clip(claimed, MAX_NAME_BYTES), new BilateralError(code, message, { peer: clip(claimed, MAX_NAME_BYTES) }))
     if (c.state === 'unjoined') this.challenge(c)
+  }
+
+  /**
+   * A JOIN is read at most {@link JOINS_PER_INTERVAL} times per joinInterval
+   * per connection (a dialler sends one, or two when challenged): a flood of
+   * JOINs costs one check each, and gets a few refusals per interval.
+   */
+  private mayJoin(c: Connection): boolean {
+    const now = this.host.clock.now()
+    if (now - c.joinsSince >= this.host.timing.joinInterval) {
+      c.joinsSince = now
+      c.joins = 0
+    }
+    return ++c.joins <= JOINS_PER_INTERVAL
   }
 
   /** Answer an unjoined connection, at most once per joinInterval (a flood gets one answer per interval). */

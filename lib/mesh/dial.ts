@@ -60,8 +60,8 @@ export class Dialler {
   state: DialState = 'standby'
   /** The link of the socket's current session (live when active, retired in standby), if a STAY made one. */
   link: Link | undefined
-  /** Why the last attempt failed, for the layer above to report (connection refused, handshake failure, a refusal). */
-  lastFailure: BilateralError | undefined
+  /** Why the last attempt failed, for the layer above to report (no connection, a handshake failure, a refusal): a string, cheap to keep current. */
+  lastFailure: string | undefined
   /** When the back-off ends (clock ms), in state `backoff`. */
   retryAt = 0
   private port: DialPort | undefined
@@ -159,9 +159,7 @@ export class Dialler {
         if (mine()) this.onDropped()
       },
       unreachable: (why) => {
-        if (!mine()) return
-        this.lastFailure = new BilateralError('HANDSHAKE', `${why} (${this.address})`, { peer: this.peer })
-        this.resume()
+        if (mine()) this.lastFailure = `${why} at ${this.address} yet (retrying)`
       },
       failed: (failure) => {
         if (mine()) this.fail(handshakeError(failure, this.peer))
@@ -256,7 +254,7 @@ export class Dialler {
       const error = new BilateralError(reason as ErrorCode, `${this.peer} refused our join: ${clip(message)}`, { peer: this.peer })
       if (live) {
         this.host.lost(link, reason === Part.AUTH ? 'AUTH' : 'PART')
-        this.lastFailure = error
+        this.lastFailure = error.message
         this.host.refused(this.peer, error)
         this.resume()
       } else this.fail(error, reason === Part.TIMEOUT)
@@ -280,7 +278,11 @@ export class Dialler {
     this.sendJoin()
   }
 
-  /** The socket's connection dropped (in order: everything it carried came first). */
+  /**
+   * D30: the socket's connection dropped (in order: everything it carried
+   * came first, and what follows comes on the next connection, which libzmq
+   * makes by itself). The link ends; the next connection joins afresh.
+   */
   private onDropped(): void {
     this.challenge = undefined
     const link = this.link
@@ -288,18 +290,15 @@ export class Dialler {
     link?.close()
     if (this.state === 'active' && link !== undefined) {
       this.host.lost(link, 'HEARTBEAT')
-      this.resume()
+      this.state = 'joining'
     } else if (this.state === 'joining') {
-      this.lastFailure = new BilateralError(
-        'HANDSHAKE',
-        `the connection to ${this.address} dropped before ${this.peer} answered our JOIN`,
-        {
-          peer: this.peer,
-        },
-      )
-      this.resume()
+      this.lastFailure = `the connection to ${this.address} dropped before ${this.peer} answered our JOIN`
+    } else return // In standby the socket is about to close anyway.
+    // The JOIN queues in the socket and goes out on the next connection.
+    if (this.refusedAt === 0) {
+      this.joinQueued = false
+      this.sendJoin()
     }
-    // In standby the socket is about to close anyway.
   }
 
   /**
@@ -330,7 +329,7 @@ export class Dialler {
    * a new one.
    */
   private fail(error: BilateralError, newSocket = true): void {
-    this.lastFailure = error
+    this.lastFailure = error.message
     this.host.refused(this.peer, error)
     if (newSocket) return this.resume()
     if (this.state === 'stopped') return

@@ -227,7 +227,7 @@ export class Mesh {
   }
 
   /** Our dialler's state for `name`, and why its last attempt failed. */
-  dialState(name: string): { state: DialState; failure: BilateralError | undefined } | undefined {
+  dialState(name: string): { state: DialState; failure: string | undefined } | undefined {
     const d = this.peers.get(name)?.dialler
     return d === undefined ? undefined : { state: d.state, failure: d.lastFailure }
   }

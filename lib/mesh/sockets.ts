@@ -22,7 +22,6 @@ import * as zmq from 'zeromq'
 const ZMQ_ROUTER_NOTIFY = 97
 const ZMQ_NOTIFY_CONNECT = 1
 const ZMQ_RECONNECT_STOP = 109
-const ZMQ_RECONNECT_STOP_CONN_REFUSED = 0x1
 const ZMQ_RECONNECT_STOP_HANDSHAKE_FAILED = 0x2
 const ZMQ_DISCONNECT_MSG = 111
 const ZMQ_HICCUP_MSG = 114
@@ -35,6 +34,7 @@ const ZAP_ENDPOINT = 'inproc://zeromq.zap.01'
 export interface SocketSettings {
   linger: number
   maxMessageSize: number
+  /** libzmq's reconnection of a DEALER: first interval and cap of its exponential back-off, ms. */
   reconnectMin: number
   reconnectMax: number
   /** ZMTP heartbeats, run by libzmq's I/O thread even while JavaScript is busy: a PING every `heartbeatInterval` ms. */
@@ -293,7 +293,13 @@ export class RouterPort {
    */
   close(): void {
     this.closed = true
-    this.socket?.close()
+    if (this.socket !== undefined) {
+      // The linger a connection's session takes when it drops is the one the ROUTER had when it bound:
+      // infinite, or libzmq would discard what a dropped connection delivered and we had not read
+      // within `linger` ms, its disconnect notification included. Closing, the node's own applies.
+      this.socket.linger = this.settings.linger
+      this.socket.close()
+    }
     this.zap?.release()
   }
 
@@ -306,6 +312,8 @@ export class RouterPort {
         zapDomain: this.zap!.domain,
         mandatory: true,
         ...common(s),
+        // Until close(): an accepted connection that drops lets us read all it delivered, however busy we are (see close()).
+        linger: -1,
       })
       try {
         const raw = socket as unknown as RawOptions
@@ -359,9 +367,9 @@ export interface DealerEvents {
   message(parts: Buffer[]): void
   /** The connection completed its handshake. */
   connected(): void
-  /** The connection dropped; everything it sent came before. libzmq reconnects by itself unless the socket is closed. */
+  /** The connection dropped; everything it sent came before, and what follows comes on the next one (libzmq reconnects by itself). */
   dropped(): void
-  /** The connection was refused: libzmq gives up on this socket, only a new one will try again. */
+  /** A connection attempt failed (refused, unreachable); libzmq tries again after its back-off. */
   unreachable(why: string): void
   /** The handshake failed: libzmq gives up on this socket, only a new one will try again. */
   failed(failure: HandshakeFailure): void
@@ -373,19 +381,32 @@ export interface DealerEvents {
 export class DealerPort {
   private readonly socket: zmq.Dealer
   private closed = false
+  /** Handshakes completed (the monitor says) and connections dropped (in order with the data): they race, so each is counted. */
+  private handshakes = 0
+  private drops = 0
+
   /** Whether a connection has completed its ZeroMQ handshake and not dropped since. */
-  connected = false
+  get connected(): boolean {
+    return this.handshakes > this.drops
+  }
 
   /**
    * Dial `address`; on an encrypted node, `serverKey` is the peer's public key
    * and the CURVE handshake proves the peer holds its secret.
    *
+   * libzmq reconnects a dropped or refused connection by itself, with its
+   * exponential back-off (`reconnectMin` doubling to `reconnectMax`), and the
+   * hiccup message marks, in order, where one connection ended. It does not
+   * retry a failed handshake (RECONNECT_STOP: it would reset its interval
+   * after every TCP connect and retry every `reconnectMin` for ever): the
+   * dialler opens a new socket after its own back-off. Nothing else stops
+   * its reconnecting: a stopped reconnection ends the socket's session and
+   * with it its pipe, discarding what a dropped connection delivered and
+   * JavaScript had not yet read, the hiccup message included (seen with
+   * RECONNECT_STOP_CONN_REFUSED and a thousand connections dropping at once).
+   *
    * Not `immediate`: with it, libzmq drops messages already received but not
-   * yet read when the connection closes. Without it, messages sent while
-   * disconnected queue (up to the queue size) and go out on connect.
-   * libzmq does not retry a refused connection or a failed handshake by
-   * itself (it reset its interval after every TCP connect and retried every
-   * `reconnectMin` for ever); the dialler does, after its own back-off.
+   * yet read when the connection closes.
    *
    * Throws if the socket cannot be made; nothing is left open then.
    */
@@ -409,17 +430,17 @@ export class DealerPort {
       try {
         const raw = socket as unknown as RawOptions
         raw.setStringOption(ZMQ_HICCUP_MSG, GONE)
-        raw.setInt32Option(ZMQ_RECONNECT_STOP, ZMQ_RECONNECT_STOP_CONN_REFUSED | ZMQ_RECONNECT_STOP_HANDSHAKE_FAILED)
+        raw.setInt32Option(ZMQ_RECONNECT_STOP, ZMQ_RECONNECT_STOP_HANDSHAKE_FAILED)
         socket.events.on('handshake', () => {
-          this.connected = true
+          this.handshakes++
           if (!this.closed) events.connected()
         })
         watchHandshakes(socket, (failure) => {
           if (!this.closed) events.failed(failure)
         })
-        // The connecter closed without a connection: refused (with RECONNECT_STOP, libzmq stops there).
-        socket.events.on('close', () => {
-          if (!this.closed && !this.connected) events.unreachable('connection refused')
+        // No connection yet, or none since the last dropped: libzmq tries again after its back-off.
+        socket.events.on('connect:retry', () => {
+          if (!this.closed) events.unreachable('no connection')
         })
         socket.connect(address)
       } catch (error) {
@@ -455,7 +476,7 @@ export class DealerPort {
         if (this.closed) return
         try {
           if (parts.length === 1 && parts[0]!.length === 1 && parts[0]![0] === GONE[0]) {
-            this.connected = false
+            this.drops++
             events.dropped()
           } else events.message(parts)
         } catch (error) {
