@@ -70,11 +70,6 @@ const ENVELOPE_OVERHEAD = 16
  * `maxQueuedBytes`. Small: batches carry up to 512 frames each.
  */
 export const WINDOW_MESSAGES = 64
-/**
- * Messages libzmq queues per connection beyond the window: control frames,
- * which need no window (a TICK or TOCK, CREDITs, PART, the join handshake).
- */
-const CONTROL_SLACK = 16
 /** Messages libzmq queues per connection towards a peer (its default). */
 const SEND_QUEUE = 1000
 
@@ -132,7 +127,6 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       {
         window: { messages: WINDOW_MESSAGES, bytes: o.maxQueuedBytes },
         backlog: o.maxQueuedBytes,
-        receiveQueue: WINDOW_MESSAGES + CONTROL_SLACK,
         sendQueue: SEND_QUEUE,
         incarnation: run,
       },

@@ -26,7 +26,8 @@ export type DialState = 'joining' | 'backoff' | 'active' | 'standby' | 'stopped'
 export interface DialPort {
   readonly connected: boolean
   send(parts: Uint8Array[]): Promise<Delivery>
-  close(): void
+  /** Close; `deliver`: give what is queued (a PART) the node's linger to leave. */
+  close(deliver?: boolean): void
 }
 
 /** What the dialler needs of the mesh. */
@@ -137,10 +138,11 @@ export class Dialler {
     })
   }
 
+  /** disconnect() or close(): a PART may just have been sent on the socket, and is given time to leave. */
   stop(): void {
     this.state = 'stopped'
     this.clearTimer()
-    this.closePort()
+    this.closePort(true)
   }
 
   /** Number of the current socket (closePort moves it on): events of an older one are ignored. */
@@ -227,6 +229,8 @@ export class Dialler {
       // D20: the peer took our JOIN after we yielded to its own dial: withdraw it; stragglers on it still count.
       link.state = 'retired'
       void link.send([encodePart(Part.CROSS, 'the other connection between us wins')])
+      // Stragglers on it get a full joinInterval before the socket closes (D22).
+      this.standby()
       return
     }
     this.clearTimer()
@@ -345,8 +349,8 @@ export class Dialler {
   }
 
   /** Close our socket; its session's link ends with it. */
-  private closePort(): void {
-    this.port?.close()
+  private closePort(deliver = false): void {
+    this.port?.close(deliver)
     this.port = undefined
     this.joinQueued = false
     this.refusedAt = 0

@@ -95,8 +95,7 @@ export interface MeshLimits {
   readonly window: Window
   /** Bytes held for one peer while its window is full. */
   readonly backlog: number
-  /** Messages libzmq queues per connection from the peer, and to it. */
-  readonly receiveQueue: number
+  /** Messages libzmq queues per connection to the peer. */
   readonly sendQueue: number
   /** This node's incarnation. */
   readonly incarnation: Uint8Array
@@ -168,7 +167,6 @@ export class Mesh {
       // libzmq carries the TTL in tenths of a second, 16 bits.
       heartbeatTimeToLive: Math.min(Math.ceil(options.peerTimeout), 6_553_500),
       handshakeInterval: Math.ceil(options.joinTimeout),
-      receiveQueue: limits.receiveQueue,
       sendQueue: limits.sendQueue,
     }
     if (identity !== undefined) this.settings.curve = { publicKey: identity.publicKey, secretKey: options.keypair!.secretKey }

@@ -45,8 +45,6 @@ export interface SocketSettings {
   heartbeatTimeToLive: number
   /** A connection that has not completed the ZMTP handshake by then is closed, ms. */
   handshakeInterval: number
-  /** Messages libzmq queues per connection from the peer: our window and the control frames that need none. */
-  receiveQueue: number
   /** Messages libzmq queues per connection to the peer. */
   sendQueue: number
   /** CURVE keys (Z85) of an encrypted node; absent for plaintext. */
@@ -462,9 +460,15 @@ export class DealerPort {
     }
   }
 
-  close(): void {
+  /**
+   * Close. `deliver` keeps the node's linger, for a PART just sent; without
+   * it nothing queued is delivered: a socket closed with linger while its
+   * peer still sends can make libzmq 4.3.5 abort (see common()).
+   */
+  close(deliver = false): void {
     if (this.closed) return
     this.closed = true
+    if (!deliver) this.socket.linger = 0
     this.socket.close()
   }
 
@@ -517,7 +521,13 @@ function common(s: SocketSettings): Partial<zmq.Router & zmq.Dealer> & { context
   return {
     context: context(),
     sendTimeout: 0,
-    receiveHighWaterMark: s.receiveQueue,
+    // No limit on what libzmq queues from a peer. A connection whose queue is full stops being read,
+    // and libzmq 4.3.5 then aborts the process when that peer resets the connection while a heartbeat is
+    // due (the assertion !_io_error in stream_engine_base.cpp; libzmq issues 3937, 4364, 4767; reproduced
+    // here): a bounded queue would let any peer kill the node. A peer of this release keeps within the
+    // window it was given (link.ts); what another can make libzmq hold, it could anyway, one message of
+    // many parts at a time (PROTOCOL.md 2.1).
+    receiveHighWaterMark: 0,
     sendHighWaterMark: s.sendQueue,
     linger: s.linger,
     maxMessageSize: s.maxMessageSize,
