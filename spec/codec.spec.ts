@@ -85,7 +85,7 @@ const codec = new Codec()
 describe('frame vectors', () => {
   it('cover every frame type, encoded and decoded', () => {
     const types = new Set(frameVectors.filter((v) => v.canonical).flatMap((v) => v.frames!.map((f) => f.type)))
-    expect([...types].sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9])
+    expect([...types].sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])
   })
 
   for (const v of frameVectors.filter((v) => v.frames !== undefined)) {
@@ -354,14 +354,25 @@ describe('bodies', () => {
 const text = fc.string({ unit: 'binary', maxLength: 40 })
 const callId = fc.integer({ min: 0, max: 0xffffffff })
 const body = fc.uint8Array({ maxLength: 64 })
+const incarnation = fc.uint8Array({ minLength: 8, maxLength: 32 })
+const window = fc.record({ messages: fc.integer({ min: 1, max: 0xffffffff }), bytes: fc.integer({ min: 1, max: 0xffffffff }) })
 
 const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc.record(
-    { type: fc.constant(FrameType.JOIN as const), network: text, name: text, target: text, maxPart: callId },
+    {
+      type: fc.constant(FrameType.JOIN as const),
+      network: text,
+      name: text,
+      proof: fc.uint8Array({ maxLength: 200 }),
+      target: text,
+      maxPart: callId,
+      incarnation,
+      window,
+    },
     { requiredKeys: ['type', 'network', 'name'] },
   ),
   fc.record(
-    { type: fc.constant(FrameType.STAY as const), network: text, name: text, maxPart: callId },
+    { type: fc.constant(FrameType.STAY as const), network: text, name: text, maxPart: callId, incarnation, window },
     { requiredKeys: ['type', 'network', 'name'] },
   ),
   fc.record({ type: fc.constant(FrameType.PART as const), reason: text, message: text }),
@@ -371,6 +382,8 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant(FrameType.CAST as const), method: text, body }),
   fc.record({ type: fc.constant(FrameType.REPLY as const), id: callId, body }),
   fc.record({ type: fc.constant(FrameType.ERROR as const), id: callId, code: text, name: text, message: text }),
+  fc.record({ type: fc.constant(FrameType.CHALLENGE as const), nonce: fc.uint8Array({ minLength: 24, maxLength: 24 }) }),
+  fc.record({ type: fc.constant(FrameType.CREDIT as const), messages: callId, bytes: callId }),
 )
 
 /** Frames whose bodies are msgpack values, as a node sends them (a packed body is found by reading it). */
@@ -454,7 +467,7 @@ describe('properties', () => {
     const envelope = fc
       .tuple(
         fc.oneof(fc.constant(1), msgpackValue),
-        fc.oneof(fc.integer({ min: 0, max: 10 }), msgpackValue),
+        fc.oneof(fc.integer({ min: 0, max: 12 }), msgpackValue),
         fc.array(msgpackValue, { maxLength: 5 }),
       )
       .map(([version, type, rest]) => encodeBody([version, type, ...rest]))

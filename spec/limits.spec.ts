@@ -1,5 +1,6 @@
 import { afterEach, expect, it } from 'vitest'
-import { closeAll, deferred, makeNode, pair } from './helpers.js'
+import type { BilateralError } from '../lib/index.js'
+import { closeAll, deferred, makeNode, nextEvent, pair } from './helpers.js'
 import { Relay } from './relay.js'
 
 afterEach(closeAll)
@@ -226,4 +227,22 @@ it('a node whose maxMessageSize exceeds 32 bits joins either way and packs its c
   const results = (await Promise.all(calls)).flat()
   expect(results).toHaveLength(200)
   expect(results.filter((r) => !r.ok)).toEqual([])
+})
+
+it('a dialler refused for a connection limit is told so (OVERLOADED, not AUTH), and the listener reports it once, as connection:refused', async () => {
+  const listener = makeNode('listener', { maxConnections: 1 })
+  const first = makeNode('first')
+  const second = makeNode('second')
+  const handshakeErrors: string[] = []
+  listener.on('handshake:error', (e) => handshakeErrors.push(e.code))
+  const endpoint = await pair(first, listener)
+  const refusedHere = nextEvent<[string, string]>(listener, 'connection:refused')
+  const refusedThere = nextEvent<[string, BilateralError]>(second, 'peer:refused')
+  second.connect('listener', endpoint)
+  const [[address, why], [, error]] = await Promise.all([refusedHere, refusedThere])
+  expect(address).toBe('127.0.0.1')
+  expect(why).toMatch(/maxConnections/)
+  expect(error).toMatchObject({ code: 'OVERLOADED', message: expect.stringMatching(/connection limit/) })
+  expect(handshakeErrors).toEqual([])
+  expect(listener.stats().refusedConnections).toBeGreaterThan(0)
 })

@@ -251,6 +251,22 @@ describe('leaving', () => {
   })
 })
 
+describe('an idle link', () => {
+  it('stays up past stallTimeout: the dialler pings it, both sides hear each other', async () => {
+    const stall = { stallTimeout: FAST.peerTimeout }
+    const alpha = makeNode('alpha', stall)
+    const beta = makeNode('beta', stall)
+    await pair(alpha, beta)
+    const downs = Promise.race([
+      nextEvent(alpha, 'peer:down', 4 * stall.stallTimeout),
+      nextEvent(beta, 'peer:down', 4 * stall.stallTimeout),
+    ])
+    await expect(downs).rejects.toThrow()
+    expect(alpha.activeConnections()).toEqual(['beta'])
+    expect(beta.activeConnections()).toEqual(['alpha'])
+  })
+})
+
 describe('a busy peer is not a dead one', () => {
   const BLOCK = 3 * FAST.peerTimeout
 

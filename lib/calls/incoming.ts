@@ -17,7 +17,7 @@
  * and is dropped, and counted: the caller that asked is gone.
  */
 import { BilateralError } from '../errors.js'
-import type { Link } from '../mesh/link.js'
+import type { Link, SendTag } from '../mesh/link.js'
 import type { Codec } from '../wire/codec.js'
 import { encodeBody } from '../wire/body.js'
 import { FrameType, encodeError, encodeReply, type DataFrame } from '../wire/frames.js'
@@ -60,8 +60,10 @@ export class IncomingCalls {
   private count = 0
   private bytes = 0
   private closed = false
-  /** Answers with nowhere correct to go: their caller's link closed, and no link to the same process remains. */
+  /** Answers that could not go: their caller's link closed and no link to the same process remains, or the caller is not reading. */
   dropped = 0
+  /** The tag of every answer: told when its batch was not sent. */
+  private readonly answerTag: SendTag = { unsent: () => void this.dropped++ }
   /**
    * Characters of a handler error's name and message sent to the caller, so
    * that an ERROR envelope stays within maxMessageSize (at most 3 bytes a
@@ -210,9 +212,9 @@ export class IncomingCalls {
   /** On the link the call came in on, or another link to the same process of the caller; else nowhere. */
   private answer(link: Link, peer: string, frame: Uint8Array[]): void {
     if (this.closed) return
-    if (link.state !== 'closed') return link.post(frame)
+    if (link.state !== 'closed') return link.post(frame, this.answerTag)
     const live = this.host.liveLink(peer)
-    if (live !== undefined && sameProcess(live, link, false)) return live.post(frame)
+    if (live !== undefined && sameProcess(live, link, false)) return live.post(frame, this.answerTag)
     this.dropped++
   }
 }

@@ -89,6 +89,8 @@ export interface AcceptHost {
   readonly maxPeers: number
   /** Largest message a joined peer may send: beyond it, the peer breaks the protocol. */
   readonly maxMessage: number
+  /** Our maxMessageSize: no packed part to a peer is larger. */
+  readonly maxMessageSize: number
   readonly verifier: JoinVerifier | undefined
   readonly admission: Admission
   send(routingId: Buffer, parts: Uint8Array[]): Promise<Delivery>
@@ -161,6 +163,8 @@ export class Acceptor {
       this.dropped++
       return
     }
+    // A routing id whose connection closed cannot connect again (libzmq's ids are never reused): a faker (A35).
+    if (this.host.admission.wasClosed(key)) return this.faker(routingId, key, undefined)
     this.host.admission.appeared(key)
     const c = this.add(routingId, key)
     this.challenge(c)
@@ -251,14 +255,22 @@ export class Acceptor {
     this.toRetired(c)
   }
 
-  /** `link` was revoked or lost by the mesh (A13, A19): its connection is unjoined again. */
+  /** `link` was revoked or lost by the mesh (A13, A19): its connection is unjoined again, joined or retired. */
   drop(link: Link): void {
-    const c = this.byName.get(link.peer)
-    if (c?.link !== link) return
+    let c = this.byName.get(link.peer)
+    if (c?.link !== link) c = [...this.connections.values()].find((x) => x.link === link)
+    if (c === undefined) return
     this.forget(c)
     link.close()
+    this.unjoinedAgain(c)
+  }
+
+  /** A connection that was joined or retired is unjoined again: its join deadline starts over, and it gets a new challenge. */
+  private unjoinedAgain(c: Connection): void {
     c.link = undefined
     c.state = 'unjoined'
+    c.since = this.host.clock.now()
+    c.nonce = undefined
     this.challenge(c)
   }
 
@@ -363,13 +375,13 @@ export class Acceptor {
     link.lastHeard = this.host.clock.now()
     let data = false
     for (const frame of frames) {
-      // Frames after a PART that ended the link are not read (PROTOCOL.md 19, note 2 no longer applies).
+      // Frames after a PART that ended the link are not read.
       if (c.link !== link || c.state !== 'joined') break
       switch (frame.type) {
         case FrameType.JOIN:
           // A6: the same connection again: answer STAY (a new packing limit may come with it); another name: PROTOCOL.
           if (frame.name === link.peer) {
-            link.packUpTo(Math.min(frame.maxPart ?? 0, this.host.maxMessage))
+            link.packUpTo(Math.min(frame.maxPart ?? 0, this.host.maxMessageSize))
             void link.send([this.host.stay()])
           } else this.refuse(c, frame.name, Part.PROTOCOL, 'PROTOCOL', `this connection already joined as ${clip(link.peer, 64)}`)
           break
@@ -384,8 +396,7 @@ export class Acceptor {
           } else {
             // A18
             this.forget(c)
-            c.state = 'unjoined'
-            c.link = undefined
+            this.unjoinedAgain(c)
             this.host.lost(link, 'PART')
             link.close()
           }
@@ -471,10 +482,10 @@ export class Acceptor {
       if (this.byName.get(join.name) === other && other.state === 'joined') {
         if (alive) return this.refuse(c, join.name, Part.DUPLICATE, 'DUPLICATE', `${quote(join.name)} is already connected`)
         this.forget(other)
-        other.state = 'unjoined'
-        this.host.lost(other.link!, 'LOST')
-        other.link!.close()
-        other.link = undefined
+        const lost = other.link!
+        this.unjoinedAgain(other)
+        this.host.lost(lost, 'LOST')
+        lost.close()
       }
       if (this.byName.has(join.name)) return
     }
@@ -521,7 +532,8 @@ export class Acceptor {
     if (now - c.answeredAt < this.host.timing.joinInterval) return
     c.answeredAt = now
     void this.host.send(c.routingId, [encodePart(reason, message)])
-    if (reason === Part.NOT_JOINED) this.challenge(c)
+    // A dialler answers NOT_JOINED at once, with the nonce it holds: a new one only if it has none.
+    if (reason === Part.NOT_JOINED && c.nonce === undefined) this.challenge(c)
   }
 
   /** Encrypted nodes: a fresh nonce for the connection's next JOIN (A31). */
@@ -540,11 +552,10 @@ export class Acceptor {
     c.link!.state = 'retired'
   }
 
-  /** A26, A29: a retired connection is forgotten: it is unjoined again. */
+  /** A27, A29: a retired connection is forgotten: it is unjoined again. */
   private retireEnds(c: Connection): void {
     c.link?.close()
-    c.link = undefined
-    c.state = 'unjoined'
+    this.unjoinedAgain(c)
   }
 
   /** The connection no longer holds its peer's name. */

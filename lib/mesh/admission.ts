@@ -17,7 +17,7 @@
  * oldest such admission, which is the order libzmq completes handshakes in.
  */
 import type { Clock } from '../clock.js'
-import type { ZapPolicy, ZapRequest } from './sockets.js'
+import { ZapStatus, type ZapPolicy, type ZapRequest } from './sockets.js'
 
 /** How long an admission waits for its connection to appear before the next request is decided, ms. */
 export const ATTRIBUTION_MS = 1000
@@ -74,10 +74,10 @@ export class Admission implements ZapPolicy {
     return new Promise((resolve) => (awaiting.drained = resolve))
   }
 
-  decide(request: ZapRequest): boolean {
-    if (this.host.closed) return false
+  decide(request: ZapRequest): ZapStatus {
+    if (this.host.closed) return ZapStatus.REFUSE_KEY
     if (request.mechanism === 'CURVE' && (request.key === undefined || request.key.length !== 32 || !this.host.admitsKey(request.key))) {
-      return false
+      return ZapStatus.REFUSE_KEY
     }
     this.expireOrphans()
     const address = request.address || UNKNOWN_ADDRESS
@@ -94,7 +94,7 @@ export class Admission implements ZapPolicy {
       this.awaiting = awaiting
     }
     this.awaiting.count++
-    return true
+    return ZapStatus.ADMIT
   }
 
   /** A new connection appeared (routing id `key`): the oldest never seen, else one of those admitted last. */
@@ -139,6 +139,11 @@ export class Admission implements ZapPolicy {
     if (this.tombstones.size > TOMBSTONES) this.tombstones.delete(this.tombstones.keys().next().value!)
   }
 
+  /** Did connection `key` close (as far as the last few thousand closed go)? */
+  wasClosed(key: string): boolean {
+    return this.tombstones.has(key)
+  }
+
   /**
    * Traffic from a routing id with no open connection: a peer that sent the
    * disconnect notification's bytes itself. It is still open: count it again.
@@ -151,10 +156,10 @@ export class Admission implements ZapPolicy {
     this.count(address, 1)
   }
 
-  private refuse(address: string, why: string): false {
+  private refuse(address: string, why: string): ZapStatus {
     this.refused++
     this.host.refusedConnection(address, why)
-    return false
+    return ZapStatus.BUSY
   }
 
   private count(address: string, delta: number): void {

@@ -218,7 +218,13 @@ export class Dialler {
     const refusal = this.host.checkStay(this.peer, this.address, stay)
     if (refusal !== undefined) {
       void this.port?.send([encodePart(refusal.code, refusal.message)])
-      this.fail(new BilateralError(refusal.code, refusal.message, { peer: this.peer }), false)
+      const error = new BilateralError(refusal.code, refusal.message, { peer: this.peer })
+      // D5, D6: joining, try again after the back-off; standing by, only report it.
+      if (this.state === 'joining') this.fail(error, false)
+      else {
+        this.lastFailure = error.message
+        this.host.refused(this.peer, error)
+      }
       return
     }
     const port = this.port!
@@ -238,11 +244,12 @@ export class Dialler {
     this.refusedAt = 0
     this.attempt = 0
     this.lastFailure = undefined
-    link.lastTick = this.host.clock.now()
+    // D11: the first TICK is due pingInterval after the STAY (the link was heard then).
+    link.lastTick = link.lastHeard
     this.host.up(this, link)
   }
 
-  /** D7–D10, D12–D16, D19: a PART on our socket. */
+  /** D7–D10, D12, D14–D17, D19: a PART on our socket. */
   private onPart(reason: string, message: string): void {
     // D19: a dialler standing by has no join in progress to refuse or restart.
     if (this.state === 'standby' || this.state === 'stopped') return

@@ -196,8 +196,10 @@ export class Link {
     }
     let parts = batch.parts
     if (this.grant !== undefined) {
-      // A control frame in a part of its own after the data: it needs no window, and this message was going anyway.
+      // A control frame in a part of its own after the data: this message was going anyway. Its bytes count
+      // against the window like the rest of the message, as the peer counts them.
       parts = [...parts, this.grant]
+      if (this.credit !== undefined) this.credit.bytes -= this.grant.length
       this.grant = undefined
     }
     const sent = this.write(parts)

@@ -452,6 +452,7 @@ export class Mesh {
       name: this.options.name,
       maxPeers: this.options.maxPeers,
       maxMessage: this.options.maxMessageSize + 2 * MAX_BYTES,
+      maxMessageSize: this.options.maxMessageSize,
       verifier: this.identity?.verifier,
       admission: this.admission,
       send: (id, parts) => this.router.deliver(id, parts),

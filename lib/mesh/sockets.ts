@@ -53,8 +53,8 @@ export interface SocketSettings {
 
 /** A failed ZMTP handshake or connection attempt, as the layer above reports it. */
 export type HandshakeFailure = {
-  /** `AUTH`: the ZAP handler refused the key. `HANDSHAKE`: anything else. */
-  code: 'AUTH' | 'HANDSHAKE'
+  /** `AUTH`: the ZAP handler refused the key. `OVERLOADED`: it refused the connection for a limit. `HANDSHAKE`: anything else. */
+  code: 'AUTH' | 'OVERLOADED' | 'HANDSHAKE'
   /** What happened, in words a user can act on. */
   why: string
   address: string
@@ -93,12 +93,23 @@ export interface ZapRequest {
  */
 export interface ZapPolicy {
   before(request: ZapRequest): Promise<void> | undefined
-  decide(request: ZapRequest): boolean
+  /** The ZAP status: `ADMIT`, `REFUSE_KEY` (400: the key is refused), or `BUSY` (refused for now, a limit). */
+  decide(request: ZapRequest): ZapStatus
 }
+
+/**
+ * ZAP status codes (RFC 27). libzmq sends a refusal's code to the client in
+ * an ERROR command, so a dialler can tell a refused key (400) from a full
+ * listener. A full listener answers 500: 300, the code meant for a temporary
+ * failure, makes libzmq drop the client silently, which it could not tell
+ * from a peer that is not ZeroMQ at all.
+ */
+export const ZapStatus = { ADMIT: 200, BUSY: 500, REFUSE_KEY: 400 } as const
+export type ZapStatus = (typeof ZapStatus)[keyof typeof ZapStatus]
 
 interface Domain {
   policy: ZapPolicy
-  queue: { reply: (ok: boolean) => void; request: ZapRequest }[]
+  queue: { reply: (status: ZapStatus) => void; request: ZapRequest }[]
   busy: boolean
 }
 
@@ -166,13 +177,14 @@ class ZapServer {
       await this.ready
       for (;;) {
         const [routingId, empty, version, requestId, domainName, address, , mechanism, key] = await socket.receive()
-        const reply = (ok: boolean): void => {
-          const answer = [routingId!, empty!, '1.0', requestId!, ok ? '200' : '400', ok ? 'OK' : 'refused', '', '']
+        const reply = (status: ZapStatus): void => {
+          const text = status === ZapStatus.ADMIT ? 'OK' : status === ZapStatus.BUSY ? 'busy' : 'refused'
+          const answer = [routingId!, empty!, '1.0', requestId!, String(status), text, '', '']
           if (this.socket === socket) this.send(socket, answer)
         }
         const domain = this.domains.get(domainName?.toString() ?? '')
         if (domain === undefined || version?.toString() !== '1.0') {
-          reply(false)
+          reply(ZapStatus.REFUSE_KEY)
           continue
         }
         const m = mechanism?.toString() ?? ''
@@ -192,13 +204,13 @@ class ZapServer {
       for (let item = domain.queue.shift(); item !== undefined; item = domain.queue.shift()) {
         const wait = domain.policy.before(item.request)
         if (wait !== undefined) await wait
-        let ok = false
+        let status: ZapStatus = ZapStatus.REFUSE_KEY
         try {
-          ok = domain.policy.decide(item.request) === true
+          status = domain.policy.decide(item.request)
         } catch {
-          ok = false
+          status = ZapStatus.REFUSE_KEY
         }
-        item.reply(ok)
+        item.reply(status)
       }
     } finally {
       domain.busy = false
@@ -318,7 +330,8 @@ export class RouterPort {
         raw.setInt32Option(ZMQ_ROUTER_NOTIFY, ZMQ_NOTIFY_CONNECT)
         raw.setStringOption(ZMQ_DISCONNECT_MSG, GONE)
         watchHandshakes(socket, (failure) => {
-          if (!this.closed) this.events.handshakeFailed(failure)
+          // A connection we refused for a limit was reported when it was refused (connection:refused).
+          if (!this.closed && failure.code !== 'OVERLOADED') this.events.handshakeFailed(failure)
         })
         socket.events.on('accept', () => this.tcpConnections++)
         socket.events.on('disconnect', () => this.tcpConnections--)
@@ -526,7 +539,7 @@ function common(s: SocketSettings): Partial<zmq.Router & zmq.Dealer> & { context
     // due (the assertion !_io_error in stream_engine_base.cpp; libzmq issues 3937, 4364, 4767; reproduced
     // here): a bounded queue would let any peer kill the node. A peer of this release keeps within the
     // window it was given (link.ts); what another can make libzmq hold, it could anyway, one message of
-    // many parts at a time (PROTOCOL.md 2.1).
+    // many parts at a time (PROTOCOL.md 2.4).
     receiveHighWaterMark: 0,
     sendHighWaterMark: s.sendQueue,
     linger: s.linger,
@@ -540,7 +553,17 @@ function common(s: SocketSettings): Partial<zmq.Router & zmq.Dealer> & { context
 
 /** What a failed handshake means, from the monitor's event: said as a user would need to hear it. */
 function watchHandshakes(socket: zmq.Socket, report: (failure: HandshakeFailure) => void): void {
-  socket.events.on('handshake:error:auth', (e) => report({ code: 'AUTH', why: 'the key was refused', address: e.address }))
+  socket.events.on('handshake:error:auth', (e) =>
+    report(
+      (e.error as { status?: number }).status === ZapStatus.BUSY
+        ? {
+            code: 'OVERLOADED',
+            why: 'the listener refused the connection for now (a connection limit, or too few file descriptors)',
+            address: e.address,
+          }
+        : { code: 'AUTH', why: 'the key was refused', address: e.address },
+    ),
+  )
   socket.events.on('handshake:error:protocol', (e) => {
     const code = (e.error as { code?: string }).code ?? ''
     const why =
