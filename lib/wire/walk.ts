@@ -36,31 +36,32 @@ export let lastCost = 0
  * {@link lastCost}.
  */
 export function valueEnd(bytes: Uint8Array, at: number, limit = MAX_DEPTH): number {
-  // Reused: this runs for every packed body, and never re-enters.
+  // Typed stacks, reused: this runs for every packed body, and never re-enters.
   const open = OPEN
-  open.length = 0
-  KIND.length = 0
-  INDEX_MAX.length = 0
-  INDEX_COUNT.length = 0
+  const maps = IS_MAP
+  const depthLimit = Math.min(limit, STACK - 1)
+  let depth = 0
   let cost = 0
   let pos = at
   while (pos < bytes.length) {
-    const top = open.length - 1
     // A map key that is an array index (0, "17"…): V8 stores those as elements, sized by the largest.
-    if (top >= 0 && KIND[top] === IS_MAP && open[top]! % 2 === 0) {
+    if (depth > 0 && maps[depth - 1] === 1 && open[depth - 1]! % 2 === 0) {
       const index = indexKey(bytes, pos)
       if (index >= 0) {
-        INDEX_COUNT[top]!++
+        const top = depth - 1
+        INDEX_COUNT[top]++
         if (index > INDEX_MAX[top]!) INDEX_MAX[top] = index
       }
     }
     const b = bytes[pos++]!
     /** Values inside this one, if it is an array or a map. */
     let children = -1
+    let map = 0
     if (b <= 0x7f || b >= 0xe0 || b === 0xc0 || b === 0xc2 || b === 0xc3) {
       // fixint, nil, bool: one byte, nothing allocated
     } else if (b <= 0x8f) {
       children = 2 * (b & 0x0f)
+      map = 1
       cost += MAP + MAP_ENTRY * (b & 0x0f)
     } else if (b <= 0x9f) {
       children = b & 0x0f
@@ -83,6 +84,7 @@ export function valueEnd(bytes: Uint8Array, at: number, limit = MAX_DEPTH): numb
         cost += n.cost
       } else if (n.kind === 'map') {
         children = 2 * length
+        map = 1
         cost += MAP + MAP_ENTRY * length
       } else {
         children = length
@@ -90,26 +92,24 @@ export function valueEnd(bytes: Uint8Array, at: number, limit = MAX_DEPTH): numb
       }
     }
     if (children >= 0) {
-      if (open.length >= limit) return TOO_DEEP
+      if (depth >= depthLimit) return TOO_DEEP
       if (children > 0) {
-        open.push(children)
-        KIND.push(isMap(b) ? IS_MAP : IS_ARRAY)
-        INDEX_MAX.push(-1)
-        INDEX_COUNT.push(0)
+        open[depth] = children
+        maps[depth] = map
+        INDEX_MAX[depth] = -1
+        INDEX_COUNT[depth] = 0
+        depth++
         continue
       }
     }
     // One value is complete: close every container it completes.
-    while (open.length > 0) {
-      const last = open.length - 1
+    while (depth > 0) {
+      const last = depth - 1
       if (--open[last]! > 0) break
-      open.pop()
-      KIND.pop()
-      const count = INDEX_COUNT.pop()!
-      const max = INDEX_MAX.pop()!
-      if (count > 0) cost += elementsCost(max, count)
+      depth--
+      if (INDEX_COUNT[last]! > 0) cost += elementsCost(INDEX_MAX[last]!, INDEX_COUNT[last]!)
     }
-    if (open.length === 0) {
+    if (depth === 0) {
       lastCost = cost
       return pos <= bytes.length ? pos : TRUNCATED
     }
@@ -147,14 +147,16 @@ const EXTENSION = 152
 /** A heap number or BigInt (float, 32- and 64-bit integers beyond the small-integer range). */
 const NUMBER = 24
 
-/** Children still to read in each open container (valueEnd's stack), whether it is a map, and its index keys' largest and count. */
-const OPEN: number[] = []
-const KIND: number[] = []
-const INDEX_MAX: number[] = []
-const INDEX_COUNT: number[] = []
-const IS_ARRAY = 0
-const IS_MAP = 1
-const isMap = (b: number): boolean => (b >= 0x80 && b <= 0x8f) || b === 0xde || b === 0xdf
+/**
+ * valueEnd's stacks, one slot per open container: children still to read
+ * (up to 2³³ for a map), whether it is a map, and its index keys' largest
+ * and count.
+ */
+const STACK = 1024
+const OPEN = new Float64Array(STACK)
+const IS_MAP = new Uint8Array(STACK)
+const INDEX_MAX = new Float64Array(STACK)
+const INDEX_COUNT = new Float64Array(STACK)
 
 /** The largest array index V8 keeps as an element (2³² − 2). */
 const MAX_INDEX = 0xffff_fffe
