@@ -15,6 +15,7 @@ import * as zmq from 'zeromq'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import type { BilateralError, BilateralOptions, CallResult } from '../lib/index.js'
 import { Arith, closeAll, deferred, ensureBuilt, makeNode, pair } from './helpers.js'
+import { MAX_ARRAY, arraysOf } from './fixtures/msgpack-arrays.mjs'
 
 beforeAll(ensureBuilt)
 
@@ -50,28 +51,6 @@ function envelopes(parts: Buffer[]): unknown[][] {
     out.push(envelope)
     // CALL, CAST and REPLY: the body is the next part.
     if (envelope[1] === CALL || envelope[1] === 7 || envelope[1] === 8) i++
-  }
-  return out
-}
-
-/** The largest number of elements the decoders accept in one array. */
-const MAX_ARRAY = 1024 * 1024 - 1
-
-/** msgpack: `count` copies of `element` in one array, or, beyond {@link MAX_ARRAY}, in arrays of at most that inside one array. */
-function arraysOf(element: Uint8Array, count: number): Buffer {
-  const chunks: number[] = []
-  for (let left = count; left > 0; left -= MAX_ARRAY) chunks.push(Math.min(left, MAX_ARRAY))
-  const outer = chunks.length > 1 ? 3 : 0
-  const out = Buffer.alloc(outer + chunks.length * 5 + count * element.length)
-  let at = 0
-  if (outer > 0) {
-    out[at++] = 0xdc
-    at = out.writeUInt16BE(chunks.length, at)
-  }
-  for (const n of chunks) {
-    out[at++] = 0xdd
-    at = out.writeUInt32BE(n, at)
-    for (let i = 0; i < n; i++, at += element.length) out.set(element, at)
   }
   return out
 }
