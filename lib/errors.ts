@@ -94,3 +94,6 @@ export function withCallerStack<E extends Error>(error: E, site: { stack?: strin
   }
   return error
 }
+
+/** Text that came from elsewhere (a peer, a handler), for our messages: never at full length. */
+export const clip = (text: string, max = 200): string => (text.length > max ? `${text.slice(0, max)}…` : text)

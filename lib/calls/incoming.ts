@@ -16,7 +16,7 @@
  * cross-dial moved the pair); otherwise the answer has nowhere correct to go
  * and is dropped, and counted: the caller that asked is gone.
  */
-import { BilateralError } from '../errors.js'
+import { BilateralError, clip } from '../errors.js'
 import type { Link, SendTag } from '../mesh/link.js'
 import type { Codec } from '../wire/codec.js'
 import { encodeBody } from '../wire/body.js'
@@ -227,8 +227,6 @@ export function encodeWithin(value: unknown, maxMessageSize: number, what: strin
   }
   return body
 }
-
-const clip = (text: string, max: number): string => (text.length > max ? `${text.slice(0, max)}…` : text)
 
 /** A thrown error's own string `code` (as Node's and many libraries' errors have). */
 function ownCode(error: unknown): string | undefined {

@@ -15,7 +15,7 @@
  * It sees the mesh through {@link AcceptHost} only.
  */
 import type { Clock } from '../clock.js'
-import { BilateralError, type ErrorCode } from '../errors.js'
+import { BilateralError, clip, type ErrorCode } from '../errors.js'
 import { Codec, CodecError, decodeJoin, peek } from '../wire/codec.js'
 import {
   FrameType,
@@ -31,7 +31,6 @@ import {
   type Join,
 } from '../wire/frames.js'
 import type { Admission } from './admission.js'
-import { clip } from './dial.js'
 import type { DialState } from './dial.js'
 import { Link } from './link.js'
 import type { Delivery } from './sockets.js'

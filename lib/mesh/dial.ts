@@ -9,7 +9,7 @@
  * It sees its host through {@link DialHost} only.
  */
 import type { Clock } from '../clock.js'
-import { BilateralError, type ErrorCode } from '../errors.js'
+import { BilateralError, clip, type ErrorCode } from '../errors.js'
 import { Codec, CodecError } from '../wire/codec.js'
 import { FrameType, Part, REFUSALS, TOCK, encodePart, isData, type DataFrame, type Frame, type Stay } from '../wire/frames.js'
 import { Link } from './link.js'
@@ -395,6 +395,3 @@ const byteLength = (parts: readonly Uint8Array[]): number => {
   for (const p of parts) n += p.length
   return n
 }
-
-/** A peer's text in our messages: never at full length. */
-export const clip = (text: string, max = 200): string => (text.length > max ? `${text.slice(0, max)}…` : text)

@@ -14,7 +14,7 @@
  * the same rules to the same events, so they agree without random back-off.
  */
 import type { Clock } from '../clock.js'
-import { BilateralError, type ErrorCode } from '../errors.js'
+import { BilateralError, clip, type ErrorCode } from '../errors.js'
 import type { ResolvedOptions } from '../options.js'
 import type { CodecError } from '../wire/codec.js'
 import {
@@ -32,7 +32,7 @@ import {
 import { MAX_BYTES } from './outbox.js'
 import { Acceptor, type AcceptHost, type JoinVerifier } from './accept.js'
 import { Admission } from './admission.js'
-import { Dialler, clip, handshakeError, type DialHost, type DialPort, type DialState } from './dial.js'
+import { Dialler, handshakeError, type DialHost, type DialPort, type DialState } from './dial.js'
 import { FDS_PER_CONNECTION, FDS_PER_DIAL, fdBudget } from './fds.js'
 import { Link, type LinkOptions } from './link.js'
 import { Liveness, type LivenessHost } from './liveness.js'
