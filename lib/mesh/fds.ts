@@ -21,6 +21,12 @@ export const reserveFor = (limit: number): number => Math.max(32, Math.min(1024,
 
 /** How long a count of open descriptors is trusted, ms (counting them costs about 30 µs per 500, and grows with them). */
 const RECOUNT_MS = 1000
+/**
+ * Descriptors a count may miss: libzmq opens a dial's TCP connection in its
+ * own I/O thread, after `connect()` has returned, so the dials just made may
+ * not show in /proc yet (a count there once came out one short).
+ */
+export const UNSEEN_FDS = 16
 
 export class FdBudget {
   private readonly limit: number | undefined
@@ -44,7 +50,7 @@ export class FdBudget {
       if (open === undefined) return true
       this.counted = open
       this.countedAt = now
-      this.since = 0
+      this.since = UNSEEN_FDS
     }
     if (this.counted + this.since + n > this.limit - this.reserve) return false
     this.since += n
