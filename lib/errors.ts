@@ -5,6 +5,7 @@
  * | code | meaning |
  * | --- | --- |
  * | `TIMEOUT` | no reply (or no peer) before the deadline |
+ * | `CANCELLED` | the call was cancelled (its `signal`, its `until` met, a `stream()` left early) before this peer answered |
  * | `NOT_CONNECTED` | a named peer is not active |
  * | `NO_SUCH_METHOD` | the peer exposes no such method |
  * | `REMOTE` | the remote handler threw or rejected ({@link RemoteError}) |
@@ -23,6 +24,7 @@
  */
 export type ErrorCode =
   | 'TIMEOUT'
+  | 'CANCELLED'
   | 'NOT_CONNECTED'
   | 'NO_SUCH_METHOD'
   | 'REMOTE'

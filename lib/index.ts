@@ -1,7 +1,11 @@
-export { Bilateral, type BilateralEvents, type BilateralStats, type CallOptions, type WaitOptions } from './node.js'
+export { Bilateral, type BilateralEvents, type BilateralStats, type WaitOptions } from './node.js'
 export { BilateralError, RemoteError, type ErrorCode } from './errors.js'
-export type { CallResult } from './calls/outgoing.js'
-export type { CallContext, PeerRule, RegisterOptions } from './calls/registry.js'
+export type { CallContext, CallOptions, CastOptions } from './calls/context.js'
+export type { CallResult } from './calls/results.js'
+export type { CallStream } from './calls/stream.js'
+export type { Until } from './calls/policy.js'
+export type { Meta } from './calls/meta.js'
+export type { PeerRule, RegisterOptions } from './calls/registry.js'
 export type { DownReason } from './mesh/mesh.js'
 export {
   DEFAULT_CALL_TIMEOUT,
@@ -12,6 +16,7 @@ export {
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
   DEFAULT_MAX_MESSAGE_SIZE,
+  DEFAULT_MAX_META_BYTES,
   DEFAULT_MAX_PEERS,
   DEFAULT_MAX_QUEUED_BYTES,
   DEFAULT_PEER_TIMEOUT,

@@ -5,9 +5,14 @@
  */
 import { EventEmitter } from 'node:events'
 import { systemClock, type Clock } from './clock.js'
-import { OutgoingCalls, type CallResult } from './calls/outgoing.js'
+import { OutgoingCalls } from './calls/outgoing.js'
 import { IncomingCalls, encodeWithin } from './calls/incoming.js'
-import { Registry, toPredicate, type CallContext, type RegisterOptions } from './calls/registry.js'
+import { Registry, toPredicate, type RegisterOptions } from './calls/registry.js'
+import { Context, type CallContext, type CallOptions, type Caller, type CastOptions } from './calls/context.js'
+import { encodeMeta, pick, type Meta } from './calls/meta.js'
+import { policyFor } from './calls/policy.js'
+import { Collector, type CallResult, type CallSink } from './calls/results.js'
+import { CallStream } from './calls/stream.js'
 import { BilateralError } from './errors.js'
 import { checkFreshProof, checkJoinProof, derivePublicKey, isZ85Key, makeFreshProof, makeJoinProof, randomBytes } from './crypto.js'
 import { z85Encode } from './z85.js'
@@ -16,11 +21,6 @@ import { Mesh, type DownReason, type Identity, type MeshStats } from './mesh/mes
 import { checkName, checkTimeout, resolveOptions, type BilateralOptions, type ResolvedOptions } from './options.js'
 import { Codec } from './wire/codec.js'
 import { FrameType, MAX_METHOD_BYTES, NONCE_BYTES, encodeCall, encodeCast, type DataFrame } from './wire/frames.js'
-
-export interface CallOptions {
-  /** How long to wait for replies, ms (1 to 2147483647). Default: the node's `callTimeout` (2000). */
-  timeout?: number
-}
 
 export interface WaitOptions {
   /** How long to wait, ms (1 to 2147483647). Default: the node's `callTimeout` (2000). */
@@ -57,8 +57,16 @@ export interface BilateralStats extends MeshStats {
   /** Handlers running for remote callers, and the bytes of arguments they hold. */
   running: number
   runningBytes: number
-  /** Answers whose caller's connection was gone: dropped, never sent to another process under its name. */
+  /** Peers with handlers running for them. */
+  runningPeers: number
+  /** Answers whose caller's connection was gone, or that went down: dropped, never sent to another process under its name. */
   repliesDropped: number
+  /** Answers of handlers whose caller had cancelled the call: dropped. */
+  cancelledAnswers: number
+  /** Answers of handlers that finished after their caller's deadline: dropped. */
+  lateAnswers: number
+  /** CALLs that arrived with no time left: not run. */
+  expiredCalls: number
   /** Answers that settled nothing: to no call of ours, or from another process under the peer's name. */
   strayReplies: number
 }
@@ -85,6 +93,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   private readonly mesh: Mesh
   private closed = false
   private readonly waiters = new Set<Waiter>()
+  /** The metadata keys a handler's onward calls carry over. */
+  private readonly forwardMeta: ReadonlySet<string>
 
   /** @param clock for tests only: the time source of every timer. */
   constructor(options: BilateralOptions, clock: Clock = systemClock) {
@@ -95,12 +105,25 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     this.network = o.network
     this.registry = new Registry(o.defaultExposure)
     const codec = new Codec()
+    this.forwardMeta = new Set(o.forwardMeta)
     this.outgoing = new OutgoingCalls(clock, codec)
-    this.incoming = new IncomingCalls(this.registry, codec, o, {
-      liveLink: (peer) => this.mesh.linkTo(peer),
-      castError: (error, ctx) => this.emit('cast:error', error, ctx),
-      encode: (value, method) => encodeWithin(value, o.maxMessageSize, `the result of ${method}`),
-    })
+    const caller: Caller = {
+      call: (to, method, args, options) => this.call(to, method, args, options),
+      stream: (to, method, args, options) => this.stream(to, method, args, options),
+      cast: (to, method, args, options) => this.cast(to, method, args, options),
+    }
+    this.incoming = new IncomingCalls(
+      this.registry,
+      codec,
+      o,
+      {
+        liveLink: (peer) => this.mesh.linkTo(peer),
+        castError: (error, ctx) => this.emit('cast:error', error, ctx),
+        encode: (value, method) => encodeWithin(value, o.maxMessageSize, `the result of ${method}`),
+        caller,
+      },
+      clock,
+    )
     const run = incarnation()
     this.mesh = new Mesh(
       o,
@@ -112,7 +135,11 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         },
         down: (peer, reason) => {
           // A peer that left, restarted or lost its connection will not answer; one that stalled (TIMEOUT) might yet.
-          if (reason !== 'TIMEOUT' && reason !== 'CLOSED') this.outgoing.failPeer(peer, 'PEER_DOWN', `${peer} is down (${reason})`)
+          // The handlers running for it are aborted for the same reasons: their answers have no one to go to.
+          if (reason !== 'TIMEOUT' && reason !== 'CLOSED') {
+            this.outgoing.failPeer(peer, 'PEER_DOWN', `${peer} is down (${reason})`)
+            this.incoming.peerDown(peer, reason)
+          }
           for (const waiter of this.waiters) waiter.down(peer)
           this.emit('peer:down', peer, reason)
         },
@@ -323,28 +350,23 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * Call `method` on each peer in `to` (every active peer if empty) and gather
    * one {@link CallResult} per peer: replies first in arrival order, then
    * errors (`REMOTE`, `NO_SUCH_METHOD`, `NOT_CONNECTED`, `TIMEOUT`,
-   * `PEER_DOWN`, `OVERLOADED`, `CLOSED`). Resolves as soon as every peer has
-   * answered. Rejects with a TypeError for a bad timeout or arguments msgpack
-   * cannot carry faithfully, with `TOO_LARGE` for arguments or a method name
-   * beyond `maxMessageSize`, and with `CLOSED` after `close()`.
+   * `CANCELLED`, `PEER_DOWN`, `OVERLOADED`, `CLOSED`). Resolves as soon as
+   * every peer has answered, or `until` is met (or can no longer be), or
+   * `signal` aborts: the peers left then get `CANCELLED`, and a CANCEL.
+   * Rejects with a TypeError for a bad option or arguments msgpack cannot
+   * carry faithfully, with `TOO_LARGE` for arguments, metadata or a method
+   * name beyond their limits, with what an `until` function threw, and with
+   * `CLOSED` after `close()`.
    */
   call<R = unknown>(to: readonly string[] = [], method: string, args?: unknown, options: CallOptions = {}): Promise<CallResult<R>[]> {
     try {
-      this.assertOpen()
-      const timeout = options.timeout === undefined ? this.options.callTimeout : checkTimeout(options.timeout)
-      this.checkMethod(method)
-      const body = encodeWithin(args, this.options.maxMessageSize, 'the arguments')
-      const site: { stack?: string } = {}
-      if (this.options.callerStacks) Error.captureStackTrace(site, this.call)
-      const early: CallResult[] = []
-      const links = this.targets(to, early, this.options.maxInflight)
       let resolve!: (results: CallResult[]) => void
-      const promise = new Promise<CallResult[]>((r) => (resolve = r))
-      const started = this.outgoing.start(links, timeout, early, site, resolve)
-      if (started !== undefined) {
-        const frame = [encodeCall(started.id, method), body]
-        for (const link of links) link.post(frame, started.tag)
-      }
+      let reject!: (error: unknown) => void
+      const promise = new Promise<CallResult[]>((res, rej) => {
+        resolve = res
+        reject = rej
+      })
+      this.start(to, method, args, options, () => new Collector(resolve, reject), this.call)
       return promise as Promise<CallResult<R>[]>
     } catch (error) {
       return Promise.reject(error)
@@ -352,17 +374,37 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   }
 
   /**
+   * The same call as {@link call}, its results yielded one by one as they
+   * settle: each addressed peer's exactly once (those known before anything
+   * is sent, `NOT_CONNECTED` and `OVERLOADED`, first), `targets` naming them
+   * all up front. Leaving the loop early (`break`, `return`, a throw)
+   * cancels every peer still to answer. Throws at once what `call()` would
+   * reject with for bad arguments or options.
+   */
+  stream<R = unknown>(to: readonly string[] = [], method: string, args?: unknown, options: CallOptions = {}): CallStream<R> {
+    let stream!: CallStream<R>
+    const id = this.start(to, method, args, options, (targets) => (stream = new CallStream<R>(targets)).sink, this.stream)
+    if (id !== undefined) stream.started((why) => this.outgoing.cancelCall(id, why))
+    return stream
+  }
+
+  /**
    * Send `method(args)` to each peer in `to` (every active peer if empty)
    * without waiting for any reply. Resolves to the names it was queued for;
    * named peers that are not active, or not reading, are left out.
+   * `options.meta` goes with it (to peers of this release); a `parent`'s
+   * forwarded metadata too.
    */
-  async cast(to: readonly string[] = [], method: string, args?: unknown): Promise<string[]> {
+  async cast(to: readonly string[] = [], method: string, args?: unknown, options: CastOptions = {}): Promise<string[]> {
     this.assertOpen()
     this.checkMethod(method)
+    const parent = options.parent === undefined ? undefined : checkParent(options.parent)
+    const meta = this.metaFor(options.meta, parent)
     const body = encodeWithin(args, this.options.maxMessageSize, 'the arguments')
-    const frame = [encodeCast(method), body]
+    const plain = [encodeCast(method), body]
+    const rich = meta === undefined ? plain : [encodeCast(method, meta), body]
     const links = this.targets(to, [])
-    for (const link of links) link.post(frame)
+    for (const link of links) link.post(link.lifecycle ? rich : plain)
     const sent = await Promise.all(links.map((link) => link.whenFlushed()))
     return links.filter((_, i) => sent[i]).map((link) => link.peer)
   }
@@ -389,20 +431,99 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * ours, or from another process under the peer's name).
    */
   stats(): BilateralStats {
-    const { running, runningBytes } = this.incoming.size
+    const { running, runningBytes, runningPeers } = this.incoming.size
+    const { cancelled, late, expired, dropped } = this.incoming.unanswered
     return {
       pending: this.outgoing.size,
       timerQueues: this.outgoing.queueCount,
       inflight: this.outgoing.peersWaited,
       running,
       runningBytes,
+      runningPeers,
       ...this.mesh.stats(),
-      repliesDropped: this.incoming.dropped,
+      repliesDropped: dropped,
+      cancelledAnswers: cancelled,
+      lateAnswers: late,
+      expiredCalls: expired,
       strayReplies: this.outgoing.stray,
     }
   }
 
   // --- internals -------------------------------------------------------------
+
+  /**
+   * Start a call (of `call()` or `stream()`): check everything, resolve its
+   * targets, hand the call table its plan and the links their CALLs. The
+   * sink is made once the targets are known. Returns the call's id, or
+   * undefined if nothing was sent (every result is then already in the sink).
+   */
+  private start(
+    to: readonly string[],
+    method: string,
+    args: unknown,
+    options: CallOptions,
+    sinkFor: (targets: readonly string[]) => CallSink,
+    entry: (...args: never[]) => unknown,
+  ): number | undefined {
+    this.assertOpen()
+    if (options === null || typeof options !== 'object') throw new TypeError('options must be an object')
+    let timeout = options.timeout === undefined ? this.options.callTimeout : checkTimeout(options.timeout)
+    const policy = policyFor(options.until)
+    let signals: AbortSignal[] | undefined
+    if (options.signal !== undefined) {
+      if (!(options.signal instanceof AbortSignal)) throw new TypeError('signal must be an AbortSignal')
+      signals = [options.signal]
+    }
+    const parent = options.parent === undefined ? undefined : checkParent(options.parent)
+    if (options.detach !== undefined && typeof options.detach !== 'boolean') throw new TypeError('detach must be a boolean')
+    /** The parent's deadline has passed: nothing is sent. */
+    let expired = false
+    if (parent !== undefined && options.detach !== true) {
+      const deadline = parent.deadline
+      if (deadline !== undefined) {
+        const left = Math.floor(deadline - Date.now())
+        if (left < 1) expired = true
+        else timeout = Math.min(timeout, left)
+      }
+      ;(signals ??= []).push(parent.signal)
+    }
+    const meta = this.metaFor(options.meta, parent)
+    this.checkMethod(method)
+    const body = encodeWithin(args, this.options.maxMessageSize, 'the arguments')
+    const site: { stack?: string } = {}
+    if (this.options.callerStacks) Error.captureStackTrace(site, entry)
+    const early: CallResult[] = []
+    let links = this.targets(to, early, this.options.maxInflight)
+    if (expired) {
+      for (const link of links) {
+        const error = new BilateralError('TIMEOUT', `not sent to ${link.peer}: the deadline of the call it serves has passed`, {
+          peer: link.peer,
+        })
+        early.push({ from: link.peer, ok: false, error })
+      }
+      links = []
+    }
+    const targets = early.length === 0 ? links.map((link) => link.peer) : [...early.map((e) => e.from), ...links.map((link) => link.peer)]
+    const sink = sinkFor(targets)
+    const started = this.outgoing.start(links, { timeout, early, site, sink, policy, signals })
+    if (started === undefined) return undefined
+    const plain = [encodeCall(started.id, method), body]
+    // A peer of this release is told the time left unless it is what our JOIN/STAY announced; a peer of an earlier release reads neither field.
+    const deadline = Math.ceil(timeout) === this.mesh.announcedCallTimeout ? undefined : Math.ceil(timeout)
+    const rich = deadline === undefined && meta === undefined ? plain : [encodeCall(started.id, method, deadline, meta), body]
+    for (const link of links) link.post(link.lifecycle ? rich : plain, started.tag)
+    return started.id
+  }
+
+  /** A call's metadata, encoded: `meta` over what `parent` forwards; undefined if there is none. */
+  private metaFor(meta: CallOptions['meta'], parent: CallContext | undefined): Uint8Array | undefined {
+    let all: unknown = meta
+    if (parent !== undefined && this.forwardMeta.size > 0) {
+      const forwarded = pick(parent.meta, this.forwardMeta)
+      all = meta === undefined ? forwarded : { ...forwarded, ...meta }
+    }
+    return encodeMeta(all, this.options.maxMetaBytes)
+  }
 
   /** Resolve `to` into live links; NOT_CONNECTED (and, given `limit`, OVERLOADED) entries go to `early`. */
   private targets(to: readonly string[], early: CallResult[], limit = Infinity): Link[] {
@@ -438,6 +559,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         return this.outgoing.reply(link, frame.id, frame.body)
       case FrameType.ERROR:
         return this.outgoing.error(link, frame.id, frame.code, frame.name, frame.message, frame.remoteCode)
+      case FrameType.CANCEL:
+        return this.incoming.cancel(link, frame.id)
     }
   }
 
@@ -466,6 +589,12 @@ interface Waiter {
   settle(error?: Error): void
 }
 
+/** A `parent` option must be a handler's `ctx`: its deadline and signal are trusted. */
+function checkParent(parent: unknown): CallContext {
+  if (!(parent instanceof Context)) throw new TypeError("parent must be a handler's ctx")
+  return parent
+}
+
 function closedError(): BilateralError {
   return new BilateralError('CLOSED', 'the node is closed')
 }
@@ -481,4 +610,4 @@ function incarnation(): Uint8Array {
   return out
 }
 
-export type { CallResult, CallContext }
+export type { CallResult, CallContext, CallOptions, CastOptions, Meta }

@@ -1,5 +1,6 @@
 import { BilateralError } from './errors.js'
 import type { PeerRule } from './calls/registry.js'
+import { DEFAULT_FORWARD_META, MAX_META_BYTES, META_KEY } from './calls/meta.js'
 
 /** Default per-call timeout, ms. */
 export const DEFAULT_CALL_TIMEOUT = 2000
@@ -35,6 +36,8 @@ export const DEFAULT_MAX_PEERS = 1024
 export const DEFAULT_MAX_CONCURRENT_BYTES = 64 * 1024 * 1024
 /** Default most bytes queued between this node and one peer, each way (64 MiB). */
 export const DEFAULT_MAX_QUEUED_BYTES = 64 * 1024 * 1024
+/** Default `maxMetaBytes`: 8 KiB of encoded metadata a call. */
+export const DEFAULT_MAX_META_BYTES = 8 * 1024
 /** The longest time a timer can wait (Node's setTimeout takes a signed 32-bit count of ms). */
 export const MAX_TIMER = 2 ** 31 - 1
 
@@ -126,6 +129,18 @@ export interface BilateralOptions {
    * being upgraded. Default false.
    */
   legacyJoinProofs?: boolean
+  /**
+   * Most bytes a call's metadata (`meta`) may encode to, as msgpack: ours are
+   * refused locally with TOO_LARGE beyond it, a peer's are answered
+   * BAD_REQUEST. 0 to 65536. Default 8192.
+   */
+  maxMetaBytes?: number
+  /**
+   * The metadata keys a handler's onward calls (`ctx.call()`) carry over from
+   * the call it serves. Default: the W3C trace context keys, `traceparent`,
+   * `tracestate` and `baggage`.
+   */
+  forwardMeta?: readonly string[]
 }
 
 export type ResolvedOptions = Required<Omit<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure'>> &
@@ -172,6 +187,8 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
     maxConnectionsPerAddress: options.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     maxPeers: options.maxPeers ?? DEFAULT_MAX_PEERS,
     legacyJoinProofs: options.legacyJoinProofs ?? false,
+    maxMetaBytes: options.maxMetaBytes ?? DEFAULT_MAX_META_BYTES,
+    forwardMeta: options.forwardMeta ?? DEFAULT_FORWARD_META,
   }
   checkName('network', resolved.network)
   checkName('name', resolved.name)
@@ -198,6 +215,11 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
   checkInteger('maxQueuedBytes', resolved.maxQueuedBytes, Math.min(resolved.maxMessageSize, 0xffff_ffff), 0xffff_ffff, '(maxMessageSize)')
   for (const key of ['callerStacks', 'legacyJoinProofs'] as const) {
     if (typeof resolved[key] !== 'boolean') throw invalid(key, 'must be a boolean')
+  }
+  checkInteger('maxMetaBytes', resolved.maxMetaBytes, 0, MAX_META_BYTES)
+  const forward: unknown = resolved.forwardMeta
+  if (!Array.isArray(forward) || !forward.every((key) => typeof key === 'string' && META_KEY.test(key))) {
+    throw invalid('forwardMeta', 'must be an array of metadata keys (1 to 64 of a-z 0-9 . _ -)')
   }
   // A heartbeat needs at least a ping interval to be answered in (HEARTBEAT_TIMEOUT = peerTimeout − pingInterval).
   if (resolved.peerTimeout < 2 * resolved.pingInterval) throw invalid('peerTimeout', 'must be at least 2 × pingInterval')

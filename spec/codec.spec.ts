@@ -542,14 +542,22 @@ describe('properties', () => {
         } catch {
           value = undefined
         }
-        const [v, t, a, b] = Array.isArray(value) ? value : []
+        const [v, t, a, b, c, d] = Array.isArray(value) ? value : []
+        // Optional fields: absent or nil is not given; given, each must have its type.
+        const given = (x: unknown): boolean => x !== undefined && x !== null
+        const call = (): Frame | undefined => {
+          if (!isId(a) || typeof b !== 'string') return undefined
+          if (given(c) && !isId(c)) return undefined
+          if (given(d) && !(d instanceof Uint8Array)) return undefined
+          return { type: FrameType.CALL, id: a, method: b, body, ...(given(c) ? { deadline: c } : {}), ...(given(d) ? { meta: d } : {}) }
+        }
         const expected =
           v !== PROTOCOL_VERSION || (value as unknown[]).length < 2
             ? undefined
-            : t === FrameType.CALL && isId(a) && typeof b === 'string'
-              ? { type: t, id: a, method: b, body }
-              : t === FrameType.CAST && typeof a === 'string'
-                ? { type: t, method: a, body }
+            : t === FrameType.CALL
+              ? call()
+              : t === FrameType.CAST && typeof a === 'string' && (!given(b) || b instanceof Uint8Array)
+                ? { type: t, method: a, body, ...(given(b) ? { meta: b } : {}) }
                 : t === FrameType.REPLY && isId(a)
                   ? { type: t, id: a, body }
                   : undefined

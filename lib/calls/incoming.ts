@@ -11,23 +11,33 @@
  * room for every other, and a newcomer always finds some. A peer with
  * nothing running may always start one call the totals allow.
  *
+ * The table of running handlers is keyed by (peer, call id), so a CANCEL, a
+ * deadline passing, the caller going down or close() finds the handlers to
+ * abort (their `ctx.signal`); an aborted handler keeps its place against the
+ * limits until it settles (the work is still running), and its result is
+ * dropped and counted. A CALL that arrives with no time left is not run.
+ *
  * Every answer goes back on the link its call came in on. If that link has
  * closed, another link to the same incarnation of the caller will do (a
  * cross-dial moved the pair); otherwise the answer has nowhere correct to go
  * and is dropped, and counted: the caller that asked is gone.
  */
+import type { Clock } from '../clock.js'
 import { BilateralError, clip } from '../errors.js'
 import type { Link, SendTag } from '../mesh/link.js'
 import type { Codec } from '../wire/codec.js'
 import { encodeBody } from '../wire/body.js'
 import { FrameType, encodeError, encodeReply, type DataFrame } from '../wire/frames.js'
+import { Context, type CallContext, type Caller, type Served } from './context.js'
+import { decodeMeta } from './meta.js'
 import { sameProcess } from './outgoing.js'
-import type { CallContext, Registry } from './registry.js'
+import type { Registry } from './registry.js'
 
 export interface IncomingLimits {
   readonly maxConcurrent: number
   readonly maxConcurrentBytes: number
   readonly maxMessageSize: number
+  readonly maxMetaBytes: number
 }
 
 export interface IncomingHost {
@@ -37,33 +47,119 @@ export interface IncomingHost {
   castError(error: unknown, ctx: CallContext): void
   /** The result a handler returned, encoded; throws TOO_LARGE or a TypeError. */
   encode(value: unknown, method: string): Uint8Array
+  /** Where a handler's onward calls (`ctx.call()`) go. */
+  readonly caller: Caller
 }
 
-/** A handler running for a remote caller. */
-interface Running {
-  readonly link: Link
-  /** The call id, or undefined for a cast. */
-  readonly id: number | undefined
-  readonly ctx: CallContext
-  readonly bytes: number
+/** Why a served call's answer was not sent, counted in stats(). */
+export interface Unanswered {
+  /** Its caller cancelled it. */
+  cancelled: number
+  /** It finished after its deadline: its caller had stopped waiting. */
+  late: number
+  /** It arrived with no time left, and was not run. */
+  expired: number
+  /** Its caller's link closed and no link to the same process remains, its caller went down, or is not reading. */
+  dropped: number
 }
 
+/** The handlers running for one peer: calls by id, casts, and what they hold against the limits. */
 interface Share {
+  readonly calls: Map<number, Running>
+  readonly casts: Set<Running>
   count: number
   bytes: number
 }
 
+/** A handler running for a remote caller: its place in the table, its deadline, its signal. */
+class Running implements Served {
+  /** Why it was aborted; its answer is then dropped. */
+  reason: BilateralError | undefined = undefined
+  /** Made when the handler first reads `ctx.signal`. */
+  private controller: AbortController | undefined = undefined
+  private timer: unknown = undefined
+  private epoch: number | undefined = undefined
+  /** Whether it is in the table (a handler that answers later). */
+  entered = false
+  /** Whether it has answered (or been dropped): nothing more may happen to it. */
+  over = false
+
+  constructor(
+    private readonly clock: Clock,
+    readonly link: Link,
+    /** The call id, or undefined for a cast. */
+    readonly id: number | undefined,
+    readonly method: string,
+    readonly bytes: number,
+    /** When the caller stops waiting, on `clock`; undefined if it did not say. */
+    readonly expires: number | undefined,
+  ) {}
+
+  get from(): string {
+    return this.link.peer
+  }
+
+  deadline(): number | undefined {
+    if (this.expires === undefined) return undefined
+    this.epoch ??= Math.round(Date.now() + this.expires - this.clock.now())
+    return this.epoch
+  }
+
+  signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController()
+      if (this.reason !== undefined) this.controller.abort(this.reason)
+      else if (this.expires !== undefined && !this.over) {
+        const left = this.expires - this.clock.now()
+        if (left <= 0) this.expire()
+        else this.timer = this.clock.setTimer(this.expire, left)
+      }
+    }
+    return this.controller.signal
+  }
+
+  /** Abort its signal with `reason` (the first reason stays). */
+  abort(reason: BilateralError): void {
+    if (this.reason !== undefined || this.over) return
+    this.reason = reason
+    this.stopTimer()
+    this.controller?.abort(reason)
+  }
+
+  /** Its deadline passed. */
+  private readonly expire = (): void => {
+    this.timer = undefined
+    this.abort(new BilateralError('TIMEOUT', `the caller of ${this.method} stopped waiting: its deadline passed`, { peer: this.from }))
+  }
+
+  /** It settled: no timer may outlive it. */
+  finish(): void {
+    this.over = true
+    this.stopTimer()
+  }
+
+  private stopTimer(): void {
+    if (this.timer !== undefined) this.clock.clearTimer(this.timer)
+    this.timer = undefined
+  }
+}
+
+/** The served side of a call refused before it ran (a cast's `cast:error` still gets a context). */
+const refusedCall: Served = {
+  deadline: () => undefined,
+  signal: () => new AbortController().signal,
+}
+
 export class IncomingCalls {
-  /** Running handlers, by the link that carried their call. */
-  private readonly running = new Map<Link, Set<Running>>()
-  private readonly perPeer = new Map<string, Share>()
+  /** Running handlers that answer later, by caller. */
+  private readonly running = new Map<string, Share>()
   private count = 0
   private bytes = 0
   private closed = false
-  /** Answers that could not go: their caller's link closed and no link to the same process remains, or the caller is not reading. */
-  dropped = 0
+  /** Answers not sent, by why. */
+  readonly unanswered: Unanswered = { cancelled: 0, late: 0, expired: 0, dropped: 0 }
   /** The tag of every answer: told when its batch was not sent. */
-  private readonly answerTag: SendTag = { unsent: () => void this.dropped++ }
+  private readonly answerTag: SendTag = { unsent: () => void this.unanswered.dropped++ }
   /**
    * Characters of a handler error's name and message sent to the caller, so
    * that an ERROR envelope stays within maxMessageSize (at most 3 bytes a
@@ -77,14 +173,15 @@ export class IncomingCalls {
     private readonly codec: Codec,
     private readonly limits: IncomingLimits,
     private readonly host: IncomingHost,
+    private readonly clock: Clock,
   ) {
     this.errorMessage = Math.min(16 * 1024, Math.floor(limits.maxMessageSize / 5))
     this.errorName = Math.min(256, Math.floor(limits.maxMessageSize / 20))
   }
 
-  /** Handlers running now, and the argument bytes they hold. */
-  get size(): { running: number; runningBytes: number } {
-    return { running: this.count, runningBytes: this.bytes }
+  /** Handlers running now, the argument bytes they hold, and the peers they run for. */
+  get size(): { running: number; runningBytes: number; runningPeers: number } {
+    return { running: this.count, runningBytes: this.bytes, runningPeers: this.running.size }
   }
 
   /** A CALL or CAST arrived on `link`. */
@@ -96,37 +193,68 @@ export class IncomingCalls {
     if (handler === undefined) return this.refuse(link, method, id, 'NO_SUCH_METHOD', `no method ${method}`)
     const busy = this.admit(peer, body.length)
     if (busy !== undefined) return this.refuse(link, method, id, 'OVERLOADED', busy)
+    let meta
+    try {
+      meta = decodeMeta(frame.meta, this.limits.maxMetaBytes, peer)
+    } catch (error) {
+      return this.refuse(link, method, id, 'BAD_REQUEST', (error as Error).message, error)
+    }
+    // A CALL of a peer that does deadlines gives its announced callTimeout when it names none; an earlier release's gives no deadline.
+    const left =
+      id === undefined ? undefined : frame.type === FrameType.CALL && frame.deadline !== undefined ? frame.deadline : link.peerCallTimeout
+    if (left === 0) {
+      this.unanswered.expired++
+      return
+    }
     let args: unknown
     try {
       args = this.codec.decodeBody(body)
     } catch (error) {
       return this.refuse(link, method, id, 'BAD_REQUEST', `undecodable arguments for ${method}: ${(error as Error).message}`, error)
     }
-    const ctx: CallContext = { from: peer, method, cast: id === undefined }
-    const run: Running = { link, id, ctx, bytes: body.length }
+    const run = new Running(this.clock, link, id, method, body.length, left === undefined ? undefined : this.clock.now() + left)
+    const ctx = new Context(peer, method, id === undefined, meta, run, this.host.caller)
     let result: unknown
     try {
       result = handler(args, ctx)
     } catch (error) {
-      return this.raised(run, error, false)
+      return this.raised(run, ctx, error)
     }
     // Only a handler that answers later is entered in the table (nothing else runs while one answers at once), and only it needs closures.
     if (isThenable(result)) {
       this.begin(run)
       result.then(
-        (value) => this.succeeded(run, value, true),
-        (error) => this.raised(run, error, true),
+        (value) => this.succeeded(run, value),
+        (error) => this.raised(run, ctx, error),
       )
-    } else this.succeeded(run, result, false)
+    } else this.succeeded(run, result)
   }
 
-  /** close(): running handlers are no longer ours to count; their results are dropped. */
+  /** A CANCEL for call `id` arrived on `link`: abort its handler, if it runs for that process of the caller. */
+  cancel(link: Link, id: number): void {
+    const run = this.running.get(link.peer)?.calls.get(id)
+    if (run === undefined || !sameProcess(run.link, link, false)) return
+    run.abort(new BilateralError('CANCELLED', `the caller cancelled ${run.method}`, { peer: link.peer }))
+  }
+
+  /** `peer` went down: abort every handler running for it (their answers have no one to go to). */
+  peerDown(peer: string, why: string): void {
+    const share = this.running.get(peer)
+    if (share === undefined) return
+    const reason = new BilateralError('PEER_DOWN', `the caller ${peer} went down (${why})`, { peer })
+    for (const run of [...share.calls.values(), ...share.casts]) run.abort(reason)
+  }
+
+  /** close(): every running handler is aborted, no longer ours to count; their results are dropped. */
   close(): void {
+    if (this.closed) return
     this.closed = true
+    const reason = new BilateralError('CLOSED', 'the node was closed')
+    const shares = [...this.running.values()]
     this.running.clear()
-    this.perPeer.clear()
     this.count = 0
     this.bytes = 0
+    for (const share of shares) for (const run of [...share.calls.values(), ...share.casts]) run.abort(reason)
   }
 
   /** Why `peer` may not start a call of `bytes` argument bytes now, or undefined if it may. */
@@ -134,9 +262,9 @@ export class IncomingCalls {
     const { maxConcurrent, maxConcurrentBytes } = this.limits
     if (this.count >= maxConcurrent) return `${this.count} handlers are already running (maxConcurrent)`
     if (this.bytes + bytes > maxConcurrentBytes) return `running handlers hold ${this.bytes} bytes of arguments (maxConcurrentBytes)`
-    const mine = this.perPeer.get(peer)
+    const mine = this.running.get(peer)
     if (mine === undefined) return undefined
-    const busy = this.perPeer.size
+    const busy = this.running.size
     const share = Math.max(1, Math.floor((maxConcurrent - Math.floor(maxConcurrent / 16)) / busy))
     if (mine.count >= share)
       return `${mine.count} handlers already run for ${peer}, its fair share of maxConcurrent while ${busy} peers are busy`
@@ -148,56 +276,89 @@ export class IncomingCalls {
   }
 
   private begin(run: Running): void {
-    let set = this.running.get(run.link)
-    if (set === undefined) this.running.set(run.link, (set = new Set()))
-    set.add(run)
-    const share = this.perPeer.get(run.ctx.from)
-    if (share === undefined) this.perPeer.set(run.ctx.from, { count: 1, bytes: run.bytes })
+    let share = this.running.get(run.from)
+    if (share === undefined) this.running.set(run.from, (share = { calls: new Map(), casts: new Set(), count: 0, bytes: 0 }))
+    if (run.id === undefined) share.casts.add(run)
     else {
-      share.count++
-      share.bytes += run.bytes
+      // An id still running from an earlier process under the name (or reused by a caller that gave up on it): that one is abandoned.
+      const before = share.calls.get(run.id)
+      if (before !== undefined) {
+        before.abort(new BilateralError('CANCELLED', `${run.from} reused the id of ${before.method} for a new call`, { peer: run.from }))
+        before.entered = false
+        this.release(share, before)
+      }
+      share.calls.set(run.id, run)
     }
+    run.entered = true
+    share.count++
+    share.bytes += run.bytes
     this.count++
     this.bytes += run.bytes
   }
 
-  /** The handler has settled: it no longer counts. False after close(), when its result is dropped. */
+  /**
+   * The handler has settled: out of the table, and its answer may go.
+   * False if it is to be dropped: the node closed, the call was aborted, or
+   * its deadline passed (each counted).
+   */
   private end(run: Running): boolean {
+    if (run.over) return false
+    run.finish()
+    if (run.entered) {
+      run.entered = false
+      const share = this.running.get(run.from)
+      if (share !== undefined) {
+        if (run.id === undefined) share.casts.delete(run)
+        else if (share.calls.get(run.id) === run) share.calls.delete(run.id)
+        this.release(share, run)
+      }
+    }
     if (this.closed) return false
-    const set = this.running.get(run.link)
-    if (set === undefined || !set.delete(run)) return false
-    if (set.size === 0) this.running.delete(run.link)
-    const share = this.perPeer.get(run.ctx.from)!
-    if (--share.count === 0) this.perPeer.delete(run.ctx.from)
-    else share.bytes -= run.bytes
-    this.count--
-    this.bytes -= run.bytes
-    return true
+    const reason = run.reason?.code
+    if (reason === undefined && (run.expires === undefined || this.clock.now() <= run.expires)) return true
+    if (run.id === undefined) return reason === undefined
+    if (reason === 'CANCELLED') this.unanswered.cancelled++
+    else if (reason === 'PEER_DOWN') this.unanswered.dropped++
+    else this.unanswered.late++
+    return false
   }
 
-  /** A handler returned `result` (or its promise, entered in the table, resolved to it): answer a CALL. */
-  private succeeded(run: Running, result: unknown, entered: boolean): void {
-    if ((entered && !this.end(run)) || run.id === undefined) return
-    const { method, from } = run.ctx
+  private release(share: Share, run: Running): void {
+    share.count--
+    share.bytes -= run.bytes
+    if (share.count === 0) this.running.delete(run.from)
+    this.count--
+    this.bytes -= run.bytes
+  }
+
+  /** A handler returned `result` (or its promise resolved to it): answer a CALL. */
+  private succeeded(run: Running, result: unknown): void {
+    if (!this.end(run) || run.id === undefined) return
     let encoded: Uint8Array
     try {
-      encoded = this.host.encode(result, method)
+      encoded = this.host.encode(result, run.method)
     } catch (error) {
-      if (error instanceof BilateralError) return this.refuse(run.link, method, run.id, error.code, error.message)
-      return this.refuse(run.link, method, run.id, 'BAD_REPLY', `the result of ${method} cannot be encoded: ${(error as Error).message}`)
+      if (error instanceof BilateralError) return this.refuse(run.link, run.method, run.id, error.code, error.message)
+      return this.refuse(
+        run.link,
+        run.method,
+        run.id,
+        'BAD_REPLY',
+        `the result of ${run.method} cannot be encoded: ${(error as Error).message}`,
+      )
     }
-    this.answer(run.link, from, [encodeReply(run.id), encoded])
+    this.answer(run.link, [encodeReply(run.id), encoded])
   }
 
   /** A handler threw or rejected: answer a CALL with REMOTE, report a CAST. */
-  private raised(run: Running, error: unknown, entered: boolean): void {
-    if (entered && !this.end(run)) return
+  private raised(run: Running, ctx: CallContext, error: unknown): void {
+    if (!this.end(run)) return
     const e = error instanceof Error ? error : new Error(String(error))
     if (run.id === undefined) {
-      this.host.castError(error ?? new BilateralError('REMOTE', e.message, { peer: run.ctx.from }), run.ctx)
+      this.host.castError(error ?? new BilateralError('REMOTE', e.message, { peer: run.from }), ctx)
       return
     }
-    this.answer(run.link, run.ctx.from, [
+    this.answer(run.link, [
       encodeError(run.id, 'REMOTE', clip(String(e.name), this.errorName), clip(String(e.message), this.errorMessage), ownCode(error)),
     ])
   }
@@ -205,17 +366,19 @@ export class IncomingCalls {
   /** A CALL that cannot be served is answered ERROR `code`; a CAST that cannot is reported (`cast:error`). */
   private refuse(link: Link, method: string, id: number | undefined, code: string, message: string, cause?: unknown): void {
     const peer = link.peer
-    if (id === undefined) this.host.castError(cause ?? new BilateralError(code, message, { peer }), { from: peer, method, cast: true })
-    else this.answer(link, peer, [encodeError(id, code, 'BilateralError', clip(message, this.errorMessage))])
+    if (id === undefined) {
+      const ctx = new Context(peer, method, true, Object.freeze({}), refusedCall, this.host.caller)
+      this.host.castError(cause ?? new BilateralError(code, message, { peer }), ctx)
+    } else this.answer(link, [encodeError(id, code, 'BilateralError', clip(message, this.errorMessage))])
   }
 
   /** On the link the call came in on, or another link to the same process of the caller; else nowhere. */
-  private answer(link: Link, peer: string, frame: Uint8Array[]): void {
+  private answer(link: Link, frame: Uint8Array[]): void {
     if (this.closed) return
     if (link.state !== 'closed') return link.post(frame, this.answerTag)
-    const live = this.host.liveLink(peer)
+    const live = this.host.liveLink(link.peer)
     if (live !== undefined && sameProcess(live, link, false)) return live.post(frame, this.answerTag)
-    this.dropped++
+    this.unanswered.dropped++
   }
 }
 

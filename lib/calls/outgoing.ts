@@ -11,16 +11,28 @@
  * process under the same name is not an answer to our call.
  */
 import type { Clock } from '../clock.js'
-import { BilateralError, RemoteError, withCallerStack, type ErrorCode } from '../errors.js'
+import { BilateralError, RemoteError, clip, withCallerStack, type ErrorCode } from '../errors.js'
 import type { Link, SendTag, Unsent } from '../mesh/link.js'
 import type { Codec } from '../wire/codec.js'
-import { MAX_CODE_LENGTH, PEER_ERROR_CODES } from '../wire/frames.js'
-
-export type CallResult<R = unknown> = { from: string; ok: true; reply: R } | { from: string; ok: false; error: BilateralError }
+import { MAX_CODE_LENGTH, PEER_ERROR_CODES, encodeCancel } from '../wire/frames.js'
+import type { Policy } from './policy.js'
+import type { CallResult, CallSink } from './results.js'
 
 /** Longest remote error message kept, characters (a peer may send up to 64 KiB). */
 const MAX_REMOTE_MESSAGE = 16 * 1024
 const MAX_ID = 0xffffffff
+
+/** How a call is made: besides its peers, how long it waits, when it may stop early, what may cancel it. */
+export interface CallPlan {
+  readonly timeout: number
+  /** Results known before anything is sent (NOT_CONNECTED, OVERLOADED). */
+  readonly early: readonly CallResult[]
+  readonly site: { stack?: string }
+  readonly sink: CallSink
+  readonly policy?: Policy
+  /** Aborting any of them cancels the call. */
+  readonly signals?: readonly AbortSignal[]
+}
 
 /** One outstanding call: which peers it still waits for, on which links. */
 class Call implements SendTag {
@@ -29,17 +41,30 @@ class Call implements SendTag {
   oneLink: Link | undefined
   /** …or each peer still to answer and the link its CALL went on, while several are. */
   many: Map<string, Link> | undefined
-  readonly replies: CallResult[] = []
+  /** Successful replies so far. */
+  ok = 0
+  /** Every result so far, for an `until` function. */
+  readonly seen: CallResult[] | undefined
+  /** Whether its CALLs were handed to the links (a call cancelled before that sends no CANCEL). */
+  sent = false
+  /** Stopping early: the peers left are being cancelled, and the policy is not asked again. */
+  stopping = false
+  /** What the `until` function threw. */
+  failure: unknown = undefined
+  /** Removes the abort listeners. */
+  unwatch: (() => void) | undefined
 
   constructor(
     private readonly table: OutgoingCalls,
     readonly id: number,
     readonly deadline: number,
-    readonly errors: CallResult[],
-    readonly resolve: (results: CallResult[]) => void,
+    readonly sink: CallSink,
+    readonly policy: Policy | undefined,
     /** Holds the caller's stack, captured when the call was made. */
     readonly site: { stack?: string },
-  ) {}
+  ) {
+    this.seen = policy?.needsResults === true ? [] : undefined
+  }
 
   /** The batch holding our CALL to `link.peer` was not sent. */
   unsent(link: Link, why: Unsent): void {
@@ -61,6 +86,11 @@ class Call implements SendTag {
   /** The peers still to answer, as a copy that settling them one by one cannot disturb. */
   waiting(): string[] {
     return this.onePeer !== undefined ? [this.onePeer] : this.many === undefined ? [] : [...this.many.keys()]
+  }
+
+  /** How many peers are still to answer. */
+  get pending(): number {
+    return this.onePeer !== undefined ? 1 : (this.many?.size ?? 0)
   }
 
   /** Stop waiting for `peer`; false if the call did not wait for it. */
@@ -92,7 +122,7 @@ export class OutgoingCalls {
   private nextId = 1
   private timer: unknown = undefined
   private armedFor = Infinity
-  /** Answers that settled nothing: to no call of ours, from a peer already answered, or from another process under the name. */
+  /** Answers that settled nothing: to no call of ours (one cancelled, timed out or never made), from a peer already answered, or from another process under the name. */
   stray = 0
 
   constructor(
@@ -121,25 +151,29 @@ export class OutgoingCalls {
   }
 
   /**
-   * Track a call to `targets` (each peer with the link its CALL goes on) and
-   * return its tag for the links; `resolve` gets the results once every peer
-   * has answered or the timeout has passed. `early` are results known at once
-   * (NOT_CONNECTED, OVERLOADED).
+   * Track a call to `targets` (each peer with the link its CALL goes on).
+   * The plan's early results reach its sink first. Returns the call's id and
+   * its tag for the links, or undefined if nothing is to be sent: no target,
+   * a signal already aborted, or an `until` that is met (or can no longer
+   * be) by the early results alone; the targets are then CANCELLED.
    */
-  start(
-    targets: readonly Link[],
-    timeout: number,
-    early: CallResult[],
-    site: { stack?: string },
-    resolve: (results: CallResult[]) => void,
-  ): { id: number; tag: SendTag } | undefined {
+  start(targets: readonly Link[], plan: CallPlan): { id: number; tag: SendTag } | undefined {
+    const { sink, early } = plan
     if (targets.length === 0) {
-      resolve(early)
+      for (const result of early) sink.result(result)
+      let failure: unknown
+      try {
+        // A function sees even a call that reached no one.
+        if (plan.policy?.needsResults === true) plan.policy.done({ ok: 0, pending: 0, results: early })
+      } catch (error) {
+        failure = error
+      }
+      sink.end(failure)
       return undefined
     }
     const id = this.allocateId()
-    const deadline = this.clock.now() + timeout
-    const call = new Call(this, id, deadline, early, resolve, site)
+    const deadline = this.clock.now() + plan.timeout
+    const call = new Call(this, id, deadline, sink, plan.policy, plan.site)
     if (targets.length === 1) {
       call.onePeer = targets[0]!.peer
       call.oneLink = targets[0]
@@ -149,15 +183,28 @@ export class OutgoingCalls {
     }
     for (const link of targets) this.perPeer.set(link.peer, (this.perPeer.get(link.peer) ?? 0) + 1)
     this.calls.set(id, call)
-    let queue = this.queues.get(timeout)
+    for (const result of early) this.record(call, result)
+    const aborted = plan.signals?.find((signal) => signal.aborted)
+    if (aborted !== undefined) this.cancel(call, abortMessage(aborted))
+    else if (call.policy !== undefined && early.length > 0) this.check(call)
+    if (!this.calls.has(id)) return undefined
+    if (plan.signals !== undefined && plan.signals.length > 0) this.watch(call, plan.signals)
+    let queue = this.queues.get(plan.timeout)
     if (queue === undefined) {
       queue = { ids: [], deadlines: [], head: 0 }
-      this.queues.set(timeout, queue)
+      this.queues.set(plan.timeout, queue)
     }
     queue.ids.push(id)
     queue.deadlines.push(deadline)
     if (deadline < this.armedFor) this.arm(deadline)
+    call.sent = true
     return { id, tag: call }
+  }
+
+  /** Cancel call `id`: every peer still to answer gets CANCELLED, and a CANCEL on the link its CALL went on. */
+  cancelCall(id: number, why: string): void {
+    const call = this.calls.get(id)
+    if (call !== undefined) this.cancel(call, why)
   }
 
   /** A REPLY on `link` to call `id`. */
@@ -235,13 +282,55 @@ export class OutgoingCalls {
     const n = (this.perPeer.get(peer) ?? 1) - 1
     if (n === 0) this.perPeer.delete(peer)
     else this.perPeer.set(peer, n)
-    if (result.ok) call.replies.push(result)
-    else call.errors.push(result)
-    if (!call.done) return
+    this.record(call, result)
+    if (call.done) this.finish(call)
+    else if (call.policy !== undefined && !call.stopping) this.check(call)
+  }
+
+  /** A result reaches the sink and the tally. */
+  private record(call: Call, result: CallResult): void {
+    if (result.ok) call.ok++
+    call.seen?.push(result)
+    call.sink.result(result)
+  }
+
+  /** Ask the call's `until` whether it is done; if so, cancel the peers left. */
+  private check(call: Call): void {
+    let stop: boolean
+    try {
+      stop = call.policy!.done({ ok: call.ok, pending: call.pending, results: call.seen ?? [] })
+    } catch (error) {
+      call.failure = error
+      stop = true
+    }
+    if (!stop) return
+    if (call.done) return this.finish(call)
+    this.cancel(call, call.failure !== undefined ? 'its until function threw' : 'its until condition was settled without this peer')
+  }
+
+  /** Every peer still to answer gets CANCELLED (and, if the CALL went out to a peer that reads it, a CANCEL). */
+  private cancel(call: Call, why: string): void {
+    call.stopping = true
+    for (const peer of call.waiting()) {
+      const link = call.linkOf(peer)
+      if (call.sent && link !== undefined && link.lifecycle && link.state !== 'closed') link.post([encodeCancel(call.id)])
+      this.fail(call.id, peer, new BilateralError('CANCELLED', `the call to ${peer} was cancelled: ${why}`, { peer }))
+    }
+  }
+
+  /** Abort listeners for the call's signals, removed when it ends. */
+  private watch(call: Call, signals: readonly AbortSignal[]): void {
+    const onAbort = (event: Event): void => this.cancel(call, abortMessage(event.target as AbortSignal))
+    for (const signal of signals) signal.addEventListener('abort', onAbort, { once: true })
+    call.unwatch = () => {
+      for (const signal of signals) signal.removeEventListener('abort', onAbort)
+    }
+  }
+
+  private finish(call: Call): void {
     this.calls.delete(call.id)
-    const results = call.replies
-    for (const e of call.errors) results.push(e)
-    call.resolve(results)
+    call.unwatch?.()
+    call.sink.end(call.failure)
   }
 
   /** A fresh call id that no outstanding call uses. */
@@ -310,4 +399,9 @@ export function sameProcess(a: Link, b: Link, assume: boolean): boolean {
   return Buffer.compare(a.incarnation, b.incarnation) === 0
 }
 
-const clip = (text: string, max: number): string => (text.length > max ? `${text.slice(0, max)}…` : text)
+/** Why a signal aborted, for the CANCELLED entries it leaves: its reason's message, or the reason itself. */
+function abortMessage(signal: AbortSignal): string {
+  const reason: unknown = signal.reason
+  if (reason instanceof Error) return clip(reason.message, 200)
+  return reason === undefined ? 'its signal was aborted' : clip(String(reason), 200)
+}

@@ -6,16 +6,9 @@
  */
 import { EventEmitter } from 'node:events'
 import { BilateralError } from '../errors.js'
+import type { CallContext } from './context.js'
 
-/** What a handler learns about the call it serves. */
-export interface CallContext {
-  /** The caller's node name (its public key on an encrypted node). */
-  readonly from: string
-  /** The full method name, `Receiver.Method`. */
-  readonly method: string
-  /** True for a `cast`, whose result is discarded. */
-  readonly cast: boolean
-}
+export type { CallContext }
 
 export type Handler = (args: unknown, ctx: CallContext) => unknown
 

@@ -36,6 +36,18 @@ export interface SendTag {
 /** How a link reaches its connection: a send that never waits (sockets.ts). */
 export type Writer = (parts: Uint8Array[]) => Promise<Delivery>
 
+/** What the peer announced in the JOIN or STAY that made the link; a node of an earlier release announces less. */
+export interface PeerTerms {
+  /** Which run of the peer's process this is (undefined from a node of an earlier release). */
+  readonly incarnation?: Uint8Array
+  /** Its receive window (undefined: it does not do flow control). */
+  readonly window?: Window
+  /** The time its CALLs without a deadline give us, ms; announcing it also says it reads deadlines, metadata and CANCEL. */
+  readonly callTimeout?: number
+  /** Its acceptor's stallTimeout (a STAY's): we must send within it, ms. */
+  readonly stallTimeout?: number
+}
+
 export interface LinkOptions {
   /** Our own receive window, announced in JOIN/STAY: grant the peer more once half of either is consumed. */
   window: Window
@@ -53,6 +65,12 @@ export class Link {
   lastTick = 0
   /** When the peer's key was last checked against authorizedKeys (encrypted nodes). */
   lastChecked: number
+  /** Which run of the peer's process the link reaches (undefined from a node of an earlier release). */
+  readonly incarnation: Uint8Array | undefined
+  /** The deadline the peer's CALLs carry when they carry none, ms; undefined if the peer does not do deadlines, metadata and CANCEL. */
+  readonly peerCallTimeout: number | undefined
+  /** Outbound links: TICK at least this often, so the peer's acceptor hears from us within its stallTimeout, ms. */
+  readonly tickEvery: number | undefined
   private readonly outbox: Outbox<SendTag>
   /** What the peer's window still allows; undefined when the peer announced none (no flow control). */
   private credit: { messages: number; bytes: number } | undefined
@@ -68,26 +86,34 @@ export class Link {
 
   /**
    * @param peer the peer's name.
-   * @param incarnation the peer's, from its JOIN or STAY (undefined from a node of an earlier release).
-   * @param peerWindow the peer's receive window, from its JOIN or STAY (undefined: the peer does not do flow control).
+   * @param terms what the peer announced in its JOIN or STAY.
    */
   constructor(
     readonly peer: string,
     readonly direction: Direction,
-    readonly incarnation: Uint8Array | undefined,
-    peerWindow: Window | undefined,
+    terms: PeerTerms,
     private readonly write: Writer,
     private readonly options: LinkOptions,
     now: number,
   ) {
     this.lastHeard = now
     this.lastChecked = now
+    this.incarnation = terms.incarnation
+    this.peerCallTimeout = terms.callTimeout
+    // Twice within the peer's stallTimeout: one TICK waits for its TOCK before the next goes.
+    this.tickEvery = terms.stallTimeout === undefined ? undefined : Math.max(1, Math.floor(terms.stallTimeout / 2))
     this.outbox = new Outbox<SendTag>(this.transmit)
+    const peerWindow = terms.window
     if (peerWindow !== undefined) {
       // Never more in flight than libzmq queues at either end: a fuller queue would refuse at once.
       this.peerWindow = { messages: Math.min(peerWindow.messages, options.queue), bytes: peerWindow.bytes }
       this.credit = { ...this.peerWindow }
     }
+  }
+
+  /** Does the peer read CALL deadlines and metadata, CAST metadata and CANCEL (it announced a callTimeout)? */
+  get lifecycle(): boolean {
+    return this.peerCallTimeout !== undefined
   }
 
   /** Does the peer take part in flow control (it announced a window, so it also reads CREDIT)? */

@@ -38,7 +38,7 @@ export interface LivenessTiming {
 }
 
 export class Liveness {
-  readonly every: number
+  every: number
   private timer: unknown
   private last: number
   private stopped = false
@@ -50,6 +50,15 @@ export class Liveness {
     this.every = Math.max(5, timing.pingInterval / 8)
     this.last = host.clock.now()
     this.schedule()
+  }
+
+  /** A link must TICK every `ms` (its peer's stallTimeout is short): sweep often enough for it. */
+  tickAtLeastEvery(ms: number): void {
+    const every = Math.max(5, ms / 8)
+    if (every >= this.every) return
+    this.every = every
+    this.host.clock.clearTimer(this.timer)
+    if (!this.stopped) this.schedule()
   }
 
   stop(): void {
@@ -76,7 +85,11 @@ export class Liveness {
     for (const link of [...this.host.live()]) {
       if (now - link.lastHeard > stallTimeout) {
         this.host.stalled(link)
-      } else if (link.direction === 'outbound' && now - link.lastTick >= pingInterval && link.lastHeard >= link.lastTick) {
+      } else if (
+        link.direction === 'outbound' &&
+        now - link.lastTick >= Math.min(pingInterval, link.tickEvery ?? pingInterval) &&
+        link.lastHeard >= link.lastTick
+      ) {
         // One TICK at a time: a peer that has not answered the last one is busy, and more would only queue at it.
         link.lastTick = now
         this.host.tick(link)

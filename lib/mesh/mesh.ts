@@ -375,6 +375,11 @@ export class Mesh {
     if (peer.dialler === undefined && peer.live === undefined && this.acceptor.linkOf(peer.name) === undefined) this.peers.delete(peer.name)
   }
 
+  /** What JOIN and STAY announce as callTimeout: the deadline our CALLs without one carry (they are sent with their remaining time otherwise). */
+  get announcedCallTimeout(): number {
+    return Math.ceil(this.options.callTimeout)
+  }
+
   /** What JOIN and STAY announce as maxPart: our maxMessageSize, as far as the field's 32 bits go. */
   private get maxPart(): number {
     return Math.min(this.options.maxMessageSize, MAX_UINT32)
@@ -386,7 +391,8 @@ export class Mesh {
     hello: Join | Stay,
     write: (parts: Uint8Array[]) => Promise<Delivery>,
   ): Link {
-    const link = new Link(peer, direction, hello.incarnation, hello.window, write, this.linkOptions, this.clock.now())
+    const link = new Link(peer, direction, hello, write, this.linkOptions, this.clock.now())
+    if (link.tickEvery !== undefined) this.liveness.tickAtLeastEvery(link.tickEvery)
     // Pack only for a peer that announced it reads packed parts, and never beyond what either side accepts.
     link.packUpTo(Math.min(hello.maxPart ?? 0, this.options.maxMessageSize))
     return link
@@ -417,6 +423,7 @@ export class Mesh {
           maxPart: this.maxPart,
           incarnation: this.limits.incarnation,
           window: this.limits.window,
+          callTimeout: this.announcedCallTimeout,
         }),
       checkStay: (peer: string, address: string, stay: Stay): { code: ErrorCode; message: string } | undefined => {
         if (stay.name !== peer)
@@ -463,6 +470,8 @@ export class Mesh {
           maxPart: this.maxPart,
           incarnation: this.limits.incarnation,
           window: this.limits.window,
+          callTimeout: this.announcedCallTimeout,
+          stallTimeout: Math.min(Math.ceil(this.options.stallTimeout), MAX_UINT32),
         }),
       makeLink: (join, write) => this.makeLink(join.name, 'inbound', join, write),
       peerCount: () => {

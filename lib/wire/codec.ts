@@ -59,17 +59,20 @@ export const DEFAULT_DECODE_LIMITS: DecodeLimits = {
 /**
  * Limits of every envelope: the longest string an envelope needs is an
  * ERROR message (16 384 characters from the reference), the longest binary
- * a JOIN proof (about 400 bytes); the most elements, a JOIN's nine. Maps and
- * extensions never occur. Nesting: the JOIN window is an array in the array.
+ * a call's metadata (64 KiB at most, 8 KiB by default); the most elements, a
+ * JOIN's ten. Maps and extensions never occur. Nesting: the JOIN window is
+ * an array in the array.
  */
 export const ENVELOPE_LIMITS = {
   maxStrLength: 64 * 1024,
-  maxBinLength: 1024,
+  maxBinLength: 64 * 1024,
   maxArrayLength: 16,
   maxMapLength: 0,
   maxExtLength: 0,
 } satisfies DecodeLimits
 const ENVELOPE_DEPTH = 2
+/** The longest binary field of an envelope besides metadata (a proof, an incarnation, a nonce), bytes. */
+const MAX_SMALL_BIN = 1024
 
 const envelopeDecoder = new Decoder({ useBigInt64: true, ...ENVELOPE_LIMITS })
 
@@ -116,7 +119,7 @@ export class Codec {
       const method = this.readMethod(r, at + 3)
       return method === undefined ? undefined : { type, method, body: r.body() }
     }
-    if ((type !== FrameType.CALL || head !== 0x94) && (type !== FrameType.REPLY || head !== 0x93)) return undefined
+    if ((type !== FrameType.CALL || (head !== 0x94 && head !== 0x95)) && (type !== FrameType.REPLY || head !== 0x93)) return undefined
     const b = e[at + 3]!
     const size = b < 0x80 ? 1 : b === 0xcc ? 2 : b === 0xcd ? 3 : b === 0xce ? 5 : 0
     const end = at + 3 + size
@@ -135,10 +138,19 @@ export class Codec {
       return { type, id, body: r.body() }
     }
     const method = this.readMethod(r, end)
-    return method === undefined ? undefined : { type, id, method, body: r.body() }
+    if (method === undefined) return undefined
+    if (head === 0x94) return { type, id, method, body: r.body() }
+    // A deadline after the method: a uint in its shortest form, which ends the envelope.
+    const d = readShortUint(e, r.at)
+    if (d === undefined) {
+      r.at = at
+      return undefined
+    }
+    r.at = d.end
+    return { type, id, method, deadline: d.value, body: r.body() }
   }
 
-  /** An ASCII fixstr or str 8 at `at`, ending the envelope: moves the reader past it; else undefined. */
+  /** An ASCII fixstr or str 8 at `at`: moves the reader past it; else undefined. */
   private readMethod(r: Reader, at: number): string | undefined {
     const e = r.part
     const b = e[at]
@@ -185,6 +197,18 @@ export class Codec {
   }
 }
 
+/** A msgpack positive fixint, uint 8, uint 16 or uint 32 at `at`, and where it ends; else undefined. */
+function readShortUint(e: Uint8Array, at: number): { value: number; end: number } | undefined {
+  const b = e[at]
+  if (b === undefined) return undefined
+  if (b < 0x80) return { value: b, end: at + 1 }
+  const size = b === 0xcc ? 1 : b === 0xcd ? 2 : b === 0xce ? 4 : 0
+  if (size === 0 || e.length < at + 1 + size) return undefined
+  let value = 0
+  for (let i = 1; i <= size; i++) value = value * 256 + e[at + i]!
+  return { value, end: at + 1 + size }
+}
+
 /**
  * The JOIN of a connection that has not joined, or undefined if `parts` is
  * not a message holding a single JOIN in a single part of at most
@@ -195,8 +219,8 @@ export class Codec {
 export function decodeJoin(parts: readonly Uint8Array[]): Join | undefined {
   const part = parts[0]
   if (parts.length !== 1 || part === undefined || part.length > MAX_JOIN_BYTES || part.length < 4) return undefined
-  // fixarray of 4 to 9 elements, then the version and type JOIN, each a positive fixint.
-  if (part[0]! < 0x94 || part[0]! > 0x99 || part[1]! > 0x7f || part[2] !== FrameType.JOIN) return undefined
+  // fixarray of 4 to 15 elements (later releases may add trailing fields), then the version and type JOIN, each a positive fixint.
+  if (part[0]! < 0x94 || part[0]! > 0x9f || part[1]! > 0x7f || part[2] !== FrameType.JOIN) return undefined
   if (part[1] !== PROTOCOL_VERSION) throw new CodecError('VERSION', `unsupported protocol version ${part[1]}`)
   const r = new Reader(parts)
   r.next()
@@ -310,6 +334,7 @@ function readFrame(e: unknown[], body: () => Uint8Array): Frame {
       if (given(e, 6)) frame.maxPart = uint32(e, 6, 'a part size (uint32)')
       if (given(e, 7)) frame.incarnation = incarnation(e, 7)
       if (given(e, 8)) frame.window = window(e, 8)
+      if (given(e, 9)) frame.callTimeout = duration(e, 9, 'callTimeout')
       return frame
     }
     case FrameType.STAY: {
@@ -317,6 +342,8 @@ function readFrame(e: unknown[], body: () => Uint8Array): Frame {
       if (given(e, 4)) frame.maxPart = uint32(e, 4, 'a part size (uint32)')
       if (given(e, 5)) frame.incarnation = incarnation(e, 5)
       if (given(e, 6)) frame.window = window(e, 6)
+      if (given(e, 7)) frame.callTimeout = duration(e, 7, 'callTimeout')
+      if (given(e, 8)) frame.stallTimeout = duration(e, 8, 'stallTimeout')
       return frame
     }
     case FrameType.PART:
@@ -324,10 +351,21 @@ function readFrame(e: unknown[], body: () => Uint8Array): Frame {
     case FrameType.TICK:
     case FrameType.TOCK:
       return { type }
-    case FrameType.CALL:
-      return { type, id: id(e, 2), method: str(e, 3), body: body() }
-    case FrameType.CAST:
-      return { type, method: str(e, 2), body: body() }
+    case FrameType.CALL: {
+      const frame: Frame = { type, id: id(e, 2), method: str(e, 3), body: EMPTY }
+      if (given(e, 4)) frame.deadline = uint32(e, 4, 'a deadline in ms (uint32)')
+      if (given(e, 5)) frame.meta = bin(e, 5, 'the metadata', Infinity)
+      frame.body = body()
+      return frame
+    }
+    case FrameType.CAST: {
+      const frame: Frame = { type, method: str(e, 2), body: EMPTY }
+      if (given(e, 3)) frame.meta = bin(e, 3, 'the metadata', Infinity)
+      frame.body = body()
+      return frame
+    }
+    case FrameType.CANCEL:
+      return { type, id: id(e, 2) }
     case FrameType.REPLY:
       return { type, id: id(e, 2), body: body() }
     case FrameType.ERROR: {
@@ -363,9 +401,10 @@ function str(e: unknown[], i: number): string {
   return v
 }
 
-function bin(e: unknown[], i: number, what: string): Uint8Array {
+function bin(e: unknown[], i: number, what: string, max = MAX_SMALL_BIN): Uint8Array {
   const v = e[i]
   if (!(v instanceof Uint8Array)) throw new CodecError('MALFORMED', `field ${i} (${what}) must be binary or nil`)
+  if (v.length > max) throw new CodecError('MALFORMED', `field ${i} (${what}) is ${v.length} bytes, more than ${max}`)
   // A copy: the envelope's bytes belong to a message that may be large.
   return new Uint8Array(v)
 }
@@ -389,6 +428,13 @@ function window(e: unknown[], i: number): Window {
 }
 
 const id = (e: unknown[], i: number): number => uint32(e, i, 'a call id (uint32)')
+
+/** A time in ms announced in JOIN or STAY: a uint32 of at least 1. */
+function duration(e: unknown[], i: number, what: string): number {
+  const v = uint32(e, i, `${what} in ms (uint32)`)
+  if (v === 0) throw new CodecError('MALFORMED', `field ${i} (${what}) must be at least 1 ms`)
+  return v
+}
 
 function uint32(e: unknown[], i: number, what: string): number {
   const v = e[i]

@@ -21,6 +21,7 @@ export enum FrameType {
   ERROR = 9,
   CHALLENGE = 10,
   CREDIT = 11,
+  CANCEL = 12,
 }
 
 /** How much a peer may have on its way to the node that announced it, beyond what that node has granted since. */
@@ -45,6 +46,12 @@ export interface Join {
   incarnation?: Uint8Array
   /** The dialler's receive window; announcing it also says the dialler reads CREDIT. */
   window?: Window
+  /**
+   * The time a CALL of the dialler's without a `deadline` gives its callee,
+   * ms; announcing it also says the dialler reads CALL deadlines and
+   * metadata, CAST metadata and CANCEL (PROTOCOL.md 8.1).
+   */
+  callTimeout?: number
 }
 
 /** What a STAY carries besides its type. */
@@ -54,6 +61,10 @@ export interface Stay {
   maxPart?: number
   incarnation?: Uint8Array
   window?: Window
+  /** As in JOIN. */
+  callTimeout?: number
+  /** How long the acceptor lets a joined connection stay silent before it drops it (its dialler must send within it), ms. */
+  stallTimeout?: number
 }
 
 export type Frame =
@@ -62,18 +73,19 @@ export type Frame =
   | { type: FrameType.PART; reason: string; message: string }
   | { type: FrameType.TICK }
   | { type: FrameType.TOCK }
-  | { type: FrameType.CALL; id: number; method: string; body: Uint8Array }
-  | { type: FrameType.CAST; method: string; body: Uint8Array }
+  | { type: FrameType.CALL; id: number; method: string; body: Uint8Array; deadline?: number; meta?: Uint8Array }
+  | { type: FrameType.CAST; method: string; body: Uint8Array; meta?: Uint8Array }
   | { type: FrameType.REPLY; id: number; body: Uint8Array }
   | { type: FrameType.ERROR; id: number; code: string; name: string; message: string; remoteCode?: string }
   | { type: FrameType.CHALLENGE; nonce: Uint8Array }
   | { type: FrameType.CREDIT; messages: number; bytes: number }
+  | { type: FrameType.CANCEL; id: number }
 
 /** Data frames: what the call layer sends and receives. */
-export type DataFrame = Extract<Frame, { type: FrameType.CALL | FrameType.CAST | FrameType.REPLY | FrameType.ERROR }>
+export type DataFrame = Extract<Frame, { type: FrameType.CALL | FrameType.CAST | FrameType.REPLY | FrameType.ERROR | FrameType.CANCEL }>
 
-/** Is `type` one of the data frames (CALL, CAST, REPLY, ERROR)? */
-export const isData = (type: FrameType): boolean => type >= FrameType.CALL && type <= FrameType.ERROR
+/** Is `type` one of the data frames (CALL, CAST, REPLY, ERROR, CANCEL)? */
+export const isData = (type: FrameType): boolean => (type >= FrameType.CALL && type <= FrameType.ERROR) || type === FrameType.CANCEL
 
 /** PART reasons (strings on the wire, PROTOCOL.md section 5). */
 export const Part = {
@@ -149,13 +161,16 @@ export const encodeJoin = (join: Join): Uint8Array =>
   envelope(
     trailing(
       [PROTOCOL_VERSION, FrameType.JOIN, join.network, join.name],
-      [join.proof, join.target, join.maxPart, join.incarnation, windowField(join.window)],
+      [join.proof, join.target, join.maxPart, join.incarnation, windowField(join.window), join.callTimeout],
     ),
   )
 
 export const encodeStay = (stay: Stay): Uint8Array =>
   envelope(
-    trailing([PROTOCOL_VERSION, FrameType.STAY, stay.network, stay.name], [stay.maxPart, stay.incarnation, windowField(stay.window)]),
+    trailing(
+      [PROTOCOL_VERSION, FrameType.STAY, stay.network, stay.name],
+      [stay.maxPart, stay.incarnation, windowField(stay.window), stay.callTimeout, stay.stallTimeout],
+    ),
   )
 
 export const encodePart = (reason: string, message: string): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.PART, reason, message])
@@ -163,6 +178,8 @@ export const TICK: Uint8Array = envelope([PROTOCOL_VERSION, FrameType.TICK])
 export const TOCK: Uint8Array = envelope([PROTOCOL_VERSION, FrameType.TOCK])
 export const encodeChallenge = (nonce: Uint8Array): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.CHALLENGE, nonce])
 export const encodeCredit = (messages: number, bytes: number): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.CREDIT, messages, bytes])
+export const encodeCancel = (id: number): Uint8Array =>
+  isId(id) ? dataEnvelope(FrameType.CANCEL, id, undefined) : envelope([PROTOCOL_VERSION, FrameType.CANCEL, id])
 
 /** ERROR; `remoteCode` is the handler error's own string `code`, when it had one. */
 export const encodeError = (id: number, code: string, name: string, message: string, remoteCode?: string): Uint8Array =>
@@ -216,21 +233,35 @@ function writeUint(out: Buffer, at: number, n: number): number {
  * id, str method), in pooled memory, since a small typed array of the V8
  * heap must be moved off it before ZeroMQ can read it.
  */
-function dataEnvelope(type: FrameType, id: number | undefined, method: string | undefined): Uint8Array {
+function dataEnvelope(type: FrameType, id: number | undefined, method: string | undefined, deadline?: number): Uint8Array {
   const name = method === undefined ? undefined : methodStr(method)
-  const fields = 2 + (id === undefined ? 0 : 1) + (name === undefined ? 0 : 1)
-  const out = Buffer.allocUnsafe(3 + (id === undefined ? 0 : uintLength(id)) + (name?.length ?? 0))
+  const fields = 2 + (id === undefined ? 0 : 1) + (name === undefined ? 0 : 1) + (deadline === undefined ? 0 : 1)
+  const out = Buffer.allocUnsafe(
+    3 + (id === undefined ? 0 : uintLength(id)) + (name?.length ?? 0) + (deadline === undefined ? 0 : uintLength(deadline)),
+  )
   out[0] = 0x90 | fields
   out[1] = PROTOCOL_VERSION
   out[2] = type
-  const at = id === undefined ? 3 : writeUint(out, 3, id)
-  name?.copy(out, at)
+  let at = id === undefined ? 3 : writeUint(out, 3, id)
+  if (name !== undefined) at += name.copy(out, at)
+  if (deadline !== undefined) writeUint(out, at, deadline)
   return out
 }
 
-export const encodeCall = (id: number, method: string): Uint8Array =>
-  isId(id) ? dataEnvelope(FrameType.CALL, id, method) : envelope([PROTOCOL_VERSION, FrameType.CALL, id, method])
-export const encodeCast = (method: string): Uint8Array => dataEnvelope(FrameType.CAST, undefined, method)
+/**
+ * CALL. `deadline`: ms the caller will wait, counted from now (absent: the
+ * `callTimeout` it announced); `meta`: the call's metadata, encoded
+ * (calls/meta.ts). Neither goes to a peer that announced no `callTimeout`.
+ */
+export function encodeCall(id: number, method: string, deadline?: number, meta?: Uint8Array): Uint8Array {
+  if (meta === undefined && isId(id) && (deadline === undefined || isId(deadline)))
+    return dataEnvelope(FrameType.CALL, id, method, deadline)
+  return envelope(trailing([PROTOCOL_VERSION, FrameType.CALL, id, method], [deadline, meta]))
+}
+
+/** CAST, with the cast's metadata, encoded, if it has any. */
+export const encodeCast = (method: string, meta?: Uint8Array): Uint8Array =>
+  meta === undefined ? dataEnvelope(FrameType.CAST, undefined, method) : envelope([PROTOCOL_VERSION, FrameType.CAST, method, meta])
 export const encodeReply = (id: number): Uint8Array =>
   isId(id) ? dataEnvelope(FrameType.REPLY, id, undefined) : envelope([PROTOCOL_VERSION, FrameType.REPLY, id])
 
@@ -248,9 +279,9 @@ export function encodeFrame(frame: Frame): Uint8Array[] {
     case FrameType.TOCK:
       return [TOCK]
     case FrameType.CALL:
-      return [encodeCall(frame.id, frame.method), frame.body]
+      return [encodeCall(frame.id, frame.method, frame.deadline, frame.meta), frame.body]
     case FrameType.CAST:
-      return [encodeCast(frame.method), frame.body]
+      return [encodeCast(frame.method, frame.meta), frame.body]
     case FrameType.REPLY:
       return [encodeReply(frame.id), frame.body]
     case FrameType.ERROR:
@@ -259,5 +290,7 @@ export function encodeFrame(frame: Frame): Uint8Array[] {
       return [encodeChallenge(frame.nonce)]
     case FrameType.CREDIT:
       return [encodeCredit(frame.messages, frame.bytes)]
+    case FrameType.CANCEL:
+      return [encodeCancel(frame.id)]
   }
 }
