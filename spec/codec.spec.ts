@@ -55,7 +55,7 @@ const bytes = (hex: string): Uint8Array => Uint8Array.from(Buffer.from(hex, 'hex
 const hex = (data: Uint8Array): string => Buffer.from(data).toString('hex')
 
 /** Fields that hold bytes, written as hex in the vectors. */
-const BINARY_FIELDS = new Set(['body', 'proof', 'incarnation', 'nonce'])
+const BINARY_FIELDS = new Set(['body', 'proof', 'incarnation', 'nonce', 'meta'])
 const fromJson = (frame: JsonFrame): Frame =>
   Object.fromEntries(Object.entries(frame).map(([k, v]) => [k, BINARY_FIELDS.has(k) && typeof v === 'string' ? bytes(v) : v])) as Frame
 const toJson = (frame: Frame): JsonFrame =>
@@ -85,7 +85,7 @@ const codec = new Codec()
 describe('frame vectors', () => {
   it('cover every frame type, encoded and decoded', () => {
     const types = new Set(frameVectors.filter((v) => v.canonical).flatMap((v) => v.frames!.map((f) => f.type)))
-    expect([...types].sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])
+    expect([...types].sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
   })
 
   for (const v of frameVectors.filter((v) => v.frames !== undefined)) {

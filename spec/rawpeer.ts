@@ -17,7 +17,20 @@ export interface RawKeys {
 /** An envelope as decoded: `[version, type, ...fields]`. */
 export type Envelope = unknown[]
 
-export const T = { JOIN: 1, STAY: 2, PART: 3, TICK: 4, TOCK: 5, CALL: 6, CAST: 7, REPLY: 8, ERROR: 9, CHALLENGE: 10, CREDIT: 11 } as const
+export const T = {
+  JOIN: 1,
+  STAY: 2,
+  PART: 3,
+  TICK: 4,
+  TOCK: 5,
+  CALL: 6,
+  CAST: 7,
+  REPLY: 8,
+  ERROR: 9,
+  CHALLENGE: 10,
+  CREDIT: 11,
+  CANCEL: 12,
+} as const
 
 /** The JOIN proof (PROTOCOL.md 4.2): static (v1), or answering a CHALLENGE nonce for an incarnation (v2). */
 export async function joinProof(
@@ -36,13 +49,18 @@ export async function joinProof(
   return new Uint8Array([...nonce, ...sealed])
 }
 
-/** A JOIN envelope: `[1, 1, network, name, proof, target, maxPart, incarnation, window]`, trailing absent fields left out. */
+/**
+ * A JOIN envelope: `[1, 1, network, name, proof, target, maxPart, incarnation, window]`, trailing absent fields left out.
+ * Announcing `callTimeout` takes a window, `[messages, bytes, callTimeout]`: one wide enough never to need a CREDIT in a test.
+ */
 export function joinBytes(fields: {
   network: string
   name: string
   proof?: Uint8Array
   target?: string
   incarnation?: Uint8Array
+  /** Announces that this peer reads CALL deadlines and metadata and CANCEL (PROTOCOL.md 8). */
+  callTimeout?: number
 }): Uint8Array {
   const all: unknown[] = [
     1,
@@ -53,6 +71,7 @@ export function joinBytes(fields: {
     fields.target ?? null,
     null,
     fields.incarnation ?? null,
+    fields.callTimeout === undefined ? null : [100_000, 2 ** 31, fields.callTimeout],
   ]
   while (all.length > 4 && all[all.length - 1] === null) all.pop()
   return encode(all)
@@ -109,10 +128,10 @@ export class RawPeer {
    * (with a static proof when encrypted), then, if the listener challenges,
    * a JOIN answering it. Resolves with the STAY, or rejects with the PART.
    */
-  async join(network: string, name: string, curve?: { keys: RawKeys; serverKey: string }): Promise<Envelope> {
+  async join(network: string, name: string, curve?: { keys: RawKeys; serverKey: string }, callTimeout?: number): Promise<Envelope> {
     const incarnation = sodium.randombytes_buf(16)
     const proof = curve === undefined ? undefined : await joinProof(network, curve.keys, curve.serverKey)
-    await this.send(joinBytes({ network, name, proof, incarnation }))
+    await this.send(joinBytes({ network, name, proof, incarnation, callTimeout }))
     for (;;) {
       const values = await this.next()
       for (const v of values) {
@@ -121,7 +140,7 @@ export class RawPeer {
         if (v[1] === T.PART) throw new Error(`refused: ${String(v[2])} ${String(v[3])}`)
         if (v[1] === T.CHALLENGE && curve !== undefined) {
           const fresh = await joinProof(network, curve.keys, curve.serverKey, { nonce: v[2] as Uint8Array, incarnation })
-          await this.send(joinBytes({ network, name, proof: fresh, incarnation }))
+          await this.send(joinBytes({ network, name, proof: fresh, incarnation, callTimeout }))
         }
       }
     }

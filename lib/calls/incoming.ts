@@ -101,7 +101,7 @@ class Running implements Served {
 
   deadline(): number | undefined {
     if (this.expires === undefined) return undefined
-    this.epoch ??= Math.round(Date.now() + this.expires - this.clock.now())
+    this.epoch ??= Math.floor(Date.now() + this.expires - this.clock.now())
     return this.epoch
   }
 

@@ -53,6 +53,8 @@ class Call implements SendTag {
   failure: unknown = undefined
   /** Removes the abort listeners. */
   unwatch: (() => void) | undefined
+  /** The timer queue it waits in. */
+  queue: Queue | undefined
 
   constructor(
     private readonly table: OutgoingCalls,
@@ -109,9 +111,12 @@ class Call implements SendTag {
 }
 
 interface Queue {
+  readonly timeout: number
   ids: number[]
   deadlines: number[]
   head: number
+  /** Calls in it still outstanding: at 0 the queue goes, whether its calls were answered, cancelled or timed out. */
+  live: number
 }
 
 export class OutgoingCalls {
@@ -191,11 +196,13 @@ export class OutgoingCalls {
     if (plan.signals !== undefined && plan.signals.length > 0) this.watch(call, plan.signals)
     let queue = this.queues.get(plan.timeout)
     if (queue === undefined) {
-      queue = { ids: [], deadlines: [], head: 0 }
+      queue = { timeout: plan.timeout, ids: [], deadlines: [], head: 0, live: 0 }
       this.queues.set(plan.timeout, queue)
     }
     queue.ids.push(id)
     queue.deadlines.push(deadline)
+    queue.live++
+    call.queue = queue
     if (deadline < this.armedFor) this.arm(deadline)
     call.sent = true
     return { id, tag: call }
@@ -330,6 +337,11 @@ export class OutgoingCalls {
   private finish(call: Call): void {
     this.calls.delete(call.id)
     call.unwatch?.()
+    const queue = call.queue
+    if (queue !== undefined && --queue.live === 0 && this.queues.get(queue.timeout) === queue) {
+      this.queues.delete(queue.timeout)
+      if (this.queues.size === 0) this.disarm()
+    }
     call.sink.end(call.failure)
   }
 
@@ -365,7 +377,7 @@ export class OutgoingCalls {
   private compact(timeout: number, queue: Queue): void {
     while (queue.head < queue.ids.length && !this.calls.has(queue.ids[queue.head]!)) queue.head++
     if (queue.head === queue.ids.length) {
-      this.queues.delete(timeout)
+      if (this.queues.get(timeout) === queue) this.queues.delete(timeout)
     } else if (queue.head > 1024 && queue.head * 2 > queue.ids.length) {
       queue.ids = queue.ids.slice(queue.head)
       queue.deadlines = queue.deadlines.slice(queue.head)

@@ -6,6 +6,7 @@
  * refused with a TypeError that says what and where.
  */
 import { Encoder } from '@msgpack/msgpack'
+import { MAX_DEPTH } from './walk.js'
 
 /**
  * The encoder's buffer grows to the largest value it encoded. Beyond this
@@ -19,6 +20,8 @@ const UINT64_MAX = 2n ** 64n - 1n
 
 /** A value that msgpack would change: what it is. */
 class Unfaithful extends Error {}
+/** A container beyond level MAX_DEPTH: the decoder would refuse the body. */
+class TooDeep extends Error {}
 
 interface EncoderInternals {
   encodeBigInt64(value: bigint): void
@@ -27,7 +30,8 @@ interface EncoderInternals {
 }
 
 function makeEncoder(): Encoder {
-  const encoder = new Encoder({ useBigInt64: true })
+  // msgpack counts every value's depth, scalars too; a level here is a container (PROTOCOL.md 7), checked below, so a scalar inside the deepest one passes.
+  const encoder = new Encoder({ useBigInt64: true, maxDepth: MAX_DEPTH + 1 })
   const internals = encoder as unknown as EncoderInternals
   // msgpack writes a BigInt with DataView.setBig(U)Int64, which wraps silently: 2n ** 64n would go out as 0.
   const encodeBigInt64 = internals.encodeBigInt64.bind(encoder)
@@ -37,6 +41,8 @@ function makeEncoder(): Encoder {
   }
   const encodeObject = internals.encodeObject.bind(encoder)
   internals.encodeObject = (object, depth) => {
+    // `depth` is the level this value is at, the root's 1: a container at level MAX_DEPTH + 1 is too deep.
+    if (depth > MAX_DEPTH && isContainer(object)) throw new TooDeep()
     // Plain objects, arrays and Uint8Arrays, nearly everything a body holds, are let through on one comparison.
     const proto: unknown = Object.getPrototypeOf(object)
     if (
@@ -55,6 +61,10 @@ function makeEncoder(): Encoder {
 }
 
 let encoder = makeEncoder()
+
+/** Does `value` go as a msgpack array or map (a level of nesting), rather than a scalar, binary or timestamp? */
+const isContainer = (value: unknown): boolean =>
+  typeof value === 'object' && value !== null && !ArrayBuffer.isView(value) && !(value instanceof Date)
 
 /**
  * What msgpack would do wrong with `value`, or undefined if it carries it
@@ -109,7 +119,7 @@ export function encodeBody(value: unknown): Uint8Array {
 /** Why encoding `value` failed, with the path to the value at fault. */
 function explain(value: unknown, error: unknown): string {
   if (!(error instanceof Unfaithful)) {
-    const found = find(value, (_, depth, again) => again || depth > 100)
+    const found = find(value, (v, level, again) => again || (level > MAX_DEPTH && isContainer(v)))
     return `it is circular or nested too deeply${found === undefined ? '' : ` (at ${found})`}`
   }
   const found = find(value, (v) => (typeof v === 'bigint' ? v < INT64_MIN || v > UINT64_MAX : unfaithful(v) !== undefined))

@@ -60,7 +60,7 @@ export const DEFAULT_DECODE_LIMITS: DecodeLimits = {
  * Limits of every envelope: the longest string an envelope needs is an
  * ERROR message (16 384 characters from the reference), the longest binary
  * a call's metadata (64 KiB at most, 8 KiB by default); the most elements, a
- * JOIN's ten. Maps and extensions never occur. Nesting: the JOIN window is
+ * JOIN's nine. Maps and extensions never occur. Nesting: the JOIN window is
  * an array in the array.
  */
 export const ENVELOPE_LIMITS = {
@@ -333,17 +333,14 @@ function readFrame(e: unknown[], body: () => Uint8Array): Frame {
       if (given(e, 5)) frame.target = str(e, 5)
       if (given(e, 6)) frame.maxPart = uint32(e, 6, 'a part size (uint32)')
       if (given(e, 7)) frame.incarnation = incarnation(e, 7)
-      if (given(e, 8)) frame.window = window(e, 8)
-      if (given(e, 9)) frame.callTimeout = duration(e, 9, 'callTimeout')
+      if (given(e, 8)) window(e, 8, frame)
       return frame
     }
     case FrameType.STAY: {
       const frame: Frame = { type, network: str(e, 2), name: str(e, 3) }
       if (given(e, 4)) frame.maxPart = uint32(e, 4, 'a part size (uint32)')
       if (given(e, 5)) frame.incarnation = incarnation(e, 5)
-      if (given(e, 6)) frame.window = window(e, 6)
-      if (given(e, 7)) frame.callTimeout = duration(e, 7, 'callTimeout')
-      if (given(e, 8)) frame.stallTimeout = duration(e, 8, 'stallTimeout')
+      if (given(e, 6)) window(e, 6, frame)
       return frame
     }
     case FrameType.PART:
@@ -417,14 +414,18 @@ function incarnation(e: unknown[], i: number): Uint8Array {
   return v
 }
 
-function window(e: unknown[], i: number): Window {
+/** The window field of a JOIN or STAY, `[messages, bytes, callTimeout?, stallTimeout?]`, into `frame`. */
+function window(e: unknown[], i: number, frame: { window?: Window; callTimeout?: number; stallTimeout?: number }): void {
   const v = e[i]
   if (!Array.isArray(v) || v.length < 2) throw new CodecError('MALFORMED', `field ${i} (the window) must be [messages, bytes]`)
   const messages = uint32(v, 0, 'a message count (uint32)')
   const bytes = uint32(v, 1, 'a byte count (uint32)')
   if (messages === 0 || bytes === 0)
     throw new CodecError('MALFORMED', `field ${i} (the window) must allow at least one message and one byte`)
-  return { messages, bytes }
+  frame.window = { messages, bytes }
+  if (given(v, 2)) frame.callTimeout = duration(v, 2, 'callTimeout')
+  // Only a STAY's is read: a dialler's acceptor-side timing means nothing to a listener.
+  if (given(v, 3) && e[1] === FrameType.STAY) frame.stallTimeout = duration(v, 3, 'stallTimeout')
 }
 
 const id = (e: unknown[], i: number): number => uint32(e, i, 'a call id (uint32)')

@@ -49,7 +49,8 @@ export interface Join {
   /**
    * The time a CALL of the dialler's without a `deadline` gives its callee,
    * ms; announcing it also says the dialler reads CALL deadlines and
-   * metadata, CAST metadata and CANCEL (PROTOCOL.md 8.1).
+   * metadata, CAST metadata and CANCEL (PROTOCOL.md 8.1). On the wire it is
+   * the window's third element: it needs a window.
    */
   callTimeout?: number
 }
@@ -63,7 +64,7 @@ export interface Stay {
   window?: Window
   /** As in JOIN. */
   callTimeout?: number
-  /** How long the acceptor lets a joined connection stay silent before it drops it (its dialler must send within it), ms. */
+  /** How long the acceptor lets a joined connection stay silent before it drops it (its dialler must send within it), ms: the window's fourth element. */
   stallTimeout?: number
 }
 
@@ -155,13 +156,21 @@ function trailing(fields: unknown[], optional: unknown[]): unknown[] {
   return fields
 }
 
-const windowField = (w: Window | undefined): unknown => (w === undefined ? undefined : [w.messages, w.bytes])
+/**
+ * The window field, `[messages, bytes, callTimeout, stallTimeout]`: the
+ * call terms ride in it after the window's two counts, because a listener of
+ * the previous release recognises a JOIN of at most 9 elements but ignores
+ * a window's elements after the second (PROTOCOL.md 4, 15). Without a window
+ * there are no terms.
+ */
+const windowField = (w: Window | undefined, callTimeout?: number, stallTimeout?: number): unknown =>
+  w === undefined ? undefined : trailing([w.messages, w.bytes], [callTimeout, stallTimeout])
 
 export const encodeJoin = (join: Join): Uint8Array =>
   envelope(
     trailing(
       [PROTOCOL_VERSION, FrameType.JOIN, join.network, join.name],
-      [join.proof, join.target, join.maxPart, join.incarnation, windowField(join.window), join.callTimeout],
+      [join.proof, join.target, join.maxPart, join.incarnation, windowField(join.window, join.callTimeout)],
     ),
   )
 
@@ -169,7 +178,7 @@ export const encodeStay = (stay: Stay): Uint8Array =>
   envelope(
     trailing(
       [PROTOCOL_VERSION, FrameType.STAY, stay.network, stay.name],
-      [stay.maxPart, stay.incarnation, windowField(stay.window), stay.callTimeout, stay.stallTimeout],
+      [stay.maxPart, stay.incarnation, windowField(stay.window, stay.callTimeout, stay.stallTimeout)],
     ),
   )
 
