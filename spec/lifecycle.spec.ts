@@ -4,12 +4,23 @@
  * quorum that stops the stragglers, stream(), metadata, and the table of
  * running handlers that every exit path empties.
  */
+import { spawn, type ChildProcess } from 'node:child_process'
 import { getEventListeners } from 'node:events'
-import { afterEach, describe, expect, it } from 'vitest'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { BilateralError, type Bilateral, type CallContext } from '../lib/index.js'
-import { closeAll, deferred, makeNode, pair } from './helpers.js'
+import { closeAll, deferred, ensureBuilt, makeNode, nextEvent, pair } from './helpers.js'
 
-afterEach(closeAll)
+const RELEASE = fileURLToPath(new URL('./fixtures/release.mjs', import.meta.url))
+const DIST = fileURLToPath(new URL('../dist', import.meta.url))
+const children: ChildProcess[] = []
+
+beforeAll(ensureBuilt)
+afterEach(async () => {
+  for (const child of children.splice(0)) child.kill('SIGKILL')
+  await closeAll()
+})
 
 /** A receiver whose `Wait` runs until its ctx.signal aborts, reporting each start and each abort. */
 class Waiter {
@@ -202,6 +213,32 @@ describe('the handlers running for a caller', () => {
     await until(beta, (s) => s.running === 0 && s.runningPeers === 0, 'the table to empty')
   })
 
+  it('are aborted with PEER_DOWN when the caller’s process dies (its connection is gone: HEARTBEAT)', async () => {
+    const node = makeNode('svc')
+    const waiter = new Waiter()
+    node.register(waiter, 'W')
+    const endpoint = await node.listen('tcp://127.0.0.1:*')
+    const child = spawn(process.execPath, [RELEASE, 'dial', 'doomed', 'svc', endpoint], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, BILATERAL_DIST: DIST },
+    })
+    children.push(child)
+    const ready = deferred<string>()
+    createInterface({ input: child.stdout! }).once('line', ready.resolve)
+    expect(await bounded(ready.promise, 'the child to join', 10_000)).toBe('ready')
+    // The child's handler calls back: our W.Wait runs for it.
+    void node.call(['doomed'], 'Old.Ask', { peer: 'svc', method: 'W.Wait', args: null }, { timeout: 30_000 })
+    const ctx = await waiter.nextStart()
+    expect(ctx.from).toBe('doomed')
+    const down = nextEvent<[string, string]>(node, 'peer:down', 10_000)
+    child.kill('SIGKILL')
+    expect((await down)[1]).toBe('HEARTBEAT')
+    const reason = await waiter.nextAbort()
+    expect(reason.code).toBe('PEER_DOWN')
+    expect(reason.message).toContain('HEARTBEAT')
+    await until(node, (s) => s.running === 0 && s.repliesDropped === 1, 'the table to empty')
+  })
+
   it('are all aborted with CLOSED by close(), which leaves the tables at zero', async () => {
     const { alpha, beta, waiter } = await callerAndServer()
     const calls = [1, 2, 3].map((i) => alpha.call(['beta'], 'W.Wait', i, { timeout: 60_000 }))
@@ -210,6 +247,22 @@ describe('the handlers running for a caller', () => {
     expect(waiter.aborted.map((r) => r.code)).toEqual(['CLOSED', 'CLOSED', 'CLOSED'])
     expect(beta.stats()).toMatchObject({ running: 0, runningBytes: 0, runningPeers: 0, pending: 0 })
     for (const results of await Promise.all(calls)) expect(results).toMatchObject([{ ok: false, error: { code: 'PEER_DOWN' } }])
+  })
+})
+
+describe('the stallTimeout a listener announces', () => {
+  it('keeps a dialler whose own pingInterval is longer in time: it sends within it', async () => {
+    // Without the announcement this dialler would TICK every 3 s, and the listener would drop it after 800 ms of silence.
+    const dialler = makeNode('slowpinger', { pingInterval: 3000, peerTimeout: 6000, stallTimeout: 60_000 })
+    const listener = makeNode('strict', { stallTimeout: 800 })
+    await pair(dialler, listener)
+    const down = nextEvent(listener, 'peer:down', 4000).then(
+      (args) => args,
+      () => undefined,
+    )
+    // Five stall periods: any TIMEOUT would have come.
+    expect(await down).toBeUndefined()
+    expect(listener.activeConnections()).toEqual(['slowpinger'])
   })
 })
 
