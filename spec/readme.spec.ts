@@ -9,7 +9,10 @@ const run = promisify(execFile)
 const root = new URL('..', import.meta.url)
 // Inside the package, so `import ... from 'bilateral'` resolves to this package's own exports.
 const scratch = new URL('./.readme/', import.meta.url)
-const blocks = [...readFileSync(new URL('README.md', root), 'utf8').matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!)
+/** Runnable examples: every `js` block, and every `ts` block that is a program (it imports), as opposed to a signature. */
+const blocks = [...readFileSync(new URL('README.md', root), 'utf8').matchAll(/```(js|ts)\n([\s\S]*?)```/g)]
+  .map((m) => ({ lang: m[1] as 'js' | 'ts', code: m[2]! }))
+  .filter((b) => b.lang === 'js' || b.code.startsWith('import '))
 
 beforeAll(() => {
   ensureBuilt()
@@ -20,6 +23,8 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }))
 /** What each example's comments promise it prints, in order of appearance in README. */
 const promised: string[][] = [
   ["from: 'beta'", 'S: 350', 'D: -150', "caller: 'alpha'", "from: 'gamma'", 'NOT_CONNECTED'],
+  ["[ 'k@r1', 'k@r2', 'CANCELLED' ]", 'r3 stopped: CANCELLED', 'first answer x@r1', 'CANCELLED\n'],
+  ['select 7 for api, trace 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01, within the second: true'],
   ['Public.Rate 0.05', 'Account.Balance 10', 'Account.Withdraw NO_SUCH_METHOD'],
   ['ok: true', 'hello '],
   ['true\ntrue'],
@@ -29,10 +34,24 @@ it('every README example has its promised output listed here', () => {
   expect(blocks).toHaveLength(promised.length)
 })
 
-blocks.forEach((code, i) => {
-  it(`README example ${i + 1} runs as written and prints what its comments say`, async () => {
-    const file = new URL(`example-${i}.mjs`, scratch)
-    writeFileSync(file, code)
+blocks.forEach(({ lang, code }, i) => {
+  it(`README example ${i + 1} (${lang}) ${lang === 'ts' ? 'compiles under --strict, ' : ''}runs as written and prints what its comments say`, async () => {
+    let file = new URL(`example-${i}.mjs`, scratch)
+    if (lang === 'ts') {
+      // Inside the package, `bilateral` resolves to this package's own exports and types, as it would for a user.
+      const source = new URL(`example-${i}.ts`, scratch)
+      writeFileSync(source, code)
+      const tsc = fileURLToPath(new URL('node_modules/typescript/bin/tsc', root))
+      const flags = ['--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', 'node']
+      await run(
+        process.execPath,
+        [tsc, ...flags, '--skipLibCheck', '--rootDir', fileURLToPath(scratch), '--outDir', fileURLToPath(scratch), fileURLToPath(source)],
+        {
+          timeout: 60_000,
+        },
+      )
+      file = new URL(`example-${i}.js`, scratch)
+    } else writeFileSync(file, code)
     // Examples that read key files run after the README's own keygen command, in their own directory.
     const cwd = fileURLToPath(new URL(`./dir-${i}/`, scratch))
     mkdirSync(cwd, { recursive: true })

@@ -1,9 +1,15 @@
 /**
- * The calls we made: one entry per outstanding `call()`, however many peers
- * it addresses, each peer bound to the link its CALL went out on, and one
- * timer for all of them. Deadlines of calls with the same timeout are
- * monotonic in order of insertion, so each distinct timeout value keeps a
- * FIFO and the single timer is armed for the earliest head.
+ * The calls we made: one entry per outstanding `call()` or `stream()`,
+ * however many peers it addresses, each peer bound to the link its CALL went
+ * out on, and one timer for all of them. Deadlines of calls with the same
+ * timeout are monotonic in order of insertion, so each distinct timeout
+ * value keeps a FIFO and the single timer is armed for the earliest head.
+ *
+ * Each result goes to the call's sink as it settles (results.ts, stream.ts),
+ * exactly once per addressed peer. A call ends when every peer has one, or
+ * earlier: its `until` policy is met or can no longer be (policy.ts), or one
+ * of its signals aborts. Then every peer still to answer gets CANCELLED, and
+ * a CANCEL on its link if the peer reads them (PROTOCOL.md 8.1).
  *
  * A REPLY or ERROR settles a peer's entry only if it comes from the link the
  * CALL went out on, or another link to the same incarnation of that peer (a
