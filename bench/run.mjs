@@ -6,7 +6,7 @@
 //
 //   node bench/run.mjs            full run (under 3 minutes on 2 cores)
 //   node bench/run.mjs --tiny     a few hundred calls per scenario (make test)
-//   node bench/run.mjs --only calls,multicast   some groups only (calls, cast, payload, multicast, mesh)
+//   node bench/run.mjs --only calls,multicast   some groups only (calls, cast, payload, multicast, lifecycle, mesh)
 import { fork } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { connect as netConnect } from 'node:net'
@@ -20,7 +20,7 @@ const { values: flags } = parseArgs({
   options: { tiny: { type: 'boolean' }, rounds: { type: 'string' }, out: { type: 'string' }, only: { type: 'string' } },
 })
 const TINY = flags.tiny === true
-const GROUPS = new Set((flags.only ?? 'calls,cast,payload,multicast,mesh').split(','))
+const GROUPS = new Set((flags.only ?? 'calls,cast,payload,multicast,lifecycle,mesh').split(','))
 const ROUNDS = Number(flags.rounds ?? (TINY ? 1 : 3))
 const N_SEQ = TINY ? 200 : 5000
 const N_PIPE = TINY ? 300 : 30000
@@ -178,6 +178,10 @@ async function pointToPoint(one) {
   await listener.waitForPeers(['dialler'], { timeout: 10_000 })
 
   const call = (node, peer) => async () => firstOk(await node.call([peer], 'Arith.SumDiff', args()))
+  // The same call with every new option a caller would pass: a signal (never aborted), a 1 s timeout (sent as a deadline) and a traceparent.
+  const signal = new AbortController().signal
+  const meta = { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' }
+  const rich = (node, peer) => async () => firstOk(await node.call([peer], 'Arith.SumDiff', args(), { signal, meta, timeout: 1000 }))
   const shapes = [
     ['sequential', N_SEQ, 1],
     [`${DEPTH} in flight`, N_PIPE, DEPTH],
@@ -189,11 +193,13 @@ async function pointToPoint(one) {
       forward: () => drive(n, depth, call(client, 'server')),
       reverse: () => drive(n, depth, call(listener, 'dialler')),
       traced: () => drive(n, depth, call(traced, 'server')),
+      rich: () => drive(n, depth, rich(client, 'server')),
     })
     for (const [variant, scenario] of [
       ['forward', `call, dialler → listener, ${label}`],
       ['reverse', `call, listener → dialler, ${label}`],
       ['traced', `call, dialler → listener, ${label}, callerStacks on`],
+      ['rich', `call, dialler → listener, ${label}, with signal, deadline and meta`],
     ]) {
       for (const [metric, unit, field, better] of [
         ['calls/s', '/s', 'rate', 'higher'],
@@ -302,6 +308,71 @@ async function multicast(peers, processes) {
 }
 
 /**
+ * The call lifecycle, priced: three peers in three processes, one fast and
+ * two that take `LAG` ms (and stop when cancelled). The floor is one raw
+ * request to one server, the least any "first answer" can cost.
+ */
+async function lifecycle() {
+  const LAG = 200
+  const names = ['fast', 'slow1', 'slow2']
+  const servers = []
+  for (const name of names) servers.push(...(await spawnServer().rpc('serve', { names: [name], lag: { slow1: LAG, slow2: LAG } })).servers)
+  const raw = await rawDealer(servers[0].zmq)
+  const client = clientNode('lifecycle')
+  for (const s of servers) client.connect(s.name, s.bilateral)
+  await client.waitForPeers(names, { timeout: 10_000 })
+  const n = TINY ? 20 : 1000
+  const firstOkCall = async () => {
+    const results = await client.call(names, 'Lag.Get', args(), { until: 'first-ok' })
+    if (results.length !== 3 || !results[0].ok || results.filter((r) => !r.ok && r.error.code === 'CANCELLED').length !== 2) {
+      throw new Error(`first-ok: ${JSON.stringify(results).slice(0, 300)}`)
+    }
+  }
+  const firstStreamed = async () => {
+    for await (const result of client.stream(names, 'Lag.Get', args())) {
+      if (!result.ok) throw new Error(`stream: ${result.error.code}`)
+      break
+    }
+  }
+  const { pick } = await interleave({
+    zmq: () => drive(n, 1, rawSumDiff(raw)),
+    firstOk: () => drive(n, 1, firstOkCall),
+    stream: () => drive(n, 1, firstStreamed),
+  })
+  for (const [variant, scenario] of [
+    ['firstOk', `until 'first-ok' over 3 peers, 2 taking ${LAG} ms: time to resolve`],
+    ['stream', `stream() over the same 3 peers: time to the first result, then break`],
+  ]) {
+    for (const [metric, field] of [
+      ['p50', 'p50'],
+      ['p99', 'p99'],
+    ]) {
+      record(scenario, metric, 'µs', { bilateral: pick(variant, field), floor: pick('zmq', field), better: 'lower' })
+    }
+  }
+  // Cancelled calls: each aborted once its CALL is on the wire, to a handler that waits; the slow peer aborts its handler on the CANCEL.
+  const nCancel = TINY ? 200 : 20_000
+  const cancelled = async () => {
+    const controller = new AbortController()
+    const pending = client.call(['slow1'], 'Lag.Get', args(), { signal: controller.signal })
+    setImmediate(() => controller.abort())
+    const [result] = await pending
+    if (result.ok || result.error.code !== 'CANCELLED') throw new Error(`cancel: ${JSON.stringify(result).slice(0, 200)}`)
+  }
+  const pipe = await interleave({
+    zmq: () => drive(nCancel, DEPTH, rawSumDiff(raw)),
+    cancelled: () => drive(nCancel, DEPTH, cancelled),
+  })
+  record(`calls cancelled in flight (CALL, then CANCEL), ${DEPTH} at a time`, 'calls/s', '/s', {
+    bilateral: pipe.pick('cancelled', 'rate'),
+    floor: pipe.pick('zmq', 'rate'),
+    better: 'higher',
+  })
+  raw.close()
+  await client.close()
+}
+
+/**
  * A full mesh of `total` nodes in `processes` processes, node i dialling every
  * node after it (one connection per pair): time to converge, and resident
  * memory per pair, next to the same mesh of raw DEALER→ROUTER connections.
@@ -378,6 +449,7 @@ try {
     await multicast(3, 3)
     await multicast(10, 2)
   }
+  if (GROUPS.has('lifecycle')) await lifecycle()
   if (GROUPS.has('mesh') && TINY) await scale(6, 2, { traffic: true })
   else if (GROUPS.has('mesh')) {
     await scale(20, 4, { traffic: true })

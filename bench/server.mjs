@@ -37,6 +37,24 @@ class Counter {
   }
 }
 
+/**
+ * The lifecycle scenarios' handler: answers at once on a node serving fast,
+ * after `lag` ms on a slow one, and stops as soon as its call is cancelled
+ * (ctx.signal), as a handler that honours cancellation does.
+ */
+class Lag {
+  constructor(lag) {
+    this.lag = lag
+  }
+  Get(args, ctx) {
+    if (this.lag === 0) return sumDiff(args)
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(sumDiff(args)), this.lag)
+      ctx.signal.addEventListener('abort', () => (clearTimeout(timer), resolve(undefined)), { once: true })
+    })
+  }
+}
+
 /** Raw floor: decode {A,B} (or {data}), compute, encode, reply. */
 async function rawRouter() {
   const router = new zmq.Router({ sendHighWaterMark: 100_000, receiveHighWaterMark: 100_000 })
@@ -85,8 +103,9 @@ async function rawNet() {
   return `tcp://127.0.0.1:${server.address().port}`
 }
 
-function bilateralNode(name) {
+function bilateralNode(name, lag = 0) {
   const node = new Bilateral({ network: 'bench', name, ...TIMINGS })
+  node.register(new Lag(lag))
   node.register(new Arith())
   node.register(new Echo())
   node.register(new Counter())
@@ -96,10 +115,10 @@ function bilateralNode(name) {
 
 const handlers = {
   /** Listening bilateral nodes plus raw routers: { count } of each. */
-  async serve({ names }) {
+  async serve({ names, lag = {} }) {
     const out = []
     for (const name of names) {
-      const node = bilateralNode(name)
+      const node = bilateralNode(name, lag[name] ?? 0)
       out.push({ name, bilateral: await node.listen('tcp://127.0.0.1:*'), zmq: await rawRouter() })
     }
     return { servers: out, net: await rawNet() }

@@ -54,6 +54,8 @@ export interface BilateralStats extends MeshStats {
   timerQueues: number
   /** Peers with calls of ours outstanding. */
   inflight: number
+  /** AbortSignals watched for calls of ours outstanding. */
+  signals: number
   /** Handlers running for remote callers, and the bytes of arguments they hold. */
   running: number
   runningBytes: number
@@ -437,6 +439,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       pending: this.outgoing.size,
       timerQueues: this.outgoing.queueCount,
       inflight: this.outgoing.peersWaited,
+      signals: this.outgoing.signalsWatched,
       running,
       runningBytes,
       runningPeers,

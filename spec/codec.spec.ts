@@ -522,9 +522,28 @@ describe('properties', () => {
       return form === 0 && b.length < 32 ? [0xa0 | b.length, ...b] : form === 1 ? [0xd9, b.length, ...b] : uint(0xda, 2, b.length).concat(b)
     }
     const method = fc.tuple(fc.oneof(fc.stringMatching(/^[A-Za-z.]{0,40}$/), text), fc.nat(2)).map(([s, form]) => str(s, form))
+    // After the method: nothing, a deadline or nil, and metadata as bin 8, 16 or 32 (the reference writes the first two).
+    const bin = fc
+      .tuple(fc.uint8Array({ maxLength: 300 }), fc.nat(2))
+      .map(([b, form]) =>
+        form === 0 && b.length < 256
+          ? [0xc4, b.length, ...b]
+          : form === 1
+            ? uint(0xc5, 2, b.length).concat([...b])
+            : uint(0xc6, 4, b.length).concat([...b]),
+      )
+    const extra = fc.oneof(
+      fc.constant([] as number[]),
+      id,
+      fc.constant([0xc0]),
+      bin,
+      fc.tuple(fc.oneof(id, fc.constant([0xc0])), bin).map(([d, m]) => [...d, ...m]),
+    )
     const envelope = fc
-      .tuple(fc.integer({ min: 0x90, max: 0x9f }), fc.constantFrom(1, 2), fc.constantFrom(6, 7, 8), id, method, fc.boolean())
-      .map(([head, version, type, id, method, withId]) => Uint8Array.from([head, version, type, ...(withId ? id : []), ...method]))
+      .tuple(fc.integer({ min: 0x90, max: 0x9f }), fc.constantFrom(1, 2), fc.constantFrom(6, 7, 8), id, method, fc.boolean(), extra)
+      .map(([head, version, type, id, method, withId, more]) =>
+        Uint8Array.from([head, version, type, ...(withId ? id : []), ...method, ...more]),
+      )
     const damaged = fc.tuple(envelope, fc.nat(), fc.integer({ min: 0, max: 255 }), fc.nat(3)).map(([e, at, byte, how]) => {
       const j = e.length === 0 ? 0 : at % e.length
       if (how === 0) return e.subarray(0, j)

@@ -151,12 +151,15 @@ describe('cancelling a call with its signal', () => {
     const calls: Promise<unknown>[] = []
     for (let i = 0; i < 10_000; i++) calls.push(alpha.call(['beta'], 'W.Wait', i, { signal: controller.signal, timeout: 60_000 }))
     await waiter.nextStart()
+    // One listener on the shared signal, however many calls it may cancel (an AbortSignal warns beyond 10).
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(1)
+    expect(alpha.stats().signals).toBe(1)
     controller.abort()
     const results = (await bounded(Promise.all(calls), 'the cancelled calls to settle')) as { ok: boolean; error: BilateralError }[][]
     expect(results.every((r) => r.length === 1 && !r[0]!.ok && ['CANCELLED', 'OVERLOADED'].includes(r[0]!.error.code))).toBe(true)
     expect(results.filter((r) => r[0]!.error.code === 'CANCELLED').length).toBeGreaterThan(0)
     await until(beta, (s) => s.running === 0 && s.runningBytes === 0 && s.runningPeers === 0, 'the handlers to be aborted')
-    expect(alpha.stats()).toMatchObject({ pending: 0, timerQueues: 0, inflight: 0 })
+    expect(alpha.stats()).toMatchObject({ pending: 0, timerQueues: 0, inflight: 0, signals: 0 })
     expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0)
     expect(beta.stats().cancelledAnswers).toBe(waiter.aborted.length)
   })

@@ -57,8 +57,8 @@ class Call implements SendTag {
   stopping = false
   /** What the `until` function threw. */
   failure: unknown = undefined
-  /** Removes the abort listeners. */
-  unwatch: (() => void) | undefined
+  /** The signals that may cancel it, while they are watched for it. */
+  signals: readonly AbortSignal[] | undefined
   /** The timer queue it waits in. */
   queue: Queue | undefined
 
@@ -130,6 +130,8 @@ export class OutgoingCalls {
   private readonly queues = new Map<number, Queue>()
   /** Calls outstanding per peer (for maxInflight). */
   private readonly perPeer = new Map<string, number>()
+  /** Each signal watched, with the outstanding calls it may cancel. */
+  private readonly watched = new Map<AbortSignal, Set<Call>>()
   private nextId = 1
   private timer: unknown = undefined
   private armedFor = Infinity
@@ -149,6 +151,11 @@ export class OutgoingCalls {
   /** Number of timer queues still held (for leak checks). */
   get queueCount(): number {
     return this.queues.size
+  }
+
+  /** Signals watched for outstanding calls (for leak checks). */
+  get signalsWatched(): number {
+    return this.watched.size
   }
 
   /** Peers with calls outstanding (for leak checks). */
@@ -332,18 +339,46 @@ export class OutgoingCalls {
     }
   }
 
-  /** Abort listeners for the call's signals, removed when it ends. */
+  /**
+   * Watch the call's signals. A signal gets one listener however many calls
+   * it may cancel (a caller often shares one among many calls, and an
+   * AbortSignal warns beyond 10 listeners and removes each in linear time).
+   */
   private watch(call: Call, signals: readonly AbortSignal[]): void {
-    const onAbort = (event: Event): void => this.cancel(call, abortMessage(event.target as AbortSignal))
-    for (const signal of signals) signal.addEventListener('abort', onAbort, { once: true })
-    call.unwatch = () => {
-      for (const signal of signals) signal.removeEventListener('abort', onAbort)
+    call.signals = signals
+    for (const signal of signals) {
+      let calls = this.watched.get(signal)
+      if (calls === undefined) {
+        this.watched.set(signal, (calls = new Set()))
+        signal.addEventListener('abort', this.aborted, { once: true })
+      }
+      calls.add(call)
     }
+  }
+
+  private unwatch(call: Call): void {
+    for (const signal of call.signals!) {
+      const calls = this.watched.get(signal)
+      if (calls === undefined || !calls.delete(call) || calls.size > 0) continue
+      this.watched.delete(signal)
+      signal.removeEventListener('abort', this.aborted)
+    }
+    call.signals = undefined
+  }
+
+  /** A watched signal aborted: every call it may cancel is cancelled. */
+  private readonly aborted = (event: Event): void => {
+    const signal = event.target as AbortSignal
+    const calls = this.watched.get(signal)
+    if (calls === undefined) return
+    this.watched.delete(signal)
+    const why = abortMessage(signal)
+    for (const call of [...calls]) this.cancel(call, why)
   }
 
   private finish(call: Call): void {
     this.calls.delete(call.id)
-    call.unwatch?.()
+    if (call.signals !== undefined) this.unwatch(call)
     const queue = call.queue
     if (queue !== undefined && --queue.live === 0 && this.queues.get(queue.timeout) === queue) {
       this.queues.delete(queue.timeout)

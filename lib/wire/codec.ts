@@ -115,11 +115,16 @@ export class Codec {
     const head = e[at]
     const type = e[at + 2]
     if (type === FrameType.CAST) {
-      if (head !== 0x93) return undefined
+      if (head !== 0x93 && head !== 0x94) return undefined
       const method = this.readMethod(r, at + 3)
-      return method === undefined ? undefined : { type, method, body: r.body() }
+      if (method === undefined) return undefined
+      if (head === 0x93) return { type, method, body: r.body() }
+      const meta = readBin(e, r.at)
+      if (meta === undefined) return this.rewind(r, at)
+      r.at = meta.end
+      return { type, method, meta: meta.value, body: r.body() }
     }
-    if ((type !== FrameType.CALL || (head !== 0x94 && head !== 0x95)) && (type !== FrameType.REPLY || head !== 0x93)) return undefined
+    if ((type !== FrameType.CALL || head < 0x94 || head > 0x96) && (type !== FrameType.REPLY || head !== 0x93)) return undefined
     const b = e[at + 3]!
     const size = b < 0x80 ? 1 : b === 0xcc ? 2 : b === 0xcd ? 3 : b === 0xce ? 5 : 0
     const end = at + 3 + size
@@ -140,14 +145,27 @@ export class Codec {
     const method = this.readMethod(r, end)
     if (method === undefined) return undefined
     if (head === 0x94) return { type, id, method, body: r.body() }
-    // A deadline after the method: a uint in its shortest form, which ends the envelope.
-    const d = readShortUint(e, r.at)
-    if (d === undefined) {
-      r.at = at
-      return undefined
+    // A deadline after the method (a uint, or nil before metadata), then the metadata as bin 8 or 16.
+    const nil = head === 0x96 && e[r.at] === 0xc0
+    const d = nil ? { value: undefined, end: r.at + 1 } : readShortUint(e, r.at)
+    if (d === undefined) return this.rewind(r, at)
+    if (head === 0x95) {
+      r.at = d.end
+      return { type, id, method, deadline: d.value, body: r.body() }
     }
-    r.at = d.end
-    return { type, id, method, deadline: d.value, body: r.body() }
+    const meta = readBin(e, d.end)
+    if (meta === undefined) return this.rewind(r, at)
+    r.at = meta.end
+    const frame: Frame = { type, id, method, body: EMPTY, meta: meta.value }
+    if (d.value !== undefined) frame.deadline = d.value
+    frame.body = r.body()
+    return frame
+  }
+
+  /** Leave an envelope the fast path began to read to the general path. */
+  private rewind(r: Reader, at: number): undefined {
+    r.at = at
+    return undefined
   }
 
   /** An ASCII fixstr or str 8 at `at`: moves the reader past it; else undefined. */
@@ -198,6 +216,16 @@ export class Codec {
 }
 
 /** A msgpack positive fixint, uint 8, uint 16 or uint 32 at `at`, and where it ends; else undefined. */
+/** A bin 8 or bin 16 at `at` (as the reference writes metadata), or undefined. Not copied: it is decoded before the message goes. */
+function readBin(e: Uint8Array, at: number): { value: Uint8Array; end: number } | undefined {
+  const b = e[at]
+  const head = b === 0xc4 ? 2 : b === 0xc5 ? 3 : 0
+  if (head === 0 || e.length < at + head) return undefined
+  const length = head === 2 ? e[at + 1]! : (e[at + 1]! << 8) | e[at + 2]!
+  const end = at + head + length
+  return e.length < end ? undefined : { value: e.subarray(at + head, end), end }
+}
+
 function readShortUint(e: Uint8Array, at: number): { value: number; end: number } | undefined {
   const b = e[at]
   if (b === undefined) return undefined

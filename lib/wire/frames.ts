@@ -242,20 +242,49 @@ function writeUint(out: Buffer, at: number, n: number): number {
  * id, str method), in pooled memory, since a small typed array of the V8
  * heap must be moved off it before ZeroMQ can read it.
  */
-function dataEnvelope(type: FrameType, id: number | undefined, method: string | undefined, deadline?: number): Uint8Array {
+function dataEnvelope(
+  type: FrameType,
+  id: number | undefined,
+  method: string | undefined,
+  deadline?: number,
+  meta?: Uint8Array,
+): Uint8Array {
   const name = method === undefined ? undefined : methodStr(method)
-  const fields = 2 + (id === undefined ? 0 : 1) + (name === undefined ? 0 : 1) + (deadline === undefined ? 0 : 1)
+  // A CALL's deadline is written (as nil if absent) when metadata follows it; a CAST has no deadline.
+  const slot = deadline !== undefined || (meta !== undefined && type === FrameType.CALL)
+  const fields = 2 + (id === undefined ? 0 : 1) + (name === undefined ? 0 : 1) + (slot ? 1 : 0) + (meta === undefined ? 0 : 1)
   const out = Buffer.allocUnsafe(
-    3 + (id === undefined ? 0 : uintLength(id)) + (name?.length ?? 0) + (deadline === undefined ? 0 : uintLength(deadline)),
+    3 +
+      (id === undefined ? 0 : uintLength(id)) +
+      (name?.length ?? 0) +
+      (slot ? (deadline === undefined ? 1 : uintLength(deadline)) : 0) +
+      (meta === undefined ? 0 : (meta.length < 0x100 ? 2 : 3) + meta.length),
   )
   out[0] = 0x90 | fields
   out[1] = PROTOCOL_VERSION
   out[2] = type
   let at = id === undefined ? 3 : writeUint(out, 3, id)
   if (name !== undefined) at += name.copy(out, at)
-  if (deadline !== undefined) writeUint(out, at, deadline)
+  if (slot) {
+    if (deadline === undefined) out[at++] = 0xc0
+    else at = writeUint(out, at, deadline)
+  }
+  if (meta !== undefined) {
+    if (meta.length < 0x100) {
+      out[at] = 0xc4
+      out[at + 1] = meta.length
+      at += 2
+    } else {
+      out[at] = 0xc5
+      at = out.writeUInt16BE(meta.length, at + 1)
+    }
+    out.set(meta, at)
+  }
   return out
 }
+
+/** Metadata the byte-by-byte envelope carries: bin 8 or 16. */
+const shortBin = (meta: Uint8Array | undefined): boolean => meta === undefined || meta.length < 0x10000
 
 /**
  * CALL. `deadline`: ms the caller will wait, counted from now (absent: the
@@ -263,14 +292,16 @@ function dataEnvelope(type: FrameType, id: number | undefined, method: string | 
  * (calls/meta.ts). Neither goes to a peer that announced no `callTimeout`.
  */
 export function encodeCall(id: number, method: string, deadline?: number, meta?: Uint8Array): Uint8Array {
-  if (meta === undefined && isId(id) && (deadline === undefined || isId(deadline)))
-    return dataEnvelope(FrameType.CALL, id, method, deadline)
+  if (shortBin(meta) && isId(id) && (deadline === undefined || isId(deadline)))
+    return dataEnvelope(FrameType.CALL, id, method, deadline, meta)
   return envelope(trailing([PROTOCOL_VERSION, FrameType.CALL, id, method], [deadline, meta]))
 }
 
 /** CAST, with the cast's metadata, encoded, if it has any. */
 export const encodeCast = (method: string, meta?: Uint8Array): Uint8Array =>
-  meta === undefined ? dataEnvelope(FrameType.CAST, undefined, method) : envelope([PROTOCOL_VERSION, FrameType.CAST, method, meta])
+  shortBin(meta)
+    ? dataEnvelope(FrameType.CAST, undefined, method, undefined, meta)
+    : envelope([PROTOCOL_VERSION, FrameType.CAST, method, meta])
 export const encodeReply = (id: number): Uint8Array =>
   isId(id) ? dataEnvelope(FrameType.REPLY, id, undefined) : envelope([PROTOCOL_VERSION, FrameType.REPLY, id])
 
