@@ -9,7 +9,7 @@ import { OutgoingCalls } from './calls/outgoing.js'
 import { IncomingCalls, encodeWithin } from './calls/incoming.js'
 import { Registry, toPredicate, type RegisterOptions } from './calls/registry.js'
 import { Context, type CallContext, type CallOptions, type Caller, type CastOptions } from './calls/context.js'
-import { encodeMeta, pick, type Meta } from './calls/meta.js'
+import { checkMetaShape, encodeMeta, pick, type Meta } from './calls/meta.js'
 import { policyFor } from './calls/policy.js'
 import { Collector, type CallResult, type CallSink } from './calls/results.js'
 import { CallStream } from './calls/stream.js'
@@ -482,11 +482,10 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     /** The parent's deadline has passed: nothing is sent. */
     let expired = false
     if (parent !== undefined && options.detach !== true) {
-      const deadline = parent.deadline
-      if (deadline !== undefined) {
-        const left = Math.floor(deadline - Date.now())
+      const left = Context.remaining(parent)
+      if (left !== undefined) {
         if (left < 1) expired = true
-        else timeout = Math.min(timeout, left)
+        else timeout = Math.min(timeout, inherited(left))
       }
       ;(signals ??= []).push(parent.signal)
     }
@@ -520,6 +519,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
 
   /** A call's metadata, encoded: `meta` over what `parent` forwards; undefined if there is none. */
   private metaFor(meta: CallOptions['meta'], parent: CallContext | undefined): Uint8Array | undefined {
+    checkMetaShape(meta)
     let all: unknown = meta
     if (parent !== undefined && this.forwardMeta.size > 0) {
       const forwarded = pick(parent.meta, this.forwardMeta)
@@ -593,10 +593,17 @@ interface Waiter {
 }
 
 /** A `parent` option must be a handler's `ctx`: its deadline and signal are trusted. */
-function checkParent(parent: unknown): CallContext {
+function checkParent(parent: unknown): Context {
   if (!(parent instanceof Context)) throw new TypeError("parent must be a handler's ctx")
   return parent
 }
+
+/**
+ * An onward call's timeout from what is left of its parent's: rounded down,
+ * to 10 ms above 100 ms, so that nested calls share the call table's timer
+ * queues (one per distinct timeout) rather than each making its own.
+ */
+const inherited = (left: number): number => (left >= 100 ? Math.floor(left / 10) * 10 : Math.floor(left))
 
 function closedError(): BilateralError {
   return new BilateralError('CLOSED', 'the node is closed')

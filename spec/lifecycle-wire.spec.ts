@@ -70,7 +70,8 @@ describe('a peer of the previous release (it announces no callTimeout)', () => {
 
   it('is served as before: its calls carry no deadline, and the handler sees none', async () => {
     const { raw, running } = await setup()
-    await raw.send(callBytes(5, 'S.Wait', null))
+    // Fields it did not announce are not read: a deadline of 0 from it does not stop the call.
+    await raw.send(new Uint8Array([...encode([1, T.CALL, 5, 'S.Wait', 0]), ...encode(null)]))
     const ctx = await running.promise
     expect(ctx.deadline).toBeUndefined()
     await raw.send(callBytes(6, 'S.Echo', 'hi'))
@@ -124,6 +125,57 @@ describe('a peer that announces callTimeout', () => {
     expect(reply[0]).toEqual([1, T.REPLY, 3])
     expect(reply[1]).toBe('after')
     expect(node.stats()).toMatchObject({ expiredCalls: 1, cancelledAnswers: 1, running: 0 })
+  })
+})
+
+describe('a peer reusing call ids, or sending long deadlines', () => {
+  it('a call id reused while its call runs: the first is aborted but still counted, the second is the one CANCEL reaches', async () => {
+    const node = makeNode('svc', { maxConcurrent: 16 })
+    const aborts: string[] = []
+    let started = 0
+    const allStarted = deferred()
+    node.register(
+      {
+        Wait: (_: unknown, ctx: CallContext) =>
+          new Promise((resolve) => {
+            if (++started === 2) allStarted.resolve()
+            ctx.signal.addEventListener('abort', () => (aborts.push((ctx.signal.reason as BilateralError).message), resolve(null)))
+          }),
+        Echo: (x: unknown) => x,
+      },
+      'S',
+    )
+    const raw = new RawPeer(await node.listen('tcp://127.0.0.1:*'))
+    raws.push(raw)
+    await raw.join(NET, 'raw', undefined, 1500)
+    await node.waitForPeers(['raw'], { timeout: 5000 })
+    await raw.send(callBytes(7, 'S.Wait', null))
+    await raw.send(callBytes(7, 'S.Wait', null))
+    await allStarted.promise
+    await raw.send(callBytes(8, 'S.Echo', 'sync'))
+    await raw.nextOf(T.REPLY)
+    expect(aborts).toHaveLength(1)
+    expect(aborts[0]).toContain('reused the id')
+    // Both still count until they settle; the first has settled (it honoured its signal), so one is left.
+    expect(node.stats()).toMatchObject({ running: 1, runningPeers: 1 })
+    await raw.send(encode([1, T.CANCEL, 7]))
+    await raw.send(callBytes(9, 'S.Echo', 'sync'))
+    await raw.nextOf(T.REPLY)
+    expect(aborts).toHaveLength(2)
+    expect(node.stats()).toMatchObject({ running: 0, runningBytes: 0, runningPeers: 0, cancelledAnswers: 2 })
+  })
+
+  it('a deadline beyond what a timer can hold (2³² − 1 ms) does not abort the handler early', async () => {
+    const { raw, running, node } = await setup(1500)
+    const before = Date.now()
+    await raw.send(new Uint8Array([...encode([1, T.CALL, 1, 'S.Wait', 0xffffffff]), ...encode(null)]))
+    const ctx = await running.promise
+    expect(ctx.signal.aborted).toBe(false)
+    await raw.send(callBytes(2, 'S.Echo', 'later'))
+    await raw.nextOf(T.REPLY)
+    expect(ctx.signal.aborted).toBe(false)
+    expect(ctx.deadline! - before).toBeGreaterThan(0xffffffff - 1000)
+    expect(node.stats().running).toBe(1)
   })
 })
 

@@ -341,6 +341,25 @@ describe('nested calls', () => {
     expect(Date.now() - start).toBeGreaterThan(2000)
   })
 
+  it('bad options of an onward call are TypeErrors there, as they are on a node', async () => {
+    const { a, b } = await chain()
+    b.register(
+      {
+        Bad: async (_: unknown, ctx: CallContext) => {
+          const errors: string[] = []
+          for (const options of [{ meta: 'ab' }, { meta: [1] }, { signal: 1 }, { until: 'all' }, { detach: 'yes' }]) {
+            await ctx.call(['c'], 'W.Quick', 1, options as never).catch((error: Error) => errors.push(error.name))
+          }
+          return errors
+        },
+      },
+      'Bad',
+    )
+    expect(await a.call(['b'], 'Bad.Bad')).toEqual([
+      { from: 'b', ok: true, reply: ['TypeError', 'TypeError', 'TypeError', 'TypeError', 'TypeError'] },
+    ])
+  })
+
   it('a parent that is not a handler’s ctx is a TypeError', async () => {
     const { a } = await chain()
     const fake = { from: 'x', method: 'm', cast: false, deadline: undefined, meta: {} } as unknown as CallContext

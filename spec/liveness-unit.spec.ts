@@ -36,6 +36,9 @@ function manualClock(): Clock & { advance(ms: number): void } {
 
 function setup(stallTimeout: number | undefined) {
   const clock = manualClock()
+  const periods: number[] = []
+  const setTimer = clock.setTimer
+  clock.setTimer = (fn, ms) => (periods.push(ms), setTimer(fn, ms))
   const link = new Link(
     'listener',
     'outbound',
@@ -45,9 +48,10 @@ function setup(stallTimeout: number | undefined) {
     0,
   )
   const ticks: number[] = []
+  const live = [link]
   const host: LivenessHost = {
     clock,
-    live: () => [link],
+    live: () => live,
     links: () => [link],
     // The listener answers each TICK at once.
     tick: (l) => (ticks.push(clock.now()), (l.lastHeard = clock.now())),
@@ -61,10 +65,24 @@ function setup(stallTimeout: number | undefined) {
   // Our own timings: a ping every 3 s, a minute before we call the listener stalled.
   const liveness = new Liveness(host, { pingInterval: 3000, stallTimeout: 60_000, checkKeys: false })
   if (link.tickEvery !== undefined) liveness.tickAtLeastEvery(link.tickEvery)
-  return { clock, ticks, liveness }
+  return { clock, ticks, liveness, periods, live }
 }
 
 describe('a dialler’s TICKs', () => {
+  it('never come more often than every 100 ms, however short a stallTimeout the peer announces; the sweep slows again once its link is gone', () => {
+    const { clock, ticks, liveness, periods, live } = setup(1)
+    clock.advance(2000)
+    for (let i = 1; i < ticks.length; i++) expect(ticks[i]! - ticks[i - 1]!).toBeGreaterThanOrEqual(100)
+    expect(ticks.length).toBeGreaterThanOrEqual(15)
+    expect(Math.min(...periods)).toBeGreaterThanOrEqual(100 / 8)
+    live.length = 0
+    periods.length = 0
+    clock.advance(2000)
+    liveness.stop()
+    // Back to pingInterval / 8 (3000 / 8).
+    expect(periods.at(-1)).toBe(3000 / 8)
+  })
+
   it('come every pingInterval when the listener announced no stallTimeout (a listener of the previous release)', () => {
     const { clock, ticks, liveness } = setup(undefined)
     clock.advance(10_000)

@@ -231,15 +231,25 @@ describe('leaving', () => {
     const beta = makeNode('beta')
     beta.register({ Hang: () => new Promise(() => {}) }, 'Slow')
     await pair(alpha, beta)
-    const pending = alpha.call(['beta'], 'Slow.Hang', null, { timeout: 30_000 })
+    const pending = alpha.call(['beta'], 'Slow.Hang', null, { timeout: 30_000, signal: new AbortController().signal })
+    // A handler running on alpha for beta is in alpha's table too, until close().
+    alpha.register({ Hang: () => new Promise(() => {}) }, 'Slow')
+    void beta.call(['alpha'], 'Slow.Hang', null, { timeout: 30_000 })
+    for (let tries = 0; alpha.stats().running === 0; tries++) {
+      if (tries > 1000) throw new Error('beta’s call never started on alpha within 5 s')
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+    expect(alpha.stats()).toMatchObject({ signals: 1, running: 1, runningPeers: 1 })
     await alpha.close()
     expect(await pending).toMatchObject([{ ok: false, error: { code: 'CLOSED' } }])
     expect(alpha.stats()).toMatchObject({
       pending: 0,
       timerQueues: 0,
       inflight: 0,
+      signals: 0,
       running: 0,
       runningBytes: 0,
+      runningPeers: 0,
       peers: 0,
       inbound: 0,
       connections: 0,

@@ -181,6 +181,82 @@ describe('the call table under a policy', () => {
     )
   })
 
+  it('an until function that ends its own call (aborting its signal) ends it once, and other calls still time out', () => {
+    const clock = manualClock()
+    const table = new OutgoingCalls(clock, codec)
+    const { links: targets } = links([true, true], clock)
+    const controller = new AbortController()
+    let ends = 0
+    const first: CallResult[] = []
+    const started = table.start(targets, {
+      timeout: 500,
+      early: [],
+      site: {},
+      sink: { result: (r) => first.push(r), end: () => void ends++ },
+      policy: policyFor(() => (controller.abort(), true)),
+      signals: [controller.signal],
+    })!
+    const second: CallResult[] = []
+    table.start(targets, { timeout: 500, early: [], site: {}, sink: { result: (r) => second.push(r), end: () => {} } })
+    table.reply(targets[0]!, started.id, encodeBody(1))
+    expect(ends).toBe(1)
+    expect(first.map((r) => (r.ok ? 'ok' : r.error.code))).toEqual(['ok', 'CANCELLED'])
+    clock.advance(500)
+    expect(second.map((r) => (r.ok ? 'ok' : r.error.code))).toEqual(['TIMEOUT', 'TIMEOUT'])
+    expect([table.size, table.peersWaited, table.queueCount, table.signalsWatched]).toEqual([0, 0, 0, 0])
+  })
+
+  it('a quorum whose peers time out or close gets TIMEOUT or CLOSED for each, not CANCELLED, and sends no CANCEL', async () => {
+    for (const end of ['timeout', 'close'] as const) {
+      const clock = manualClock()
+      const table = new OutgoingCalls(clock, codec)
+      const { links: targets, posted } = links([true, true, true], clock)
+      const results: CallResult[] = []
+      const started = table.start(targets, {
+        timeout: 500,
+        early: [],
+        site: {},
+        sink: { result: (r) => results.push(r), end: () => {} },
+        policy: policyFor({ ok: 2 }),
+      })!
+      for (const link of targets) link.post([encodeCall(started.id, 'M.m'), encodeBody(null)], started.tag)
+      if (end === 'timeout') clock.advance(500)
+      else table.failAll('CLOSED', 'closed')
+      expect(results.map((r) => !r.ok && r.error.code)).toEqual(
+        end === 'timeout' ? ['TIMEOUT', 'TIMEOUT', 'TIMEOUT'] : ['CLOSED', 'CLOSED', 'CLOSED'],
+      )
+      await new Promise((resolve) => setImmediate(resolve))
+      for (const batches of posted) expect(typesPosted(batches)).toEqual([FrameType.CALL])
+    }
+  })
+
+  it('a signal whose reason has no string form still cancels', () => {
+    const clock = manualClock()
+    const table = new OutgoingCalls(clock, codec)
+    const { links: targets } = links([true], clock)
+    const results: CallResult[] = []
+    const controller = new AbortController()
+    table.start(targets, {
+      timeout: 500,
+      early: [],
+      site: {},
+      sink: { result: (r) => results.push(r), end: () => {} },
+      signals: [controller.signal],
+    })
+    controller.abort(Object.create(null))
+    expect(results.map((r) => !r.ok && r.error.code)).toEqual(['CANCELLED'])
+    expect(
+      table.start(targets, {
+        timeout: 500,
+        early: [],
+        site: {},
+        sink: { result: (r) => results.push(r), end: () => {} },
+        signals: [controller.signal],
+      }),
+    ).toBeUndefined()
+    expect([table.size, table.peersWaited, table.signalsWatched]).toEqual([0, 0, 0])
+  })
+
   it('a timeout gives every peer still waiting TIMEOUT and empties the table', () => {
     const clock = manualClock()
     const table = new OutgoingCalls(clock, codec)

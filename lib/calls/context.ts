@@ -80,6 +80,8 @@ export interface Caller {
 export interface Served {
   /** The deadline in `Date.now()` ms, if the call has one. */
   deadline(): number | undefined
+  /** The ms left before it, by the node's monotonic clock (what onward calls inherit), if the call has one. */
+  remaining(): number | undefined
   /** The call's signal, made when first asked for. */
   signal(): AbortSignal
 }
@@ -103,6 +105,11 @@ export class Context implements CallContext {
 
   get deadline(): number | undefined {
     return this.#served.deadline()
+  }
+
+  /** @internal What is left of `ctx`'s deadline, by the clock that runs it: an onward call's inherited timeout. */
+  static remaining(ctx: Context): number | undefined {
+    return ctx.#served.remaining()
   }
 
   get signal(): AbortSignal {

@@ -65,8 +65,10 @@ export interface Unanswered {
 
 /** The handlers running for one peer: calls by id, casts, and what they hold against the limits. */
 interface Share {
+  /** Calls by id, for CANCEL. */
   readonly calls: Map<number, Running>
-  readonly casts: Set<Running>
+  /** Casts, and calls whose id a newer call of the peer took: still running, still counted, no longer cancellable by id. */
+  readonly others: Set<Running>
   count: number
   bytes: number
 }
@@ -79,8 +81,8 @@ class Running implements Served {
   private controller: AbortController | undefined = undefined
   private timer: unknown = undefined
   private epoch: number | undefined = undefined
-  /** Whether it is in the table (a handler that answers later). */
-  entered = false
+  /** Its peer's share of the table while it is in it (a handler that answers later). */
+  share: Share | undefined = undefined
   /** Whether it has answered (or been dropped): nothing more may happen to it. */
   over = false
 
@@ -99,6 +101,10 @@ class Running implements Served {
     return this.link.peer
   }
 
+  remaining(): number | undefined {
+    return this.expires === undefined ? undefined : this.expires - this.clock.now()
+  }
+
   deadline(): number | undefined {
     if (this.expires === undefined) return undefined
     this.epoch ??= Math.floor(Date.now() + this.expires - this.clock.now())
@@ -109,11 +115,7 @@ class Running implements Served {
     if (this.controller === undefined) {
       this.controller = new AbortController()
       if (this.reason !== undefined) this.controller.abort(this.reason)
-      else if (this.expires !== undefined && !this.over) {
-        const left = this.expires - this.clock.now()
-        if (left <= 0) this.expire()
-        else this.timer = this.clock.setTimer(this.expire, left)
-      }
+      else if (this.expires !== undefined && !this.over) this.arm()
     }
     return this.controller.signal
   }
@@ -126,9 +128,17 @@ class Running implements Served {
     this.controller?.abort(reason)
   }
 
-  /** Its deadline passed. */
+  /** A timer for the deadline, in steps no timer exceeds (a peer may announce up to 2³² − 1 ms). */
+  private arm(): void {
+    const left = this.expires! - this.clock.now()
+    if (left <= 0) this.expire()
+    else this.timer = this.clock.setTimer(this.expire, Math.min(left, MAX_TIMER))
+  }
+
+  /** The timer fired: its deadline passed, or the next step is due. */
   private readonly expire = (): void => {
     this.timer = undefined
+    if (this.expires! - this.clock.now() > 0) return this.arm()
     this.abort(new BilateralError('TIMEOUT', `the caller of ${this.method} stopped waiting: its deadline passed`, { peer: this.from }))
   }
 
@@ -144,9 +154,13 @@ class Running implements Served {
   }
 }
 
+/** The longest a timer may be set for, ms (Node clamps longer ones to 1). */
+const MAX_TIMER = 2 ** 31 - 1
+
 /** The served side of a call refused before it ran (a cast's `cast:error` still gets a context). */
 const refusedCall: Served = {
   deadline: () => undefined,
+  remaining: () => undefined,
   signal: () => new AbortController().signal,
 }
 
@@ -193,15 +207,21 @@ export class IncomingCalls {
     if (handler === undefined) return this.refuse(link, method, id, 'NO_SUCH_METHOD', `no method ${method}`)
     const busy = this.admit(peer, body.length)
     if (busy !== undefined) return this.refuse(link, method, id, 'OVERLOADED', busy)
+    // Only a peer that announced call terms has its deadline and metadata read (PROTOCOL.md 8.1); an earlier release's CALL is served as before.
+    const terms = link.lifecycle
     let meta
     try {
-      meta = decodeMeta(frame.meta, this.limits.maxMetaBytes, peer)
+      meta = decodeMeta(terms ? frame.meta : undefined, this.limits.maxMetaBytes, peer)
     } catch (error) {
       return this.refuse(link, method, id, 'BAD_REQUEST', (error as Error).message, error)
     }
-    // A CALL of a peer that does deadlines gives its announced callTimeout when it names none; an earlier release's gives no deadline.
+    // Without a deadline of its own, a CALL has the callTimeout its caller announced.
     const left =
-      id === undefined ? undefined : frame.type === FrameType.CALL && frame.deadline !== undefined ? frame.deadline : link.peerCallTimeout
+      id === undefined || !terms
+        ? undefined
+        : frame.type === FrameType.CALL && frame.deadline !== undefined
+          ? frame.deadline
+          : link.peerCallTimeout
     if (left === 0) {
       this.unanswered.expired++
       return
@@ -232,6 +252,7 @@ export class IncomingCalls {
 
   /** A CANCEL for call `id` arrived on `link`: abort its handler, if it runs for that process of the caller. */
   cancel(link: Link, id: number): void {
+    if (!link.lifecycle) return
     const run = this.running.get(link.peer)?.calls.get(id)
     if (run === undefined || !sameProcess(run.link, link, false)) return
     run.abort(new BilateralError('CANCELLED', `the caller cancelled ${run.method}`, { peer: link.peer }))
@@ -242,7 +263,7 @@ export class IncomingCalls {
     const share = this.running.get(peer)
     if (share === undefined) return
     const reason = new BilateralError('PEER_DOWN', `the caller ${peer} went down (${why})`, { peer })
-    for (const run of [...share.calls.values(), ...share.casts]) run.abort(reason)
+    for (const run of [...share.calls.values(), ...share.others]) run.abort(reason)
   }
 
   /** close(): every running handler is aborted, no longer ours to count; their results are dropped. */
@@ -254,7 +275,13 @@ export class IncomingCalls {
     this.running.clear()
     this.count = 0
     this.bytes = 0
-    for (const share of shares) for (const run of [...share.calls.values(), ...share.casts]) run.abort(reason)
+    for (const share of shares) {
+      for (const run of [...share.calls.values(), ...share.others]) {
+        // No longer ours to count: the table is gone.
+        run.share = undefined
+        run.abort(reason)
+      }
+    }
   }
 
   /** Why `peer` may not start a call of `bytes` argument bytes now, or undefined if it may. */
@@ -277,19 +304,19 @@ export class IncomingCalls {
 
   private begin(run: Running): void {
     let share = this.running.get(run.from)
-    if (share === undefined) this.running.set(run.from, (share = { calls: new Map(), casts: new Set(), count: 0, bytes: 0 }))
-    if (run.id === undefined) share.casts.add(run)
+    if (share === undefined) this.running.set(run.from, (share = { calls: new Map(), others: new Set(), count: 0, bytes: 0 }))
+    if (run.id === undefined) share.others.add(run)
     else {
-      // An id still running from an earlier process under the name (or reused by a caller that gave up on it): that one is abandoned.
+      // An id still running from an earlier process under the name (or reused by a caller that gave up on it): that one is
+      // abandoned, and aborted, but it holds its place against the limits until it settles.
       const before = share.calls.get(run.id)
       if (before !== undefined) {
         before.abort(new BilateralError('CANCELLED', `${run.from} reused the id of ${before.method} for a new call`, { peer: run.from }))
-        before.entered = false
-        this.release(share, before)
+        share.others.add(before)
       }
       share.calls.set(run.id, run)
     }
-    run.entered = true
+    run.share = share
     share.count++
     share.bytes += run.bytes
     this.count++
@@ -304,14 +331,16 @@ export class IncomingCalls {
   private end(run: Running): boolean {
     if (run.over) return false
     run.finish()
-    if (run.entered) {
-      run.entered = false
-      const share = this.running.get(run.from)
-      if (share !== undefined) {
-        if (run.id === undefined) share.casts.delete(run)
-        else if (share.calls.get(run.id) === run) share.calls.delete(run.id)
-        this.release(share, run)
-      }
+    const share = run.share
+    if (share !== undefined) {
+      run.share = undefined
+      if (share.calls.get(run.id!) === run) share.calls.delete(run.id!)
+      else share.others.delete(run)
+      share.count--
+      share.bytes -= run.bytes
+      if (share.count === 0 && this.running.get(run.from) === share) this.running.delete(run.from)
+      this.count--
+      this.bytes -= run.bytes
     }
     if (this.closed) return false
     const reason = run.reason?.code
@@ -321,14 +350,6 @@ export class IncomingCalls {
     else if (reason === 'PEER_DOWN') this.unanswered.dropped++
     else this.unanswered.late++
     return false
-  }
-
-  private release(share: Share, run: Running): void {
-    share.count--
-    share.bytes -= run.bytes
-    if (share.count === 0) this.running.delete(run.from)
-    this.count--
-    this.bytes -= run.bytes
   }
 
   /** A handler returned `result` (or its promise resolved to it): answer a CALL. */

@@ -32,10 +32,8 @@ const EMPTY: Meta = Object.freeze({})
  */
 export function encodeMeta(meta: unknown, max: number): Uint8Array | undefined {
   if (meta === undefined) return undefined
-  if (meta === null || typeof meta !== 'object' || Array.isArray(meta) || ArrayBuffer.isView(meta)) {
-    throw new TypeError('meta must be an object of string keys to string or Uint8Array values')
-  }
-  const keys = Object.keys(meta)
+  checkMetaShape(meta)
+  const keys = Object.keys(meta as object)
   if (keys.length === 0) return undefined
   const values = new Array<string | Uint8Array>(keys.length)
   const lengths = new Array<number>(keys.length)
@@ -73,6 +71,13 @@ export function encodeMeta(meta: unknown, max: number): Uint8Array | undefined {
     }
   }
   return out
+}
+
+/** A TypeError unless `meta` is undefined or an object (not an array, not bytes). */
+export function checkMetaShape(meta: unknown): void {
+  if (meta !== undefined && (meta === null || typeof meta !== 'object' || Array.isArray(meta) || ArrayBuffer.isView(meta))) {
+    throw new TypeError('meta must be an object of string keys to string or Uint8Array values')
+  }
 }
 
 /** Bytes of the header msgpack writes before a string or binary of `length` bytes. */

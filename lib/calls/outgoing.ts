@@ -53,8 +53,10 @@ class Call implements SendTag {
   readonly seen: CallResult[] | undefined
   /** Whether its CALLs were handed to the links (a call cancelled before that sends no CANCEL). */
   sent = false
-  /** Stopping early: the peers left are being cancelled, and the policy is not asked again. */
+  /** Stopping: the peers left are being cancelled, timed out or closed, and the policy is not asked again. */
   stopping = false
+  /** Its sink has ended: nothing more may happen to it (a policy's function may have ended it while it ran). */
+  finished = false
   /** What the `until` function threw. */
   failure: unknown = undefined
   /** The signals that may cancel it, while they are watched for it. */
@@ -281,6 +283,7 @@ export class OutgoingCalls {
   /** Settle every call: remaining peers get `code`. Used by close(). */
   failAll(code: ErrorCode, message: string): void {
     for (const call of [...this.calls.values()]) {
+      call.stopping = true
       for (const peer of call.waiting()) this.fail(call.id, peer, new BilateralError(code, message, { peer }))
     }
     this.queues.clear()
@@ -324,7 +327,8 @@ export class OutgoingCalls {
       call.failure = error
       stop = true
     }
-    if (!stop) return
+    // The function may have ended the call itself (aborted its signal, left its stream, closed the node).
+    if (!stop || call.finished) return
     if (call.done) return this.finish(call)
     this.cancel(call, call.failure !== undefined ? 'its until function threw' : 'its until condition was settled without this peer')
   }
@@ -377,6 +381,8 @@ export class OutgoingCalls {
   }
 
   private finish(call: Call): void {
+    if (call.finished) return
+    call.finished = true
     this.calls.delete(call.id)
     if (call.signals !== undefined) this.unwatch(call)
     const queue = call.queue
@@ -405,6 +411,8 @@ export class OutgoingCalls {
         const call = this.calls.get(queue.ids[queue.head]!)
         queue.head++
         if (call === undefined || call.deadline > now) continue
+        // Every peer left times out: a policy is not asked after each, which would call the rest CANCELLED.
+        call.stopping = true
         for (const peer of call.waiting()) {
           this.fail(call.id, peer, new BilateralError('TIMEOUT', `no reply from ${peer} in time`, { peer }))
         }
@@ -456,6 +464,11 @@ export function sameProcess(a: Link, b: Link, assume: boolean): boolean {
 /** Why a signal aborted, for the CANCELLED entries it leaves: its reason's message, or the reason itself. */
 function abortMessage(signal: AbortSignal): string {
   const reason: unknown = signal.reason
-  if (reason instanceof Error) return clip(reason.message, 200)
-  return reason === undefined ? 'its signal was aborted' : clip(String(reason), 200)
+  try {
+    if (reason instanceof Error) return clip(String(reason.message), 200)
+    return reason === undefined ? 'its signal was aborted' : clip(String(reason), 200)
+  } catch {
+    // A reason without a string form (a null-prototype object, a throwing toString).
+    return 'its signal was aborted'
+  }
 }

@@ -48,6 +48,9 @@ export interface PeerTerms {
   readonly stallTimeout?: number
 }
 
+/** The shortest TICK interval a peer's announced stallTimeout can ask of us, ms. */
+export const MIN_TICK = 100
+
 export interface LinkOptions {
   /** Our own receive window, announced in JOIN/STAY: grant the peer more once half of either is consumed. */
   window: Window
@@ -100,8 +103,9 @@ export class Link {
     this.lastChecked = now
     this.incarnation = terms.incarnation
     this.peerCallTimeout = terms.callTimeout
-    // Twice within the peer's stallTimeout: one TICK waits for its TOCK before the next goes.
-    this.tickEvery = terms.stallTimeout === undefined ? undefined : Math.max(1, Math.floor(terms.stallTimeout / 2))
+    // Twice within the peer's stallTimeout (one TICK waits for its TOCK before the next goes), but never more often than
+    // every MIN_TICK: a peer announcing 1 ms must not make us sweep every few milliseconds.
+    this.tickEvery = terms.stallTimeout === undefined ? undefined : Math.max(MIN_TICK, Math.floor(terms.stallTimeout / 2))
     this.outbox = new Outbox<SendTag>(this.transmit)
     const peerWindow = terms.window
     if (peerWindow !== undefined) {

@@ -52,12 +52,14 @@ export class Liveness {
     this.schedule()
   }
 
-  /** A link must TICK every `ms` (its peer's stallTimeout is short): sweep often enough for it. */
+  /** A new link must TICK every `ms` (its peer's stallTimeout is short): sweep often enough for it, from now. */
   tickAtLeastEvery(ms: number): void {
     const every = Math.max(5, ms / 8)
     if (every >= this.every) return
     this.every = every
     this.host.clock.clearTimer(this.timer)
+    // The sweep moves earlier: that is not lateness to forgive.
+    this.last = this.host.clock.now()
     if (!this.stopped) this.schedule()
   }
 
@@ -82,7 +84,10 @@ export class Liveness {
     const late = now - this.last - this.every
     if (late > 3 * this.every) this.host.forgive(late, now)
     this.last = now
+    // The next sweep's period: as the options say, or sooner for the links whose peers announced a short stallTimeout.
+    let tickEvery = pingInterval
     for (const link of [...this.host.live()]) {
+      if (link.tickEvery !== undefined && link.tickEvery < tickEvery) tickEvery = link.tickEvery
       if (now - link.lastHeard > stallTimeout) {
         this.host.stalled(link)
       } else if (
@@ -104,5 +109,6 @@ export class Liveness {
       }
     }
     this.host.expire(now)
+    this.every = Math.max(5, Math.min(pingInterval, tickEvery) / 8)
   }
 }

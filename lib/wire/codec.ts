@@ -223,7 +223,8 @@ function readBin(e: Uint8Array, at: number): { value: Uint8Array; end: number } 
   if (head === 0 || e.length < at + head) return undefined
   const length = head === 2 ? e[at + 1]! : (e[at + 1]! << 8) | e[at + 2]!
   const end = at + head + length
-  return e.length < end ? undefined : { value: e.subarray(at + head, end), end }
+  // A plain Uint8Array view, as the general path gives, whether the part is a Buffer or not.
+  return e.length < end ? undefined : { value: new Uint8Array(e.buffer, e.byteOffset + at + head, length), end }
 }
 
 function readShortUint(e: Uint8Array, at: number): { value: number; end: number } | undefined {
