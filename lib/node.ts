@@ -385,7 +385,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    */
   stream<R = unknown>(to: readonly string[] = [], method: string, args?: unknown, options: CallOptions = {}): CallStream<R> {
     let stream!: CallStream<R>
-    const id = this.start(to, method, args, options, (targets) => (stream = new CallStream<R>(targets)).sink, this.stream)
+    const id = this.start(to, method, args, options, (targets) => (stream = new CallStream<R>(targets())).sink, this.stream)
     if (id !== undefined) stream.started((why) => this.outgoing.cancelCall(id, why))
     return stream
   }
@@ -465,7 +465,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     method: string,
     args: unknown,
     options: CallOptions,
-    sinkFor: (targets: readonly string[]) => CallSink,
+    sinkFor: (targets: () => readonly string[]) => CallSink,
     entry: (...args: never[]) => unknown,
   ): number | undefined {
     this.assertOpen()
@@ -505,8 +505,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       }
       links = []
     }
-    const targets = early.length === 0 ? links.map((link) => link.peer) : [...early.map((e) => e.from), ...links.map((link) => link.peer)]
-    const sink = sinkFor(targets)
+    // Only stream() lists its targets: call() need not pay for the array.
+    const sink = sinkFor(() => [...early.map((e) => e.from), ...links.map((link) => link.peer)])
     const started = this.outgoing.start(links, { timeout, early, site, sink, policy, signals })
     if (started === undefined) return undefined
     const plain = [encodeCall(started.id, method), body]

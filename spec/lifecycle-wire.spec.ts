@@ -183,8 +183,11 @@ describe('a hostile peer’s metadata', () => {
   const withMeta = (id: number, meta: Uint8Array): Uint8Array =>
     new Uint8Array([...encode([1, T.CALL, id, 'S.Meta', null, meta]), ...encode(null)])
 
-  it('too large, not a map, nested, or with bad keys: BAD_REQUEST, and the node serves on', async () => {
-    const { node, raw } = await setup(1500)
+  it('too large, not a map, nested, or with bad keys: BAD_REQUEST, and the node serves on, that peer and the others', async () => {
+    const { node, raw, endpoint } = await setup(1500)
+    const friend = makeNode('friend')
+    friend.connect('svc', endpoint)
+    await friend.waitForPeers(['svc'], { timeout: 5000 })
     const bad = [
       encode({ big: 'x'.repeat(9000) }),
       encode(['not', 'a', 'map']),
@@ -209,5 +212,8 @@ describe('a hostile peer’s metadata', () => {
     expect((await dropped)[0].code).toBe('PROTOCOL')
     await raw.send(callBytes(61, 'S.Echo', 'still here'))
     expect(await raw.next()).toEqual([[1, T.REPLY, 61], 'still here'])
+    expect(await friend.call(['svc'], 'S.Meta', null, { meta: { 'x-id': '7' } })).toEqual([
+      { from: 'svc', ok: true, reply: { 'x-id': '7' } },
+    ])
   })
 })

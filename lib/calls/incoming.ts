@@ -232,7 +232,9 @@ export class IncomingCalls {
     } catch (error) {
       return this.refuse(link, method, id, 'BAD_REQUEST', `undecodable arguments for ${method}: ${(error as Error).message}`, error)
     }
-    const run = new Running(this.clock, link, id, method, body.length, left === undefined ? undefined : this.clock.now() + left)
+    // Counted from receipt: a live link's lastHeard is the clock reading taken as this message arrived (no second reading per call).
+    const receivedAt = left === undefined ? 0 : link.state === 'live' ? link.lastHeard : this.clock.now()
+    const run = new Running(this.clock, link, id, method, body.length, left === undefined ? undefined : receivedAt + left)
     const ctx = new Context(peer, method, id === undefined, meta, run, this.host.caller)
     let result: unknown
     try {
@@ -344,7 +346,8 @@ export class IncomingCalls {
     }
     if (this.closed) return false
     const reason = run.reason?.code
-    if (reason === undefined && (run.expires === undefined || this.clock.now() <= run.expires)) return true
+    // A handler that answered at once cannot have outlived its deadline (an expired CALL is never run); only one that answered later is timed.
+    if (reason === undefined && (run.expires === undefined || share === undefined || this.clock.now() <= run.expires)) return true
     if (run.id === undefined) return reason === undefined
     if (reason === 'CANCELLED') this.unanswered.cancelled++
     else if (reason === 'PEER_DOWN') this.unanswered.dropped++
