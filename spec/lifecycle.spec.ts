@@ -10,7 +10,7 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { BilateralError, type Bilateral, type CallContext } from '../lib/index.js'
-import { closeAll, deferred, ensureBuilt, makeNode, nextEvent, pair } from './helpers.js'
+import { closeAll, deferred, ensureBuilt, makeNode, nextEvent, pair, within } from './helpers.js'
 
 const RELEASE = fileURLToPath(new URL('./fixtures/release.mjs', import.meta.url))
 const DIST = fileURLToPath(new URL('../dist', import.meta.url))
@@ -67,16 +67,8 @@ class Waiter {
   }
 }
 
-/** `promise`, or a rejection naming `what` after `ms`. */
-async function bounded<T>(promise: Promise<T>, what: string, ms = 5000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)))
-  try {
-    return await Promise.race([promise, late])
-  } finally {
-    clearTimeout(timer)
-  }
-}
+/** `promise`, or a rejection naming `what` after `ms` (5 s). */
+const bounded = <T>(promise: Promise<T>, what: string, ms = 5000): Promise<T> => within(promise, ms, what)
 
 /** Resolves once `node.stats()` satisfies `ok` (polled on each turn of the event loop), within 5 s. */
 async function until(node: Bilateral, ok: (s: ReturnType<Bilateral['stats']>) => boolean, what: string): Promise<void> {

@@ -4,7 +4,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { closeAll, deferred, ensureBuilt, makeNode, nextEvent } from './helpers.js'
+import { closeAll, deferred, ensureBuilt, makeNode, nextEvent, within } from './helpers.js'
 import type { Bilateral } from '../lib/index.js'
 
 const RESTARTER = fileURLToPath(new URL('./fixtures/restarter.mjs', import.meta.url))
@@ -19,17 +19,6 @@ afterEach(async () => {
   for (const relay of relays.splice(0)) await relay.close()
   await closeAll()
 })
-
-/** Reject with `what` if `promise` has not settled within `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)))
-  try {
-    return await Promise.race([promise, late])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 /** A macrotask later: every microtask queued so far (promise reactions, answers they post) has run. */
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
