@@ -26,11 +26,25 @@ const children: ChildProcess[] = []
 /** Build the previous release's lib/ into BUILD/dist, once (git archive of that commit, this checkout's node_modules). */
 function buildPrevious(): void {
   if (existsSync(join(BUILD, 'dist', 'index.js'))) return
+  if (!hasCommit()) {
+    // A shallow clone (some CI checkouts) lacks the history: fetch it from where the clone came from.
+    execFileSync('git', ['-C', ROOT, 'fetch', '--quiet', '--unshallow'], { stdio: 'inherit' })
+    if (!hasCommit()) throw new Error(`the previous release's commit ${PREVIOUS_RELEASE} is not in this clone's history`)
+  }
   mkdirSync(BUILD, { recursive: true })
   const archive = execFileSync('git', ['-C', ROOT, 'archive', PREVIOUS_RELEASE, 'lib', 'tsconfig.json', 'package.json'])
   execFileSync('tar', ['-x', '-C', BUILD], { input: archive })
   if (!existsSync(join(BUILD, 'node_modules'))) symlinkSync(join(ROOT, 'node_modules'), join(BUILD, 'node_modules'))
   execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', BUILD], { stdio: 'inherit' })
+}
+
+function hasCommit(): boolean {
+  try {
+    execFileSync('git', ['-C', ROOT, 'cat-file', '-e', `${PREVIOUS_RELEASE}^{commit}`], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
 }
 
 beforeAll(buildPrevious, 120_000)
