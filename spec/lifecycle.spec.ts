@@ -488,3 +488,49 @@ describe('metadata', () => {
     expect(() => makeNode('m3', { maxMetaBytes: 0, forwardMeta: [] })).not.toThrow()
   })
 })
+
+describe('what a handler throws', () => {
+  it('any value, even one with no string form, is answered REMOTE, and the calls batched with it are served', async () => {
+    const { alpha, beta } = await callerAndServer()
+    const odd: unknown[] = [Object.create(null), null, undefined, Object.assign(new Error('x'), { message: Object.create(null) })]
+    const hostile = new Proxy(
+      {},
+      {
+        get() {
+          throw new Error('trap')
+        },
+        getPrototypeOf() {
+          throw new Error('trap')
+        },
+      },
+    )
+    odd.push(hostile)
+    beta.register(
+      {
+        Sync: (i: number) => {
+          throw odd[i]
+        },
+        Async: async (i: number) => {
+          throw odd[i]
+        },
+        Getter: async () => ({
+          get boom(): never {
+            throw null
+          },
+        }),
+        Ok: (n: number) => n,
+      },
+      'Odd',
+    )
+    // One turn: the throwing calls and the good ones leave in one batch.
+    const calls = odd.flatMap((_, i) => [
+      alpha.call(['beta'], 'Odd.Sync', i),
+      alpha.call(['beta'], 'Odd.Async', i),
+      alpha.call(['beta'], 'Odd.Ok', i),
+    ])
+    calls.push(alpha.call(['beta'], 'Odd.Getter'))
+    const results = (await Promise.all(calls)).map(([r]) => (r!.ok ? r!.reply : r!.error.code))
+    expect(results).toEqual([...odd.flatMap((_, i) => ['REMOTE', 'REMOTE', i]), 'BAD_REPLY'])
+    expect(beta.stats().running).toBe(0)
+  })
+})

@@ -266,3 +266,26 @@ describe('the call table under a policy', () => {
     expect([table.size, table.peersWaited, table.queueCount]).toEqual([0, 0, 0])
   })
 })
+
+describe('an until function with side effects', () => {
+  it('aborting the call’s own signal while asked about the early results settles the call at once, with nothing sent', () => {
+    const clock = manualClock()
+    const table = new OutgoingCalls(clock, codec)
+    const { links: targets } = links([true], clock)
+    const controller = new AbortController()
+    const results: CallResult[] = []
+    let ends = 0
+    const started = table.start(targets, {
+      timeout: 500,
+      early: [{ from: 'ghost', ok: false, error: new BilateralError('NOT_CONNECTED', 'not connected') }],
+      site: {},
+      sink: { result: (r) => results.push(r), end: () => void ends++ },
+      policy: policyFor(() => (controller.abort(), false)),
+      signals: [controller.signal],
+    })
+    expect(started).toBeUndefined()
+    expect(results.map((r) => !r.ok && r.error.code)).toEqual(['NOT_CONNECTED', 'CANCELLED'])
+    expect(ends).toBe(1)
+    expect([table.size, table.peersWaited, table.queueCount, table.signalsWatched]).toEqual([0, 0, 0, 0])
+  })
+})

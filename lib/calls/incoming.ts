@@ -368,7 +368,7 @@ export class IncomingCalls {
         run.method,
         run.id,
         'BAD_REPLY',
-        `the result of ${run.method} cannot be encoded: ${(error as Error).message}`,
+        `the result of ${run.method} cannot be encoded: ${describe(error).message}`,
       )
     }
     this.answer(run.link, [encodeReply(run.id), encoded])
@@ -377,14 +377,12 @@ export class IncomingCalls {
   /** A handler threw or rejected: answer a CALL with REMOTE, report a CAST. */
   private raised(run: Running, ctx: CallContext, error: unknown): void {
     if (!this.end(run)) return
-    const e = error instanceof Error ? error : new Error(String(error))
+    const { name, message, code } = describe(error)
     if (run.id === undefined) {
-      this.host.castError(error ?? new BilateralError('REMOTE', e.message, { peer: run.from }), ctx)
+      this.host.castError(error ?? new BilateralError('REMOTE', message, { peer: run.from }), ctx)
       return
     }
-    this.answer(run.link, [
-      encodeError(run.id, 'REMOTE', clip(String(e.name), this.errorName), clip(String(e.message), this.errorMessage), ownCode(error)),
-    ])
+    this.answer(run.link, [encodeError(run.id, 'REMOTE', clip(name, this.errorName), clip(message, this.errorMessage), code)])
   }
 
   /** A CALL that cannot be served is answered ERROR `code`; a CAST that cannot is reported (`cast:error`). */
@@ -415,10 +413,30 @@ export function encodeWithin(value: unknown, maxMessageSize: number, what: strin
   return body
 }
 
-/** A thrown error's own string `code` (as Node's and many libraries' errors have). */
-function ownCode(error: unknown): string | undefined {
-  const code = (error as { code?: unknown } | null | undefined)?.code
-  return typeof code === 'string' && code.length <= 64 ? code : undefined
+/** `String(value)`, or `fallback` for a value that has no string form. */
+function text(value: unknown, fallback: string): string {
+  try {
+    return String(value)
+  } catch {
+    return fallback
+  }
+}
+
+/**
+ * What a handler threw, as an ERROR carries it: its name, its message and
+ * its own string `code` (as Node's and many libraries' errors have).
+ * Whatever was thrown (a null-prototype object, a throwing getter, a Proxy),
+ * this does not throw: a handler's odd value must not take the node down.
+ */
+function describe(error: unknown): { name: string; message: string; code: string | undefined } {
+  try {
+    const own = (error as { code?: unknown } | null | undefined)?.code
+    const code = typeof own === 'string' && own.length <= 64 ? own : undefined
+    if (error instanceof Error) return { name: text(error.name, 'Error'), message: text(error.message, ''), code }
+    return { name: 'Error', message: text(error, 'a value without a string form'), code }
+  } catch {
+    return { name: 'Error', message: 'a value without a string form', code: undefined }
+  }
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

@@ -206,10 +206,13 @@ export class OutgoingCalls {
     for (const result of early) this.record(call, result)
     const aborted = plan.signals?.find((signal) => signal.aborted)
     if (aborted !== undefined) this.cancel(call, abortMessage(aborted))
-    // A quorum may be out of reach before anything is sent (more replies wanted than peers); a function is first asked once there is a result.
-    else if (call.policy !== undefined && (early.length > 0 || !call.policy.needsResults)) this.check(call)
+    else {
+      // Watched before the policy is asked: an until function may abort the signal itself.
+      if (plan.signals !== undefined && plan.signals.length > 0) this.watch(call, plan.signals)
+      // A quorum may be out of reach before anything is sent (more replies wanted than peers); a function is first asked once there is a result.
+      if (call.policy !== undefined && (early.length > 0 || !call.policy.needsResults)) this.check(call)
+    }
     if (!this.calls.has(id)) return undefined
-    if (plan.signals !== undefined && plan.signals.length > 0) this.watch(call, plan.signals)
     let queue = this.queues.get(plan.timeout)
     if (queue === undefined) {
       queue = { timeout: plan.timeout, ids: [], deadlines: [], head: 0, live: 0 }
