@@ -63,8 +63,15 @@ const emptyMaps = (bytes: number): Buffer => arraysOf(Uint8Array.of(0x80), bytes
 function rawDealer(endpoint: string, options: Partial<zmq.Dealer> = {}): zmq.Dealer {
   const socket = new zmq.Dealer({ context, linger: 0, receiveTimeout: 5000, ...options })
   sockets.push(socket)
-  socket.connect(endpoint)
-  return socket
+  // libzmq's connect() may meet EINTR when a signal lands (child processes exit around these tests); the library retries too (sockets.ts).
+  for (let tries = 0; ; tries++) {
+    try {
+      socket.connect(endpoint)
+      return socket
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== 'EINTR' || tries >= 10) throw error
+    }
+  }
 }
 
 /** Read messages until one holds an envelope `done` accepts; returns the envelopes and the largest message's size. */
