@@ -333,6 +333,29 @@ describe('nested calls', () => {
     expect(Date.now() - start).toBeGreaterThan(2000)
   })
 
+  it('an onward call made after the served call’s deadline has passed is not sent: TIMEOUT at once', async () => {
+    const { a, b, waiter } = await chain()
+    const inner = deferred<unknown>()
+    b.register(
+      {
+        Late: (_: unknown, ctx: CallContext) =>
+          new Promise((resolve) => {
+            ctx.signal.addEventListener('abort', () => {
+              // The deadline has passed: the onward call must not reach C.
+              void ctx.call(['c'], 'W.Wait').then(inner.resolve, inner.reject)
+              resolve(null)
+            })
+          }),
+      },
+      'Late',
+    )
+    await a.call(['b'], 'Late.Late', null, { timeout: 150 })
+    expect(await within(inner.promise, 5000, 'the onward call')).toMatchObject([{ from: 'c', ok: false, error: { code: 'TIMEOUT' } }])
+    // The b → c link is ordered: once a later call is answered, the late one would have arrived, had it been sent.
+    expect(await b.call(['c'], 'W.Quick', 1)).toMatchObject([{ ok: true, reply: 1 }])
+    expect(waiter.started).toHaveLength(0)
+  })
+
   it('bad options of an onward call are TypeErrors there, as they are on a node', async () => {
     const { a, b } = await chain()
     b.register(
