@@ -22,21 +22,36 @@ afterEach(async () => {
   await closeAll()
 })
 
+/** What happened, in order, and a bounded wait for the next of it: nothing is lost when two happen in one turn. */
+class Happenings<T> {
+  readonly all: T[] = []
+  private taken = 0
+  private wake: (() => void) | undefined
+
+  push(value: T): void {
+    this.all.push(value)
+    this.wake?.()
+  }
+
+  /** The first one not taken yet, waiting up to 5 s for it. */
+  async next(what: string): Promise<T> {
+    while (this.taken === this.all.length) await bounded(new Promise<void>((resolve) => (this.wake = resolve)), what)
+    return this.all[this.taken++]!
+  }
+}
+
 /** A receiver whose `Wait` runs until its ctx.signal aborts, reporting each start and each abort. */
 class Waiter {
-  readonly started: CallContext[] = []
-  readonly aborted: BilateralError[] = []
-  private onStart = deferred<CallContext>()
-  private onAbort = deferred<BilateralError>()
+  private readonly starts = new Happenings<CallContext>()
+  private readonly aborts = new Happenings<BilateralError>()
+  readonly started = this.starts.all
+  readonly aborted = this.aborts.all
 
   Wait(_: unknown, ctx: CallContext): Promise<string> {
-    this.started.push(ctx)
-    this.onStart.resolve(ctx)
+    this.starts.push(ctx)
     return new Promise((resolve) => {
       ctx.signal.addEventListener('abort', () => {
-        const reason = ctx.signal.reason as BilateralError
-        this.aborted.push(reason)
-        this.onAbort.resolve(reason)
+        this.aborts.push(ctx.signal.reason as BilateralError)
         resolve('aborted')
       })
     })
@@ -46,24 +61,14 @@ class Waiter {
     return n
   }
 
-  /** The next handler to start (or the one started since the last call), within 5 s. */
+  /** The next handler to start, within 5 s. */
   nextStart(): Promise<CallContext> {
-    const next = bounded(this.onStart.promise, 'a handler to start')
-    next.then(
-      () => (this.onStart = deferred()),
-      () => {},
-    )
-    return next
+    return this.starts.next('a handler to start')
   }
 
   /** The next abort's reason, within 5 s. */
   nextAbort(): Promise<BilateralError> {
-    const next = bounded(this.onAbort.promise, 'a handler to be aborted')
-    next.then(
-      () => (this.onAbort = deferred()),
-      () => {},
-    )
-    return next
+    return this.aborts.next('a handler to be aborted')
   }
 }
 

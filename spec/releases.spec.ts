@@ -7,6 +7,7 @@
  * sends may break the new one.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -20,7 +21,11 @@ import { closeAll, deferred, makeNode } from './helpers.js'
 const PREVIOUS_RELEASE = '1f042e3b59e2ae7262687606572b01936d9af29a'
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const FIXTURE = fileURLToPath(new URL('./fixtures/release.mjs', import.meta.url))
-const BUILD = join(tmpdir(), `bilateral-release-${PREVIOUS_RELEASE.slice(0, 12)}`)
+/** One build per checkout: it links to that checkout's node_modules, which another checkout's removal must not break. */
+const BUILD = join(
+  tmpdir(),
+  `bilateral-release-${PREVIOUS_RELEASE.slice(0, 12)}-${createHash('sha256').update(ROOT).digest('hex').slice(0, 12)}`,
+)
 const children: ChildProcess[] = []
 
 /** Build the previous release's lib/ into BUILD/dist, once (git archive of that commit, this checkout's node_modules). */

@@ -1,7 +1,7 @@
 /**
  * The calls we serve: lookup, admission, the table of running handlers, and
  * the answer. In that order, so nothing is decoded for a call that will be
- * refused: a method this caller may not call is NO_SUCH_METHOD before its
+ * refused or not run: a method this caller may not call is NO_SUCH_METHOD before its
  * arguments are looked at, and one beyond the limits is OVERLOADED before
  * they are decoded.
  *
@@ -209,12 +209,6 @@ export class IncomingCalls {
     if (busy !== undefined) return this.refuse(link, method, id, 'OVERLOADED', busy)
     // Only a peer that announced call terms has its deadline and metadata read (PROTOCOL.md 8.1); an earlier release's CALL is served as before.
     const terms = link.lifecycle
-    let meta
-    try {
-      meta = decodeMeta(terms ? frame.meta : undefined, this.limits.maxMetaBytes, peer)
-    } catch (error) {
-      return this.refuse(link, method, id, 'BAD_REQUEST', (error as Error).message, error)
-    }
     // Without a deadline of its own, a CALL has the callTimeout its caller announced.
     const left =
       id === undefined || !terms
@@ -225,6 +219,12 @@ export class IncomingCalls {
     if (left === 0) {
       this.unanswered.expired++
       return
+    }
+    let meta
+    try {
+      meta = decodeMeta(terms ? frame.meta : undefined, this.limits.maxMetaBytes, peer)
+    } catch (error) {
+      return this.refuse(link, method, id, 'BAD_REQUEST', (error as Error).message, error)
     }
     let args: unknown
     try {

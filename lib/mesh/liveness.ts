@@ -47,14 +47,14 @@ export class Liveness {
     private readonly host: LivenessHost,
     private readonly timing: LivenessTiming,
   ) {
-    this.every = Math.max(5, timing.pingInterval / 8)
+    this.every = sweepPeriod(timing.pingInterval)
     this.last = host.clock.now()
     this.schedule()
   }
 
   /** A new link must TICK every `ms` (its peer's stallTimeout is short): sweep often enough for it, from now. */
   tickAtLeastEvery(ms: number): void {
-    const every = Math.max(5, ms / 8)
+    const every = sweepPeriod(ms)
     if (every >= this.every) return
     this.every = every
     this.host.clock.clearTimer(this.timer)
@@ -109,6 +109,9 @@ export class Liveness {
       }
     }
     this.host.expire(now)
-    this.every = Math.max(5, Math.min(pingInterval, tickEvery) / 8)
+    this.every = sweepPeriod(Math.min(pingInterval, tickEvery))
   }
 }
+
+/** The sweep's period for links that must TICK every `tick` ms: an eighth of it, at least 5 ms. */
+const sweepPeriod = (tick: number): number => Math.max(5, tick / 8)
