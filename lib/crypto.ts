@@ -3,6 +3,7 @@
  * cross its boundary as 40-character Z85 strings, the form ZeroMQ accepts for
  * `curvePublicKey`, `curveSecretKey` and `curveServerKey`.
  */
+import { createPrivateKey, createPublicKey, randomBytes as nodeRandomBytes } from 'node:crypto'
 import sodium from 'libsodium-wrappers'
 import { BilateralError } from './errors.js'
 import { z85Decode, z85Encode } from './z85.js'
@@ -16,8 +17,19 @@ export interface Keypair {
 const KEY_BYTES = 32
 const KEY_CHARS = 40
 
-// Ready once at import (about 25 ms), so the node's own checks can be synchronous.
-await sodium.ready
+// libsodium readies its WebAssembly asynchronously (about 50 ms). Not awaited at
+// import, so `require('bilateral')` works (no top-level await): what needs it
+// waits for `sodiumPending()`, and what is needed synchronously at once
+// (deriving a public key, random bytes) uses Node's own crypto.
+let sodiumReady = false
+const readying: Promise<void> = sodium.ready.then(() => {
+  sodiumReady = true
+})
+
+/** While libsodium is still getting ready, the promise of it; undefined once it is. */
+export function sodiumPending(): Promise<void> | undefined {
+  return sodiumReady ? undefined : readying
+}
 
 /** Make a new Curve25519 keypair for ZeroMQ CURVE, as 40-character Z85 strings. */
 export async function generateKeypair(): Promise<Keypair> {
@@ -58,14 +70,24 @@ export function isZ85Key(s: unknown): boolean {
   }
 }
 
-/** The public key of `secretKey` (both Z85), synchronously; throws INVALID_ARGUMENT for a malformed key. */
+/** DER header of a PKCS#8 X25519 private key; the 32 secret bytes follow. */
+const X25519_PKCS8 = Buffer.from('302e020100300506032b656e04220420', 'hex')
+
+/**
+ * The public key of `secretKey` (both Z85), synchronously, with Node's own
+ * X25519 (the same clamped scalar multiplication as libsodium's
+ * crypto_scalarmult_base); throws INVALID_ARGUMENT for a malformed key.
+ */
 export function derivePublicKey(secretKey: string): string {
   if (!isZ85Key(secretKey)) throw new BilateralError('INVALID_ARGUMENT', `secret key must be a ${KEY_CHARS}-character Z85 string`)
   const secret = z85Decode(secretKey)
+  const der = Buffer.concat([X25519_PKCS8, secret])
+  secret.fill(0)
   try {
-    return z85Encode(sodium.crypto_scalarmult_base(secret))
+    const { x } = createPublicKey(createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })).export({ format: 'jwk' })
+    return z85Encode(Buffer.from(x!, 'base64url'))
   } finally {
-    sodium.memzero(secret)
+    der.fill(0)
   }
 }
 
@@ -169,9 +191,9 @@ export function checkFreshProof(
   return opens(proof, dialerPublicKey, listenerSecretKey, (listener) => statement(2, network, listener, concat(challenge, incarnation)))
 }
 
-/** `size` random bytes (libsodium's CSPRNG). */
+/** `size` random bytes (Node's CSPRNG). */
 export function randomBytes(size: number): Uint8Array {
-  return sodium.randombytes_buf(size)
+  return new Uint8Array(nodeRandomBytes(size))
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {

@@ -14,7 +14,16 @@ import { policyFor } from './calls/policy.js'
 import { Collector, type CallResult, type CallSink } from './calls/results.js'
 import { CallStream } from './calls/stream.js'
 import { BilateralError } from './errors.js'
-import { checkFreshProof, checkJoinProof, derivePublicKey, isZ85Key, makeFreshProof, makeJoinProof, randomBytes } from './crypto.js'
+import {
+  checkFreshProof,
+  checkJoinProof,
+  derivePublicKey,
+  isZ85Key,
+  makeFreshProof,
+  makeJoinProof,
+  randomBytes,
+  sodiumPending,
+} from './crypto.js'
 import { z85Encode } from './z85.js'
 import type { Link } from './mesh/link.js'
 import { Mesh, type DownReason, type Identity, type MeshStats } from './mesh/mesh.js'
@@ -179,6 +188,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     const allows = (key: string): boolean => authorized(key) || this.mesh.isDialling(key)
     return {
       publicKey: keys.publicKey,
+      pending: sodiumPending,
       proof: (peer, challenge) =>
         challenge === undefined
           ? makeJoinProof(network, keys.secretKey, peer)
@@ -223,6 +233,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   async listen(address: string): Promise<string> {
     this.assertOpen()
     if (typeof address !== 'string') throw new BilateralError('INVALID_ARGUMENT', 'address must be a string')
+    // An encrypted listener checks JOIN proofs as they come: the crypto library must be ready first.
+    if (this.encrypted) await sodiumPending()
     const giveUp = performance.now() + BIND_RETRY_MS
     for (;;) {
       try {

@@ -41,6 +41,8 @@ import { DealerPort, RouterPort, type DealerEvents, type Delivery, type SocketSe
 /** An encrypted node's keys, as the mesh uses them. */
 export interface Identity {
   readonly publicKey: string
+  /** While the proofs cannot be made yet (the crypto library is loading), the promise of when they can. */
+  pending(): Promise<void> | undefined
   /** The proof for our JOIN to `peer`: answering `challenge` when we have one, else the static proof. */
   proof(peer: string, challenge: Uint8Array | undefined): Uint8Array
   readonly verifier: JoinVerifier
@@ -207,13 +209,28 @@ export class Mesh {
       throw new BilateralError('ALREADY_CONNECTED', `already connecting to ${name}`, { peer: name })
     }
     const dialler = new Dialler(this.dialHost, name, address)
-    try {
-      // D2: someone dialled us first under this name: their link stays, ours waits.
-      if (peer.live !== undefined) dialler.standby()
-      else dialler.start(true)
-    } catch (error) {
-      this.forgetIfUnused(peer)
-      throw error
+    // D2: someone dialled us first under this name: their link stays, ours waits.
+    const begin = (): void => (peer.live !== undefined ? dialler.standby() : dialler.start(true))
+    const pending = this.identity?.pending()
+    if (pending === undefined) {
+      try {
+        begin()
+      } catch (error) {
+        this.forgetIfUnused(peer)
+        throw error
+      }
+    } else {
+      // The first JOIN needs a proof: the dialler waits in standby until it can be made (once, in a process's first ~50 ms).
+      void pending.then(() => {
+        if (peer.dialler !== dialler || this.closed) return
+        try {
+          begin()
+        } catch (error) {
+          peer.dialler = undefined
+          this.forgetIfUnused(peer)
+          this.events.refused(name, error instanceof BilateralError ? error : new BilateralError('SOCKET', String(error), { peer: name }))
+        }
+      })
     }
     peer.dialler = dialler
     this.release ??= this.clock.hold()

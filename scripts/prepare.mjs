@@ -1,0 +1,21 @@
+// npm's `prepare` step: builds dist/ wherever npm prepares this package from
+// source, which is `npm ci` or `npm install` in a clone, `npm pack`,
+// installing from a git URL, and `npm i <path to a clone>` (npm runs a linked
+// folder's prepare in that folder). A fresh clone has no node_modules: the
+// compiler and the packages the build needs are installed first, from the
+// lockfile, into the clone itself, where the package will resolve them.
+import { execFileSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = dirname(dirname(fileURLToPath(import.meta.url)))
+const needed = ['typescript', 'zeromq', '@msgpack/msgpack', 'libsodium-wrappers', '@types/node']
+const missing = needed.filter((name) => !existsSync(join(root, 'node_modules', name, 'package.json')))
+
+if (missing.length > 0) {
+  process.stderr.write(`bilateral: installing ${missing.join(', ')} into ${root} to build it\n`)
+  // --ignore-scripts: no prepare again from inside this one; zeromq ships prebuilt binaries.
+  execFileSync('npm', ['ci', '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] })
+}
+execFileSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', root], { cwd: root, stdio: 'inherit' })
