@@ -55,12 +55,12 @@ export interface BilateralErrorOptions {
   cause?: unknown
 }
 
-/** Base class of every error this package raises or reports. */
+/** Base class of every error this package raises or reports. Branch on `code`, a closed union. */
 export class BilateralError extends Error {
-  readonly code: ErrorCode | (string & {})
+  readonly code: ErrorCode
   readonly peer: string | undefined
 
-  constructor(code: ErrorCode | (string & {}), message: string, options: BilateralErrorOptions = {}) {
+  constructor(code: ErrorCode, message: string, options: BilateralErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'BilateralError'
     this.code = code
@@ -68,31 +68,75 @@ export class BilateralError extends Error {
   }
 }
 
-/**
- * A handler on `peer` threw or rejected. `name` and `message` are the remote
- * error's own; `remoteCode` is its `code` property when that was a string.
- */
-export class RemoteError extends BilateralError {
-  readonly remoteName: string
-  readonly remoteCode: string | undefined
-
-  constructor(peer: string, remoteName: string, message: string, remoteCode?: string) {
-    super('REMOTE', message, { peer })
-    this.name = remoteName
-    this.remoteName = remoteName
-    this.remoteCode = remoteCode
-  }
+/** What a remote error says of where it began, as an ERROR frame carries it (PROTOCOL.md section 6). */
+export interface RemoteOrigin {
+  /** The thrown error's `name` (`Error` for a value that is not an error). */
+  readonly name: string
+  /** Its `message`. */
+  readonly message: string
+  /** Its own string `code` (`E_NOUSER`, `ENOENT`), when it had one. */
+  readonly code?: string | undefined
+  /** Its `details`: any encodable value, at most 4 KiB encoded. */
+  readonly details?: unknown
+  /** The peers it came through before `peer`, the first where it was thrown (empty when `peer` threw it). */
+  readonly via?: readonly string[]
 }
 
 /**
+ * A handler on a peer threw or rejected. `code` is `REMOTE`; what the
+ * handler threw is in `remoteName`, `remoteMessage`, `remoteCode` and
+ * `details`. When a handler re-throws a RemoteError it got from a further
+ * peer, those stay the original's and `path` grows: the caller sees the code
+ * the first handler threw and every peer it came through.
+ */
+export class RemoteError extends BilateralError {
+  readonly remoteName: string
+  readonly remoteMessage: string
+  readonly remoteCode: string | undefined
+  /** The thrown error's `details` property, when it had an encodable one. */
+  readonly details: unknown
+  /** Where it came from: the peer that threw it first, then each it passed through; the last is `peer`. */
+  readonly path: readonly string[]
+
+  constructor(peer: string, origin: RemoteOrigin) {
+    const path = Object.freeze([...(origin.via ?? []), peer])
+    super('REMOTE', `${origin.name}: ${origin.message}`, { peer })
+    this.name = 'RemoteError'
+    this.remoteName = origin.name
+    this.remoteMessage = origin.message
+    this.remoteCode = origin.code
+    this.details = origin.details
+    this.path = path
+    // Its stack is where it came from, never this library's frames: withCallerStack adds the caller's, when they are kept.
+    this.stack = `${this.header()}\n${path.map((p) => `    at remote peer ${p}`).join('\n')}`
+  }
+
+  /** The first line of its stack: recognisably remote, with the original code and the way it came. */
+  header(): string {
+    const code = this.remoteCode === undefined ? '' : ` [${this.remoteCode}]`
+    const from = this.path.length === 1 ? this.path[0] : this.path.join(' → ')
+    return `RemoteError: ${this.remoteName}${code}: ${this.remoteMessage} (from ${from})`
+  }
+}
+
+/** This library's own directory: frames in it are left out of the stacks it builds. */
+const OWN_DIR = new URL('.', import.meta.url).pathname
+
+/**
  * Replace `error`'s stack below its first line with the stack captured at the
- * call site, so a timeout or remote failure points at the user's code.
+ * call site (without this library's frames), so a timeout or remote failure
+ * points at the user's code.
  */
 export function withCallerStack<E extends Error>(error: E, site: { stack?: string } | undefined): E {
   const frames = site?.stack
   if (frames !== undefined) {
-    const cut = frames.indexOf('\n')
-    error.stack = `${error.name}: ${error.message}${cut === -1 ? '' : frames.slice(cut)}`
+    const mine = frames
+      .split('\n')
+      .slice(1)
+      .filter((line) => !line.includes(OWN_DIR))
+    const head = error instanceof RemoteError ? error.header() : `${error.name}: ${error.message}`
+    const remote = error instanceof RemoteError ? error.path.map((p) => `    at remote peer ${p}`) : []
+    error.stack = [head, ...remote, ...mine].join('\n')
   }
   return error
 }

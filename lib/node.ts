@@ -519,7 +519,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     }
     // Only stream() lists its targets: call() need not pay for the array.
     const sink = sinkFor(() => [...early.map((e) => e.from), ...links.map((link) => link.peer)])
-    const started = this.outgoing.start(links, { timeout, early, site, sink, policy, signals })
+    const started = this.outgoing.start(links, { method, timeout, early, site, sink, policy, signals })
     if (started === undefined) return undefined
     const plain = [encodeCall(started.id, method), body]
     // A peer of this release is told the time left unless it is what our JOIN/STAY announced; a peer of an earlier release reads neither field.
@@ -573,7 +573,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       case FrameType.REPLY:
         return this.outgoing.reply(link, frame.id, frame.body)
       case FrameType.ERROR:
-        return this.outgoing.error(link, frame.id, frame.code, frame.name, frame.message, frame.remoteCode)
+        return this.outgoing.error(link, frame)
       case FrameType.CANCEL:
         return this.incoming.cancel(link, frame.id)
     }

@@ -191,9 +191,12 @@ describe('errors from handlers', () => {
         expect(error).toBeInstanceOf(RemoteError)
         expect(error).toBeInstanceOf(BilateralError)
         expect(error.code).toBe('REMOTE')
-        expect(error.name).toBe(name)
+        // Recognisably remote in a log line, with the thrown error's own name and message kept apart.
+        expect(error.name).toBe('RemoteError')
+        expect(String(error)).toBe(`RemoteError: ${name}: ${message}`)
         expect(error.remoteName).toBe(name)
-        expect(error.message).toBe(message)
+        expect(error.remoteMessage).toBe(message)
+        expect(error.stack!.split('\n', 1)[0]).toBe(`RemoteError: ${name}: ${message} (from ${serverName})`)
         expect(error.peer).toBe(serverName)
         expect(error.stack).toContain('calls.spec.ts')
       }
@@ -229,8 +232,10 @@ describe('errors from handlers', () => {
     await pair(alpha, beta)
     const [entry] = await alpha.call(['beta'], 'Bad.Boom')
     const error = (entry as unknown as { error: RemoteError }).error
-    expect([error.code, error.name, error.message]).toEqual(['REMOTE', 'RangeError', 'no'])
+    expect([error.code, error.remoteName, error.remoteMessage]).toEqual(['REMOTE', 'RangeError', 'no'])
     expect(error.stack).not.toContain('calls.spec.ts')
+    // No frames of this library either: the stack is where the error came from.
+    expect(error.stack).toBe('RemoteError: RangeError: no (from beta)\n    at remote peer beta')
   })
 
   it("a handler error's own string code travels as remoteCode", async () => {
@@ -239,7 +244,7 @@ describe('errors from handlers', () => {
     const [entry] = await alpha.call(['beta'], 'Users.Find')
     const error = (entry as unknown as { error: RemoteError }).error
     expect(error).toBeInstanceOf(RemoteError)
-    expect([error.code, error.remoteCode, error.message]).toEqual(['REMOTE', 'E_NOT_FOUND', 'no such user'])
+    expect([error.code, error.remoteCode, error.remoteMessage]).toEqual(['REMOTE', 'E_NOT_FOUND', 'no such user'])
   })
 
   it('a result msgpack cannot encode becomes a BAD_REPLY entry', async () => {

@@ -55,7 +55,7 @@ const bytes = (hex: string): Uint8Array => Uint8Array.from(Buffer.from(hex, 'hex
 const hex = (data: Uint8Array): string => Buffer.from(data).toString('hex')
 
 /** Fields that hold bytes, written as hex in the vectors. */
-const BINARY_FIELDS = new Set(['body', 'proof', 'incarnation', 'nonce', 'meta'])
+const BINARY_FIELDS = new Set(['body', 'proof', 'incarnation', 'nonce', 'meta', 'details', 'via'])
 const fromJson = (frame: JsonFrame): Frame =>
   Object.fromEntries(Object.entries(frame).map(([k, v]) => [k, BINARY_FIELDS.has(k) && typeof v === 'string' ? bytes(v) : v])) as Frame
 const toJson = (frame: Frame): JsonFrame =>

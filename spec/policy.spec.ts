@@ -127,7 +127,7 @@ describe('the call table under a policy', () => {
           result: (r: CallResult) => void results.push(r),
           end: () => void (ends++, (endedAfter = results.length)),
         }
-        const started = table.start(targets, { timeout: 1000, early, site: {}, sink, policy, signals: [controller.signal] })
+        const started = table.start(targets, { method: 'P.M', timeout: 1000, early, site: {}, sink, policy, signals: [controller.signal] })
         // The model: walk the answers in order, and find where the policy (or the abort) stops the call.
         const k = until === undefined ? undefined : until === 'first-ok' ? 1 : until.ok
         const stops = (ok: number, pending: number): boolean => k !== undefined && (ok >= k || ok + pending < k)
@@ -146,7 +146,7 @@ describe('the call table under a policy', () => {
           if (answers[i]) {
             ok++
             table.reply(targets[i]!, started!.id, encodeBody(i))
-          } else table.error(targets[i]!, started!.id, 'REMOTE', 'Error', 'no', undefined)
+          } else table.error(targets[i]!, { type: FrameType.ERROR, id: started!.id, code: 'REMOTE', name: 'Error', message: 'no' })
           if (step === order.length - 1 || stops(ok, order.length - step - 1)) expectedEnd = step + 1
         }
         if (expectedEnd < 0 && abortAfter === order.length) {
@@ -189,6 +189,7 @@ describe('the call table under a policy', () => {
     let ends = 0
     const first: CallResult[] = []
     const started = table.start(targets, {
+      method: 'P.M',
       timeout: 500,
       early: [],
       site: {},
@@ -197,7 +198,7 @@ describe('the call table under a policy', () => {
       signals: [controller.signal],
     })!
     const second: CallResult[] = []
-    table.start(targets, { timeout: 500, early: [], site: {}, sink: { result: (r) => second.push(r), end: () => {} } })
+    table.start(targets, { method: 'P.M', timeout: 500, early: [], site: {}, sink: { result: (r) => second.push(r), end: () => {} } })
     table.reply(targets[0]!, started.id, encodeBody(1))
     expect(ends).toBe(1)
     expect(first.map((r) => (r.ok ? 'ok' : r.error.code))).toEqual(['ok', 'CANCELLED'])
@@ -213,6 +214,7 @@ describe('the call table under a policy', () => {
       const { links: targets, posted } = links([true, true, true], clock)
       const results: CallResult[] = []
       const started = table.start(targets, {
+        method: 'P.M',
         timeout: 500,
         early: [],
         site: {},
@@ -238,6 +240,7 @@ describe('the call table under a policy', () => {
     const controller = new AbortController()
     const start = () =>
       table.start(targets, {
+        method: 'P.M',
         timeout: 500,
         early: [],
         site: {},
@@ -257,7 +260,13 @@ describe('the call table under a policy', () => {
     const table = new OutgoingCalls(clock, codec)
     const { links: targets } = links([true, false, true], clock)
     const results: CallResult[] = []
-    const started = table.start(targets, { timeout: 500, early: [], site: {}, sink: { result: (r) => results.push(r), end: () => {} } })!
+    const started = table.start(targets, {
+      method: 'P.M',
+      timeout: 500,
+      early: [],
+      site: {},
+      sink: { result: (r) => results.push(r), end: () => {} },
+    })!
     table.reply(targets[1]!, started.id, encodeBody('one'))
     clock.advance(499)
     expect(results).toHaveLength(1)
@@ -276,6 +285,7 @@ describe('an until function with side effects', () => {
     const results: CallResult[] = []
     let ends = 0
     const started = table.start(targets, {
+      method: 'P.M',
       timeout: 500,
       early: [{ from: 'ghost', ok: false, error: new BilateralError('NOT_CONNECTED', 'not connected') }],
       site: {},

@@ -23,11 +23,11 @@
  * and is dropped, and counted: the caller that asked is gone.
  */
 import type { Clock } from '../clock.js'
-import { BilateralError, clip } from '../errors.js'
+import { BilateralError, RemoteError, clip, type ErrorCode } from '../errors.js'
 import type { Link, SendTag } from '../mesh/link.js'
 import type { Codec } from '../wire/codec.js'
 import { encodeBody } from '../wire/body.js'
-import { FrameType, encodeError, encodeReply, type DataFrame } from '../wire/frames.js'
+import { FrameType, MAX_CODE_LENGTH, MAX_DETAILS_BYTES, MAX_VIA, encodeError, encodeReply, type DataFrame } from '../wire/frames.js'
 import { Context, type CallContext, type Caller, type Served } from './context.js'
 import { decodeMeta } from './meta.js'
 import { sameProcess } from './outgoing.js'
@@ -377,16 +377,17 @@ export class IncomingCalls {
   /** A handler threw or rejected: answer a CALL with REMOTE, report a CAST. */
   private raised(run: Running, ctx: CallContext, error: unknown): void {
     if (!this.end(run)) return
-    const { name, message, code } = describe(error)
+    const { name, message, code, details, via } = describe(error)
     if (run.id === undefined) {
       this.host.castError(error ?? new BilateralError('REMOTE', message, { peer: run.from }), ctx)
       return
     }
-    this.answer(run.link, [encodeError(run.id, 'REMOTE', clip(name, this.errorName), clip(message, this.errorMessage), code)])
+    const frame = encodeError(run.id, 'REMOTE', clip(name, this.errorName), clip(message, this.errorMessage), code, details, via)
+    this.answer(run.link, [frame])
   }
 
   /** A CALL that cannot be served is answered ERROR `code`; a CAST that cannot is reported (`cast:error`). */
-  private refuse(link: Link, method: string, id: number | undefined, code: string, message: string, cause?: unknown): void {
+  private refuse(link: Link, method: string, id: number | undefined, code: ErrorCode, message: string, cause?: unknown): void {
     const peer = link.peer
     if (id === undefined) {
       const ctx = new Context(peer, method, true, Object.freeze({}), refusedCall, this.host.caller)
@@ -422,21 +423,62 @@ function text(value: unknown, fallback: string): string {
   }
 }
 
+/** What an ERROR carries of a handler's error. */
+interface Described {
+  name: string
+  message: string
+  code: string | undefined
+  details: Uint8Array | undefined
+  via: Uint8Array | undefined
+}
+
 /**
- * What a handler threw, as an ERROR carries it: its name, its message and
- * its own string `code` (as Node's and many libraries' errors have).
+ * What a handler threw, as an ERROR carries it: its name, its message, its
+ * own string `code` (as Node's and many libraries' errors have) and its
+ * `details` if they encode within MAX_DETAILS_BYTES. A {@link RemoteError}
+ * re-thrown from a further peer is passed on as the original (its name,
+ * message, code and details) with the peers it came through, so a caller
+ * two hops away still sees the code the first handler threw.
  * Whatever was thrown (a null-prototype object, a throwing getter, a Proxy),
  * this does not throw: a handler's odd value must not take the node down.
  */
-function describe(error: unknown): { name: string; message: string; code: string | undefined } {
+function describe(error: unknown): Described {
   try {
+    if (error instanceof RemoteError) {
+      return {
+        name: error.remoteName,
+        message: error.remoteMessage,
+        code: error.remoteCode,
+        details: detailsOf(error.details),
+        via: viaOf(error.path),
+      }
+    }
     const own = (error as { code?: unknown } | null | undefined)?.code
-    const code = typeof own === 'string' && own.length <= 64 ? own : undefined
-    if (error instanceof Error) return { name: text(error.name, 'Error'), message: text(error.message, ''), code }
-    return { name: 'Error', message: text(error, 'a value without a string form'), code }
+    const code = typeof own === 'string' && own.length <= MAX_CODE_LENGTH ? own : undefined
+    const details = detailsOf((error as { details?: unknown } | null | undefined)?.details)
+    if (error instanceof Error) return { name: text(error.name, 'Error'), message: text(error.message, ''), code, details, via: undefined }
+    return { name: 'Error', message: text(error, 'a value without a string form'), code, details, via: undefined }
   } catch {
-    return { name: 'Error', message: 'a value without a string form', code: undefined }
+    return { name: 'Error', message: 'a value without a string form', code: undefined, details: undefined, via: undefined }
   }
+}
+
+/** `details` as a body, if it has one that encodes within MAX_DETAILS_BYTES; else none (it is not worth failing the answer for). */
+function detailsOf(details: unknown): Uint8Array | undefined {
+  if (details === undefined) return undefined
+  try {
+    const body = encodeBody(details)
+    return body.byteLength <= MAX_DETAILS_BYTES ? body : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** The peers a remote error came through, bounded: the first (where it was thrown) and the latest MAX_VIA − 1. */
+function viaOf(path: readonly string[]): Uint8Array | undefined {
+  const kept = path.length <= MAX_VIA ? path : [path[0]!, ...path.slice(path.length - MAX_VIA + 1)]
+  // At most 15 names of at most 255 bytes: within MAX_VIA_BYTES.
+  return encodeBody(kept)
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

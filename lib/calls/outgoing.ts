@@ -20,7 +20,9 @@ import type { Clock } from '../clock.js'
 import { BilateralError, RemoteError, clip, withCallerStack, type ErrorCode } from '../errors.js'
 import type { Link, SendTag, Unsent } from '../mesh/link.js'
 import type { Codec } from '../wire/codec.js'
-import { MAX_CODE_LENGTH, PEER_ERROR_CODES, encodeCancel } from '../wire/frames.js'
+import { FrameType, MAX_CODE_LENGTH, MAX_VIA, PEER_ERROR_CODES, encodeCancel, type Frame } from '../wire/frames.js'
+
+type ErrorFrame = Extract<Frame, { type: FrameType.ERROR }>
 import type { Policy } from './policy.js'
 import type { CallResult, CallSink } from './results.js'
 
@@ -30,6 +32,8 @@ const MAX_ID = 0xffffffff
 
 /** How a call is made: besides its peers, how long it waits, when it may stop early, what may cancel it. */
 export interface CallPlan {
+  /** The method called, for the messages of its errors. */
+  readonly method: string
   readonly timeout: number
   /** Results known before anything is sent (NOT_CONNECTED, OVERLOADED). */
   readonly early: readonly CallResult[]
@@ -72,6 +76,7 @@ class Call implements SendTag {
     readonly policy: Policy | undefined,
     /** Holds the caller's stack, captured when the call was made. */
     readonly site: { stack?: string },
+    readonly method: string,
   ) {
     this.seen = policy?.needsResults === true ? [] : undefined
   }
@@ -193,7 +198,7 @@ export class OutgoingCalls {
     }
     const id = this.allocateId()
     const deadline = this.clock.now() + plan.timeout
-    const call = new Call(this, id, deadline, sink, plan.policy, plan.site)
+    const call = new Call(this, id, deadline, sink, plan.policy, plan.site, plan.method)
     if (targets.length === 1) {
       call.onePeer = targets[0]!.peer
       call.oneLink = targets[0]
@@ -250,15 +255,22 @@ export class OutgoingCalls {
     this.settle(call, link.peer, { from: link.peer, ok: true, reply: value })
   }
 
-  /** An ERROR on `link` for call `id`. Only the codes a peer may send are taken as such. */
-  error(link: Link, id: number, code: string, name: string, message: string, remoteCode: string | undefined): void {
+  /** An ERROR on `link` for its call. Only the codes a peer may send are taken as such. */
+  error(link: Link, frame: ErrorFrame): void {
+    const { id, code } = frame
     if (this.answerable(link, id) === undefined) return
     const peer = link.peer
-    const text = clip(message, MAX_REMOTE_MESSAGE)
+    const text = clip(frame.message, MAX_REMOTE_MESSAGE)
     let error: BilateralError
-    if (code === 'REMOTE')
-      error = new RemoteError(peer, clip(name, 256), text, remoteCode === undefined ? undefined : clip(remoteCode, MAX_CODE_LENGTH))
-    else if (PEER_ERROR_CODES.has(code)) error = new BilateralError(code as ErrorCode, text, { peer })
+    if (code === 'REMOTE') {
+      error = new RemoteError(peer, {
+        name: clip(frame.name, 256),
+        message: text,
+        code: frame.remoteCode === undefined ? undefined : clip(frame.remoteCode, MAX_CODE_LENGTH),
+        details: this.details(frame.details),
+        via: this.via(frame.via),
+      })
+    } else if (PEER_ERROR_CODES.has(code)) error = new BilateralError(code as ErrorCode, text, { peer })
     else
       error = new BilateralError(
         'PROTOCOL',
@@ -266,6 +278,23 @@ export class OutgoingCalls {
         { peer },
       )
     this.fail(id, peer, error)
+  }
+
+  /** A remote error's details, decoded under the body limits; undefined if there are none or they do not decode. */
+  private details(body: Uint8Array | undefined): unknown {
+    if (body === undefined) return undefined
+    try {
+      return this.codec.decodeBody(body)
+    } catch {
+      return undefined
+    }
+  }
+
+  /** The peers a remote error came through, from an ERROR's `via`: names only, at most MAX_VIA; else none. */
+  private via(body: Uint8Array | undefined): string[] | undefined {
+    const names = this.details(body)
+    if (!Array.isArray(names) || names.length > MAX_VIA) return undefined
+    return names.every((n) => typeof n === 'string' && n.length > 0 && n.length <= 255) ? (names as string[]) : undefined
   }
 
   /** An error entry for `peer` in call `id`. */
@@ -417,7 +446,8 @@ export class OutgoingCalls {
         // Every peer left times out: a policy is not asked after each, which would call the rest CANCELLED.
         call.stopping = true
         for (const peer of call.waiting()) {
-          this.fail(call.id, peer, new BilateralError('TIMEOUT', `no reply from ${peer} in time`, { peer }))
+          const error = new BilateralError('TIMEOUT', `no reply from ${peer} to ${call.method} within ${Math.round(timeout)} ms`, { peer })
+          this.fail(call.id, peer, error)
         }
       }
       this.compact(timeout, queue)

@@ -17,9 +17,11 @@
 import { Decoder } from '@msgpack/msgpack'
 import {
   FrameType,
+  MAX_DETAILS_BYTES,
   MAX_INCARNATION,
   MAX_JOIN_BYTES,
   MAX_UINT32,
+  MAX_VIA_BYTES,
   MIN_INCARNATION,
   NONCE_BYTES,
   PROTOCOL_VERSION,
@@ -397,6 +399,8 @@ function readFrame(e: unknown[], body: () => Uint8Array): Frame {
     case FrameType.ERROR: {
       const frame: Frame = { type, id: id(e, 2), code: str(e, 3), name: str(e, 4), message: str(e, 5) }
       if (given(e, 6)) frame.remoteCode = str(e, 6)
+      if (given(e, 7)) frame.details = bin(e, 7, 'the details', MAX_DETAILS_BYTES)
+      if (given(e, 8)) frame.via = bin(e, 8, 'the path', MAX_VIA_BYTES)
       return frame
     }
     case FrameType.CHALLENGE: {

@@ -77,7 +77,18 @@ export type Frame =
   | { type: FrameType.CALL; id: number; method: string; body: Uint8Array; deadline?: number; meta?: Uint8Array }
   | { type: FrameType.CAST; method: string; body: Uint8Array; meta?: Uint8Array }
   | { type: FrameType.REPLY; id: number; body: Uint8Array }
-  | { type: FrameType.ERROR; id: number; code: string; name: string; message: string; remoteCode?: string }
+  | {
+      type: FrameType.ERROR
+      id: number
+      code: string
+      name: string
+      message: string
+      remoteCode?: string
+      /** The thrown error's `details`, as a body (section 7). */
+      details?: Uint8Array
+      /** The peers a re-thrown remote error came through, as a body holding an array of names. */
+      via?: Uint8Array
+    }
   | { type: FrameType.CHALLENGE; nonce: Uint8Array }
   | { type: FrameType.CREDIT; messages: number; bytes: number }
   | { type: FrameType.CANCEL; id: number }
@@ -144,6 +155,11 @@ export const MAX_INCARNATION = 32
 export const MAX_UINT32 = 0xffff_ffff
 /** Longest ERROR `code` or `remoteCode` a peer may send, characters. */
 export const MAX_CODE_LENGTH = 64
+/** Most bytes of an ERROR's encoded `details`. */
+export const MAX_DETAILS_BYTES = 4096
+/** Most names in an ERROR's `via`, and most bytes it encodes to. */
+export const MAX_VIA = 15
+export const MAX_VIA_BYTES = 4096
 
 const encoder = new Encoder({ useBigInt64: true })
 const envelope = (fields: unknown[]): Uint8Array => encoder.encode(fields)
@@ -190,9 +206,20 @@ export const encodeCredit = (messages: number, bytes: number): Uint8Array => env
 export const encodeCancel = (id: number): Uint8Array =>
   isId(id) ? dataEnvelope(FrameType.CANCEL, id, undefined) : envelope([PROTOCOL_VERSION, FrameType.CANCEL, id])
 
-/** ERROR; `remoteCode` is the handler error's own string `code`, when it had one. */
-export const encodeError = (id: number, code: string, name: string, message: string, remoteCode?: string): Uint8Array =>
-  envelope(trailing([PROTOCOL_VERSION, FrameType.ERROR, id, code, name, message], [remoteCode]))
+/**
+ * ERROR; `remoteCode` is the handler error's own string `code`, when it had
+ * one; `details` its encoded `details`; `via` (encoded) the peers a re-thrown
+ * remote error came through.
+ */
+export const encodeError = (
+  id: number,
+  code: string,
+  name: string,
+  message: string,
+  remoteCode?: string,
+  details?: Uint8Array,
+  via?: Uint8Array,
+): Uint8Array => envelope(trailing([PROTOCOL_VERSION, FrameType.ERROR, id, code, name, message], [remoteCode, details, via]))
 
 const MAX_ID = MAX_UINT32
 const isId = (n: number): boolean => Number.isInteger(n) && n >= 0 && n <= MAX_ID
@@ -325,7 +352,7 @@ export function encodeFrame(frame: Frame): Uint8Array[] {
     case FrameType.REPLY:
       return [encodeReply(frame.id), frame.body]
     case FrameType.ERROR:
-      return [encodeError(frame.id, frame.code, frame.name, frame.message, frame.remoteCode)]
+      return [encodeError(frame.id, frame.code, frame.name, frame.message, frame.remoteCode, frame.details, frame.via)]
     case FrameType.CHALLENGE:
       return [encodeChallenge(frame.nonce)]
     case FrameType.CREDIT:
