@@ -13,7 +13,9 @@ import { checkMetaShape, encodeMeta, pick, type Meta } from './calls/meta.js'
 import { policyFor } from './calls/policy.js'
 import { Collector, type CallResult, type CallSink } from './calls/results.js'
 import { CallStream } from './calls/stream.js'
+import { makeService, type Implementation, type Multicast, type ServiceHost, type ServiceOptions, type Unicast } from './calls/contract.js'
 import { BilateralError } from './errors.js'
+import { describeValue, unknownOption } from './misuse.js'
 import {
   checkFreshProof,
   checkJoinProof,
@@ -232,7 +234,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    */
   async listen(address: string): Promise<string> {
     this.assertOpen()
-    if (typeof address !== 'string') throw new BilateralError('INVALID_ARGUMENT', 'address must be a string')
+    checkEndpoint(address)
     // An encrypted listener checks JOIN proofs as they come: the crypto library must be ready first.
     if (this.encrypted) await sodiumPending()
     const giveUp = performance.now() + BIND_RETRY_MS
@@ -256,9 +258,47 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * exposes only the listed methods. Returns the full method names exposed.
    * Throws `ALREADY_REGISTERED` or `INVALID_ARGUMENT`.
    */
-  register(receiver: object, name?: string, options?: RegisterOptions): string[] {
+  register<T extends object = object>(receiver: NoInfer<Implementation<T>>, name?: string, options?: RegisterOptions): string[] {
     this.assertOpen()
     return this.registry.register(receiver, name, options)
+  }
+
+  /**
+   * A typed handle on receiver `name` of contract `T` (its class, or an
+   * interface): `node.service<Arith>('Arith', { peer: 'b' }).SumDiff(args)`
+   * resolves to that peer's result or rejects with its error;
+   * with `peers` (every active peer if empty or absent) each method resolves
+   * to a result per peer, as `call()` does. The other options are the
+   * defaults of every call it makes. Methods are not checked here: a peer
+   * that has none answers `NO_SUCH_METHOD`.
+   */
+  service<T>(name: string, options: ServiceOptions & { peer: string }): Unicast<T>
+  service<T>(name: string, options?: ServiceOptions & { peer?: undefined }): Multicast<T>
+  service<T>(name: string, options?: ServiceOptions): Unicast<T> | Multicast<T> {
+    if (options !== undefined) checkOptions(options, SERVICE_OPTIONS, 'service()')
+    return makeService(this.serviceHost, name, options) as Unicast<T> | Multicast<T>
+  }
+
+  private readonly serviceHost: ServiceHost = {
+    request: (peer, method, args, options) => this.request(peer, method, args, options),
+    call: (to, method, args, options) => this.call(to, method, args, options),
+  }
+
+  /**
+   * Call `method` on one peer: resolves to its reply, or rejects with the
+   * {@link BilateralError} it failed with (`RemoteError` for a handler's
+   * error, `TIMEOUT`, `NOT_CONNECTED`, ...). The rest is as for {@link call}.
+   */
+  async request<R = unknown>(peer: string, method: string, args?: unknown, options?: CallOptions): Promise<R> {
+    if (typeof peer !== 'string') {
+      throw new BilateralError(
+        'INVALID_ARGUMENT',
+        `request() takes one peer name, not ${describeValue(peer)}; call() takes a list of peers`,
+      )
+    }
+    const [result] = await this.call<R>([peer], method, args, options)
+    if (result!.ok) return result!.reply
+    throw result!.error
   }
 
   /**
@@ -277,9 +317,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         peer: name,
       })
     }
-    if (typeof address !== 'string' || !/^[a-z]+:\/\/./.test(address)) {
-      throw new BilateralError('INVALID_ARGUMENT', `address ${JSON.stringify(address)} is not a ZeroMQ endpoint such as tcp://host:port`)
-    }
+    checkEndpoint(address)
     this.mesh.dial(name, address)
   }
 
@@ -308,6 +346,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     }
     let timeout: number
     try {
+      checkOptions(options, WAIT_OPTIONS, 'waitForPeers()')
       timeout = options.timeout === undefined ? this.options.callTimeout : checkTimeout(options.timeout)
     } catch (error) {
       return Promise.reject(error)
@@ -373,6 +412,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * `CLOSED` after `close()`.
    */
   call<R = unknown>(to: readonly string[] = [], method: string, args?: unknown, options: CallOptions = {}): Promise<CallResult<R>[]> {
+    if (options?.waitForPeers === true) return this.callWhenUp<R>(to, method, args, options)
     try {
       let resolve!: (results: CallResult[]) => void
       let reject!: (error: unknown) => void
@@ -385,6 +425,48 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     } catch (error) {
       return Promise.reject(error)
     }
+  }
+
+  /** `call()` with `waitForPeers`: wait, within the call's timeout, for the peers it names that we are connecting to. */
+  private async callWhenUp<R>(to: readonly string[], method: string, args: unknown, options: CallOptions): Promise<CallResult<R>[]> {
+    this.assertOpen()
+    checkOptions(options, CALL_OPTIONS, 'call()')
+    if (!Array.isArray(to)) this.targets(to, [])
+    const timeout = options.timeout === undefined ? this.options.callTimeout : checkTimeout(options.timeout)
+    const began = performance.now()
+    const awaited = to.length === 0 ? undefined : to.filter((name) => this.mesh.linkTo(name) === undefined && this.mesh.isDialling(name))
+    if (awaited === undefined ? this.mesh.activeNames().length === 0 : awaited.length > 0) {
+      await this.untilUp(awaited, timeout, options.signal)
+    }
+    const left = Math.max(1, timeout - (performance.now() - began))
+    return this.call<R>(to, method, args, { ...options, waitForPeers: false, timeout: left })
+  }
+
+  /** Resolves when every peer in `names` is up (any one, if undefined), or after `timeout`, or when `signal` aborts or the node closes. */
+  private untilUp(names: readonly string[] | undefined, timeout: number, signal: AbortSignal | undefined): Promise<void> {
+    const missing = new Set(names)
+    return new Promise((resolve) => {
+      const waiter: Waiter = {
+        up: (name) => {
+          missing.delete(name)
+          if (names === undefined || missing.size === 0) waiter.settle()
+        },
+        down: (name) => {
+          if (names?.includes(name) === true) missing.add(name)
+        },
+        settle: () => {
+          clearTimeout(timer)
+          signal?.removeEventListener('abort', stop)
+          this.waiters.delete(waiter)
+          resolve()
+        },
+      }
+      if (signal?.aborted === true) return resolve()
+      const stop = (): void => waiter.settle()
+      const timer = setTimeout(stop, timeout)
+      signal?.addEventListener('abort', stop, { once: true })
+      this.waiters.add(waiter)
+    })
   }
 
   /**
@@ -411,6 +493,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    */
   async cast(to: readonly string[] = [], method: string, args?: unknown, options: CastOptions = {}): Promise<string[]> {
     this.assertOpen()
+    checkOptions(options, CAST_OPTIONS, 'cast()')
     this.checkMethod(method)
     const parent = options.parent === undefined ? undefined : checkParent(options.parent)
     const meta = this.metaFor(options.meta, parent)
@@ -481,7 +564,10 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     entry: (...args: never[]) => unknown,
   ): number | undefined {
     this.assertOpen()
-    if (options === null || typeof options !== 'object') throw new TypeError('options must be an object')
+    checkOptions(options, CALL_OPTIONS, entry === this.stream ? 'stream()' : 'call()')
+    if (options.waitForPeers !== undefined && entry === this.stream) {
+      throw new TypeError('stream() cannot wait for peers: await node.waitForPeers([...]) first, or use call()')
+    }
     let timeout = options.timeout === undefined ? this.options.callTimeout : checkTimeout(options.timeout)
     const policy = policyFor(options.until)
     let signals: AbortSignal[] | undefined
@@ -542,10 +628,15 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
 
   /** Resolve `to` into live links; NOT_CONNECTED (and, given `limit`, OVERLOADED) entries go to `early`. */
   private targets(to: readonly string[], early: CallResult[], limit = Infinity): Link[] {
-    if (!Array.isArray(to)) throw new TypeError('to must be an array of peer names')
+    if (!Array.isArray(to)) {
+      throw new TypeError(
+        `the peers to call must be an array of names, not ${describeValue(to)}: call(['b'], ...), or request('b', ...) for one peer`,
+      )
+    }
     const links: Link[] = []
     const all = to.length === 0
     const wanted = all ? this.mesh.activeNames() : to
+    if (all && wanted.length === 0) this.warnNoPeers()
     // Names are unique when we list the active peers; a caller's list may repeat one (a Set only for long lists).
     const seen = all || wanted.length < 16 ? undefined : new Set<string>()
     for (const name of wanted) {
@@ -554,7 +645,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       seen?.add(name)
       const link = this.mesh.linkTo(name)
       if (link === undefined) {
-        early.push({ from: name, ok: false, error: new BilateralError('NOT_CONNECTED', `${name} is not connected`, { peer: name }) })
+        const error = new BilateralError('NOT_CONNECTED', `${name} is not connected${this.whyNotUp(name)}`, { peer: name })
+        early.push({ from: name, ok: false, error })
       } else if (this.outgoing.inflight(name) >= limit) {
         const error = new BilateralError('OVERLOADED', `${limit} calls to ${name} are already outstanding (maxInflight)`, { peer: name })
         early.push({ from: name, ok: false, error })
@@ -563,6 +655,26 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       }
     }
     return links
+  }
+
+  private warnedNoPeers = false
+
+  /** Once per node: a call or cast to every active peer reached none, which is easy to miss in an empty result. */
+  private warnNoPeers(): void {
+    if (this.warnedNoPeers) return
+    this.warnedNoPeers = true
+    process.emitWarning(
+      `${this.name} made a call or cast to every active peer ([]) and has none: it reached no one. ` +
+        'connect() to a peer first, or pass { waitForPeers: true } to wait for one (warned once per node)',
+      { code: 'BILATERAL_NO_PEERS' },
+    )
+  }
+
+  /** Why a peer is not up, for a message: what its dialling last met, or that we never dialled it. */
+  private whyNotUp(name: string): string {
+    if (!this.mesh.isDialling(name)) return ' (it is not up, and this node does not connect() to it)'
+    const failure = this.mesh.dialState(name)?.failure
+    return failure === undefined ? ' yet (connecting; pass waitForPeers: true to wait for it)' : ` (${failure})`
   }
 
   private onData(link: Link, frame: DataFrame): void {
@@ -602,6 +714,31 @@ interface Waiter {
   up(name: string): void
   down(name: string): void
   settle(error?: Error): void
+}
+
+/** An address must be a ZeroMQ endpoint; `127.0.0.1:7000` is told to add `tcp://`. */
+function checkEndpoint(address: unknown): asserts address is string {
+  if (typeof address === 'string' && /^[a-z]+:\/\/./.test(address)) return
+  const hint = typeof address === 'string' && /^[^/]*:\d+$|^[^/]*:\*$/.test(address) ? `; write tcp://${address}` : ''
+  throw new BilateralError(
+    'INVALID_ARGUMENT',
+    `address ${describeValue(address)} is not a ZeroMQ endpoint such as tcp://127.0.0.1:7000 or tcp://127.0.0.1:*${hint}`,
+  )
+}
+
+const CALL_OPTIONS: ReadonlySet<string> = new Set(['timeout', 'signal', 'meta', 'until', 'parent', 'detach', 'waitForPeers'])
+const CAST_OPTIONS: ReadonlySet<string> = new Set(['meta', 'parent'])
+const WAIT_OPTIONS: ReadonlySet<string> = new Set(['timeout'])
+const SERVICE_OPTIONS: ReadonlySet<string> = new Set([...CALL_OPTIONS, 'peer', 'peers'])
+const CALL_ALIASES = { callTimeout: 'timeout', deadline: 'timeout', abortSignal: 'signal', metadata: 'meta', headers: 'meta' }
+
+/** `options` must be an options object of `where` (not a number put where options go) with no unknown keys: else a TypeError. */
+function checkOptions(options: unknown, known: ReadonlySet<string>, where: string): void {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new TypeError(`the options of ${where} must be an object such as { timeout: 500 }, not ${describeValue(options)}`)
+  }
+  const unknown = unknownOption(options, known, where, CALL_ALIASES)
+  if (unknown !== undefined) throw new TypeError(unknown)
 }
 
 /** A `parent` option must be a handler's `ctx`: its deadline and signal are trusted. */

@@ -1,4 +1,5 @@
 import { BilateralError } from './errors.js'
+import { unknownOption } from './misuse.js'
 import type { PeerRule } from './calls/registry.js'
 import { DEFAULT_FORWARD_META, MAX_META_BYTES, META_KEY } from './calls/meta.js'
 
@@ -151,6 +152,8 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
   if (options === null || typeof options !== 'object') {
     throw invalid('options', 'must be an object')
   }
+  const unknown = unknownOption(options, OPTION_NAMES, 'new Bilateral()', OPTION_ALIASES)
+  if (unknown !== undefined) throw new BilateralError('INVALID_ARGUMENT', unknown)
   const keypair = options.keypair
   if (keypair !== undefined) {
     if (keypair === null || typeof keypair !== 'object' || !isKey(keypair.publicKey) || !isKey(keypair.secretKey)) {
@@ -222,10 +225,10 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
     throw invalid('forwardMeta', 'must be an array of metadata keys (1 to 64 of a-z 0-9 . _ -)')
   }
   // A heartbeat needs at least a ping interval to be answered in (HEARTBEAT_TIMEOUT = peerTimeout − pingInterval).
-  if (resolved.peerTimeout < 2 * resolved.pingInterval) throw invalid('peerTimeout', 'must be at least 2 × pingInterval')
+  if (resolved.peerTimeout < 2 * resolved.pingInterval) throw related(options, resolved, 'peerTimeout', 'at least 2 ×', 'pingInterval')
   if (resolved.peerTimeout > 6_553_500) throw invalid('peerTimeout', 'must be at most 6553500 (ZeroMQ heartbeat limit)')
-  if (resolved.stallTimeout < resolved.peerTimeout) throw invalid('stallTimeout', 'must be at least peerTimeout')
-  if (resolved.reconnectMax < resolved.reconnectMin) throw invalid('reconnectMax', 'must be ≥ reconnectMin')
+  if (resolved.stallTimeout < resolved.peerTimeout) throw related(options, resolved, 'stallTimeout', 'at least', 'peerTimeout')
+  if (resolved.reconnectMax < resolved.reconnectMin) throw related(options, resolved, 'reconnectMax', 'at least', 'reconnectMin')
   return resolved
 }
 
@@ -257,6 +260,68 @@ function checkInteger(key: string, value: unknown, min: number, max: number, min
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     throw invalid(key, `must be an integer from ${min}${minWhy === '' ? '' : ` ${minWhy}`} to ${max}`)
   }
+}
+
+type Related = 'peerTimeout' | 'pingInterval' | 'stallTimeout' | 'reconnectMax' | 'reconnectMin'
+
+/**
+ * `key` must be `relation` `other` and is not: the message names what the
+ * user set. Setting only `pingInterval: 5000` is a mistake in pingInterval
+ * (the default peerTimeout no longer fits), not in the peerTimeout they
+ * never wrote.
+ */
+function related(given: BilateralOptions, resolved: ResolvedOptions, key: Related, relation: string, other: Related): BilateralError {
+  const shown = (k: Related): string => `${k} ${resolved[k]}${given[k] === undefined ? ' (the default)' : ''}`
+  const rule = `${key} must be ${relation} ${other}`
+  if (given[key] === undefined && given[other] !== undefined) {
+    return new BilateralError('INVALID_ARGUMENT', `option ${shown(other)} does not fit ${shown(key)}: ${rule}; set ${key} too`)
+  }
+  return new BilateralError('INVALID_ARGUMENT', `option ${shown(key)} does not fit ${shown(other)}: ${rule}`)
+}
+
+/** Every option's name (a Record, so a new option cannot be left out). */
+const OPTION_NAMES: ReadonlySet<string> = new Set(
+  Object.keys({
+    network: 1,
+    name: 1,
+    keypair: 1,
+    authorizedKeys: 1,
+    defaultExposure: 1,
+    callTimeout: 1,
+    pingInterval: 1,
+    peerTimeout: 1,
+    stallTimeout: 1,
+    joinInterval: 1,
+    reconnectMin: 1,
+    reconnectMax: 1,
+    linger: 1,
+    maxMessageSize: 1,
+    callerStacks: 1,
+    maxInflight: 1,
+    maxConcurrent: 1,
+    maxConcurrentBytes: 1,
+    maxQueuedBytes: 1,
+    joinTimeout: 1,
+    maxConnections: 1,
+    maxConnectionsPerAddress: 1,
+    maxPeers: 1,
+    legacyJoinProofs: 1,
+    maxMetaBytes: 1,
+    forwardMeta: 1,
+  } satisfies Record<keyof BilateralOptions, 1>),
+)
+
+/** Names users reach for, from other libraries, and the option they mean. */
+const OPTION_ALIASES: Readonly<Record<string, string>> = {
+  timeout: 'callTimeout',
+  requestTimeout: 'callTimeout',
+  heartbeatInterval: 'pingInterval',
+  heartbeatTimeout: 'peerTimeout',
+  id: 'name',
+  nodeID: 'name',
+  keys: 'keypair',
+  publicKey: 'keypair',
+  secretKey: 'keypair',
 }
 
 function invalid(key: string, why: string): BilateralError {

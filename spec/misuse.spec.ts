@@ -77,7 +77,7 @@ describe('error codes a peer may send', () => {
     )
     expect((await node.call(['liar'], 'Any.Thing'))[0]).toMatchObject({ ok: false, error: { code: 'NO_SUCH_METHOD' } })
     const [r] = await node.call(['liar'], 'Any.Thing')
-    expect(r).toMatchObject({ ok: false, error: { code: 'REMOTE', name: 'TypeError', message: 'bad' } })
+    expect(r).toMatchObject({ ok: false, error: { code: 'REMOTE', remoteName: 'TypeError', remoteMessage: 'bad' } })
     if (!r!.ok) expect((r!.error as { remoteCode?: string }).remoteCode!.length).toBeLessThanOrEqual(65)
   })
 })

@@ -26,6 +26,15 @@ export interface CallOptions {
   parent?: CallContext
   /** With `parent`: inherit neither its deadline nor its signal (work that must outlive its caller). Its forwarded metadata still goes. */
   detach?: boolean
+  /**
+   * `call()` and `request()` only: a named peer this node is connecting to
+   * but that is not up yet is waited for (and, with no peers named, the
+   * first peer to come up when none is), within the call's own timeout;
+   * what is left of it is the call's. A peer still not up then gets
+   * `NOT_CONNECTED`, saying why it is not. Default false: such a peer gets
+   * `NOT_CONNECTED` at once.
+   */
+  waitForPeers?: boolean
 }
 
 /** Options of `cast()`. */
