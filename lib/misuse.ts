@@ -38,24 +38,26 @@ export function unknownOption(
 ): string | undefined {
   for (const key in given) {
     if (known.has(key) || !Object.hasOwn(given, key)) continue
-    const meant = Object.hasOwn(aliases, key) ? aliases[key] : closest(key, known)
+    const meant = Object.hasOwn(aliases, key) ? aliases[key] : closest(key, known, aliases)
     return `${JSON.stringify(key)} is not an option of ${where}${meant === undefined ? '' : `; did you mean ${meant}?`}`
   }
   return undefined
 }
 
-/** The known name nearest `key` (case aside), if it is near enough to be a typo. */
-function closest(key: string, known: ReadonlySet<string>): string | undefined {
+/** The known name nearest `key` (case aside), if it is near enough to be a typo; a typo of an alias (`timout`) means what the alias means. */
+function closest(key: string, known: ReadonlySet<string>, aliases: Readonly<Record<string, string>>): string | undefined {
   let best: string | undefined
   let bestDistance = Math.max(2, Math.floor(key.length / 3)) + 1
   const lower = key.toLowerCase()
-  for (const name of known) {
+  const consider = (name: string, meant: string): void => {
     const d = distance(lower, name.toLowerCase())
     if (d < bestDistance) {
-      best = name
+      best = meant
       bestDistance = d
     }
   }
+  for (const name of known) consider(name, name)
+  for (const [alias, meant] of Object.entries(aliases)) consider(alias, meant)
   return best
 }
 

@@ -122,6 +122,14 @@ describe('bilateral-keygen', () => {
     expect(await publicKeyOf(readFileSync(file, 'utf8').trim())).toBe(publicKey)
   })
 
+  it('--public refuses a .pub file (a public key, whose "public key" would be a wrong one) and names the secret key file', () => {
+    const file = join(dir, 'node.key')
+    keygen('--out', file)
+    const result = keygen('--public', `${file}.pub`)
+    expectUsageFailure(result)
+    expect(result.stderr).toContain(`give the secret key file (${file})`)
+  })
+
   it('--public fails with exit 2 for a missing or malformed key file', () => {
     expectUsageFailure(keygen('--public', join(dir, 'missing.key')))
     const junk = join(dir, 'junk.key')

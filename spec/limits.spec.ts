@@ -182,7 +182,7 @@ it("a handler error's huge message is clipped, so the ERROR frame cannot exceed 
   await pair(alpha, beta)
   const [entry] = await alpha.call(['beta'], 'Svc.Fail')
   expect(entry).toMatchObject({ from: 'beta', ok: false, error: { code: 'REMOTE' } })
-  const message = (entry as { error: RemoteError }).error.remoteMessage
+  const message = (entry as unknown as { error: RemoteError }).error.remoteMessage
   expect(message.length).toBe(16 * 1024 + 1)
   expect(message.endsWith('x…')).toBe(true)
   expect(alpha.activeConnections()).toEqual(['beta'])
@@ -196,7 +196,7 @@ it('at the smallest maxMessageSize, a handler error with a long name, multibyte 
   await pair(alpha, beta)
   const [entry] = await alpha.call(['beta'], 'Svc.Fail')
   expect(entry).toMatchObject({ from: 'beta', ok: false, error: { code: 'REMOTE', remoteCode: '€'.repeat(64) } })
-  const error = (entry as { error: RemoteError }).error
+  const error = (entry as unknown as { error: RemoteError }).error
   expect(error.remoteMessage).toBe(`${'€'.repeat(204)}…`)
   expect(await alpha.call(['beta'], 'Svc.Ok')).toEqual([{ from: 'beta', ok: true, reply: 'ok' }])
   expect(alpha.activeConnections()).toEqual(['beta'])

@@ -42,7 +42,18 @@ blocks.forEach(({ lang, code }, i) => {
       const source = new URL(`example-${i}.ts`, scratch)
       writeFileSync(source, code)
       const tsc = fileURLToPath(new URL('node_modules/typescript/bin/tsc', root))
-      const flags = ['--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', 'node']
+      const flags = [
+        '--strict',
+        '--noUncheckedIndexedAccess',
+        '--module',
+        'nodenext',
+        '--moduleResolution',
+        'nodenext',
+        '--target',
+        'es2022',
+        '--types',
+        'node',
+      ]
       await run(
         process.execPath,
         [tsc, ...flags, '--skipLibCheck', '--rootDir', fileURLToPath(scratch), '--outDir', fileURLToPath(scratch), fileURLToPath(source)],
