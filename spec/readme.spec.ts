@@ -22,6 +22,7 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }))
 
 /** What each example's comments promise it prints, in order of appearance in README. */
 const promised: string[][] = [
+  ['350 -150 alpha', 'NO_SUCH_METHOD'],
   ["from: 'beta'", 'S: 350', 'D: -150', "caller: 'alpha'", "from: 'gamma'", 'NOT_CONNECTED'],
   ["[ 'k@r1', 'k@r2', 'CANCELLED' ]", 'r3 stopped: CANCELLED', 'first answer x@r1', 'CANCELLED\n'],
   ['select 7 for api, trace 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01, within the second: true'],
