@@ -86,7 +86,9 @@ async function main(argv) {
   if (publicFile !== undefined) {
     // FILE.pub holds a public key, which is a valid Z85 key too: its "public key" would be a wrong one, printed without complaint.
     if (publicFile.endsWith('.pub')) {
-      throw new Failure(`${publicFile} is a public key file; give the secret key file (${publicFile.slice(0, -4)}), whose public key is ${publicFile}`)
+      throw new Failure(
+        `${publicFile} is a public key file; give the secret key file (${publicFile.slice(0, -4)}), whose public key is ${publicFile}`,
+      )
     }
     let text
     try {

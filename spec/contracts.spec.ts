@@ -229,6 +229,22 @@ describe('mistakes caught where they are made', () => {
   })
 })
 
+describe('CommonJS', () => {
+  it('where Node cannot require() an ES module, require says what to do instead of a generic error', async () => {
+    ensureBuilt()
+    const entry = new URL('../dist/index.cjs', import.meta.url).pathname
+    const child = spawn(process.execPath, ['--no-experimental-require-module', '-e', `require(${JSON.stringify(entry)})`], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    })
+    let err = ''
+    child.stderr.on('data', (d: Buffer) => (err += d))
+    const code = await within(new Promise((resolve) => child.on('exit', resolve)), 15_000, 'the child')
+    expect(code).toBe(1)
+    expect(err).toContain('bilateral is an ES module, and this Node.js')
+    expect(err).toContain("await import('bilateral')")
+  })
+})
+
 describe('libsodium is readied lazily', () => {
   it('an encrypted node that connects in the same turn it is imported still joins (its first JOIN waits for the crypto library)', async () => {
     ensureBuilt()
