@@ -1,6 +1,6 @@
 export { Bilateral, type BilateralEvents, type BilateralStats, type WaitOptions } from './node.js'
 export { BilateralError, RemoteError, type ErrorCode, type RemoteOrigin } from './errors.js'
-export type { Implementation, Multicast, ServiceOptions, Unicast } from './calls/contract.js'
+export type { ArgsOf, Implementation, MethodName, Multicast, ResultOf, ServiceOptions, Unicast } from './calls/contract.js'
 export type { CallContext, CallOptions, CastOptions } from './calls/context.js'
 export type { CallResult } from './calls/results.js'
 export type { CallStream } from './calls/stream.js'

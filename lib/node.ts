@@ -317,6 +317,12 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         peer: name,
       })
     }
+    if (/^[a-z]+:\/\/./.test(name) && typeof address === 'string' && !/^[a-z]+:\/\/./.test(address)) {
+      throw new BilateralError(
+        'INVALID_ARGUMENT',
+        `connect(name, address) takes the peer's name first: connect(${JSON.stringify(address)}, ${JSON.stringify(name)})?`,
+      )
+    }
     checkEndpoint(address)
     this.mesh.dial(name, address)
   }

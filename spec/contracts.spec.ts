@@ -174,6 +174,16 @@ describe('mistakes caught where they are made', () => {
     await expect(a.listen('127.0.0.1:0')).rejects.toThrow('write tcp://127.0.0.1:0')
     await expect(a.listen('127.0.0.1:0')).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' })
     expect(() => a.connect('b', 'localhost:7000')).toThrow('write tcp://localhost:7000')
+    expect(() => a.connect('tcp://127.0.0.1:7000', 'b')).toThrow(`takes the peer's name first: connect("b", "tcp://127.0.0.1:7000")?`)
+  })
+
+  it('register() options: an unknown one is refused with the one meant', () => {
+    const a = makeNode('a')
+    expect(() => a.register(new Arith(), 'Arith', { peer: ['b'] } as never)).toThrow(
+      '"peer" is not an option of register(); did you mean peers?',
+    )
+    expect(() => a.register(new Arith(), 'Arith', { method: ['SumDiff'] } as never)).toThrow('did you mean methods?')
+    expect(a.register(new Arith(), 'Arith', { peers: ['b'] })).toEqual(['Arith.SumDiff', 'Arith.Fail'])
   })
 
   it('a call made right after connect() waits for that peer within its own timeout when asked (waitForPeers), and says why without', async () => {

@@ -6,6 +6,7 @@
  */
 import { EventEmitter } from 'node:events'
 import { BilateralError } from '../errors.js'
+import { unknownOption } from '../misuse.js'
 import type { CallContext } from './context.js'
 
 export type { CallContext }
@@ -29,6 +30,7 @@ interface Entry {
 }
 
 const RECEIVER_NAME = /^[A-Za-z_$][\w$-]*$/
+const REGISTER_OPTIONS: ReadonlySet<string> = new Set(['peers', 'methods'])
 const everyone = (): boolean => true
 
 export class Registry {
@@ -49,6 +51,10 @@ export class Registry {
     if (receiver === null || (typeof receiver !== 'object' && typeof receiver !== 'function')) {
       throw new BilateralError('INVALID_ARGUMENT', 'register() needs an object')
     }
+    if (options === null || typeof options !== 'object')
+      throw new BilateralError('INVALID_ARGUMENT', 'register(): options must be an object')
+    const unknown = unknownOption(options, REGISTER_OPTIONS, 'register()', { peer: 'peers', method: 'methods', exposure: 'peers' })
+    if (unknown !== undefined) throw new BilateralError('INVALID_ARGUMENT', unknown)
     const receiverName = name ?? className(receiver)
     if (typeof receiverName !== 'string' || !RECEIVER_NAME.test(receiverName)) {
       throw new BilateralError(
