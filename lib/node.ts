@@ -11,7 +11,7 @@ import { Registry, toPredicate, type RegisterOptions } from './calls/registry.js
 import { Context, type CallContext, type CallOptions, type Caller, type CastOptions } from './calls/context.js'
 import { checkMetaShape, encodeMeta, pick, type Meta } from './calls/meta.js'
 import { policyFor } from './calls/policy.js'
-import { Collector, type CallResult, type CallSink } from './calls/results.js'
+import { Collector, Single, type CallResult, type CallSink } from './calls/results.js'
 import { CallStream } from './calls/stream.js'
 import { makeService, type Implementation, type Multicast, type ServiceHost, type ServiceOptions, type Unicast } from './calls/contract.js'
 import { BilateralError } from './errors.js'
@@ -289,16 +289,29 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * {@link BilateralError} it failed with (`RemoteError` for a handler's
    * error, `TIMEOUT`, `NOT_CONNECTED`, ...). The rest is as for {@link call}.
    */
-  async request<R = unknown>(peer: string, method: string, args?: unknown, options?: CallOptions): Promise<R> {
+  request<R = unknown>(peer: string, method: string, args?: unknown, options: CallOptions = {}): Promise<R> {
     if (typeof peer !== 'string') {
-      throw new BilateralError(
-        'INVALID_ARGUMENT',
-        `request() takes one peer name, not ${describeValue(peer)}; call() takes a list of peers`,
-      )
+      const why = `request() takes one peer name, not ${describeValue(peer)}; call() takes a list of peers`
+      return Promise.reject(new BilateralError('INVALID_ARGUMENT', why))
     }
-    const [result] = await this.call<R>([peer], method, args, options)
-    if (result!.ok) return result!.reply
-    throw result!.error
+    if (options?.waitForPeers === true) {
+      return this.callWhenUp<R>([peer], method, args, options).then(([result]) => {
+        if (result!.ok) return result!.reply
+        throw result!.error
+      })
+    }
+    try {
+      let resolve!: (reply: unknown) => void
+      let reject!: (error: unknown) => void
+      const promise = new Promise<unknown>((res, rej) => {
+        resolve = res
+        reject = rej
+      })
+      this.start([peer], method, args, options, () => new Single(resolve, reject), this.request)
+      return promise as Promise<R>
+    } catch (error) {
+      return Promise.reject(error)
+    }
   }
 
   /**
@@ -570,7 +583,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     entry: (...args: never[]) => unknown,
   ): number | undefined {
     this.assertOpen()
-    checkOptions(options, CALL_OPTIONS, entry === this.stream ? 'stream()' : 'call()')
+    checkOptions(options, CALL_OPTIONS, entry === this.stream ? 'stream()' : entry === this.request ? 'request()' : 'call()')
     if (options.waitForPeers !== undefined && entry === this.stream) {
       throw new TypeError('stream() cannot wait for peers: await node.waitForPeers([...]) first, or use call()')
     }

@@ -1,7 +1,8 @@
 /**
- * What a call gives back: one result per addressed peer, and the two ways
- * they are handed over. `call()` collects them ({@link Collector}); `stream()`
- * yields each as it settles (`stream.ts`). Both are fed by the same table of
+ * What a call gives back: one result per addressed peer, and the ways they
+ * are handed over. `call()` collects them ({@link Collector}); `request()`
+ * hands over its one peer's ({@link Single}); `stream()` yields each as it
+ * settles (`stream.ts`). Both are fed by the same table of
  * outgoing calls, through {@link CallSink}.
  */
 import type { BilateralError } from '../errors.js'
@@ -36,5 +37,27 @@ export class Collector implements CallSink {
     const results = this.replies
     for (const e of this.errors) results.push(e)
     this.resolve(results)
+  }
+}
+
+/** `request()`'s sink: one peer's reply, or its error thrown. */
+export class Single implements CallSink {
+  private last: CallResult | undefined
+
+  constructor(
+    private readonly resolve: (reply: unknown) => void,
+    private readonly reject: (error: unknown) => void,
+  ) {}
+
+  result(result: CallResult): void {
+    this.last = result
+  }
+
+  end(failure?: unknown): void {
+    const last = this.last
+    if (failure !== undefined) this.reject(failure)
+    else if (last === undefined) this.reject(new Error('request(): the call ended with no result'))
+    else if (last.ok) this.resolve(last.reply)
+    else this.reject(last.error)
   }
 }
