@@ -1,3 +1,5 @@
+import { fileURLToPath } from 'node:url'
+
 /**
  * Every error `bilateral` produces is a {@link BilateralError} with a stable
  * string `code`. Tests and callers should branch on `code`, never on `message`.
@@ -108,19 +110,34 @@ export class RemoteError extends BilateralError {
     this.details = origin.details
     this.path = path
     // Its stack is where it came from, never this library's frames: withCallerStack adds the caller's, when they are kept.
-    this.stack = `${this.header()}\n${path.map((p) => `    at remote peer ${p}`).join('\n')}`
+    this.stack = [this.header(), ...remoteFrames(path)].join('\n')
   }
 
   /** The first line of its stack: recognisably remote, with the original code and the way it came. */
   header(): string {
     const code = this.remoteCode === undefined ? '' : ` [${this.remoteCode}]`
-    const from = this.path.length === 1 ? this.path[0] : this.path.join(' → ')
+    const from = this.path.map(printable).join(' → ')
     return `RemoteError: ${this.remoteName}${code}: ${this.remoteMessage} (from ${from})`
   }
 }
 
-/** This library's own directory: frames in it are left out of the stacks it builds. */
-const OWN_DIR = new URL('.', import.meta.url).pathname
+/** A peer name as a stack shows it: as it is, or quoted if it holds control characters (a newline must not make a frame). */
+const printable = (name: string): string => (/[\u0000-\u001f\u007f]/.test(name) ? JSON.stringify(name) : name)
+
+/** The stack lines of the peers a remote error came through. */
+const remoteFrames = (path: readonly string[]): string[] => path.map((p) => `    at remote peer ${printable(p)}`)
+
+/**
+ * Where this library's code is: its compiled `dist/` and its sources
+ * `lib/` (where `--enable-source-maps` maps frames), each as a file URL (as
+ * ES module frames show it) and as a path. Frames there are left out of the
+ * stacks it builds.
+ */
+const OWN_CODE: readonly string[] = ['dist/', 'lib/'].flatMap((dir) => {
+  const url = new URL(`../${dir}`, import.meta.url)
+  return [url.href, fileURLToPath(url)]
+})
+const isOwnFrame = (line: string): boolean => OWN_CODE.some((place) => line.includes(place))
 
 /**
  * Replace `error`'s stack below its first line with the stack captured at the
@@ -133,9 +150,9 @@ export function withCallerStack<E extends Error>(error: E, site: { stack?: strin
     const mine = frames
       .split('\n')
       .slice(1)
-      .filter((line) => !line.includes(OWN_DIR))
+      .filter((line) => !isOwnFrame(line))
     const head = error instanceof RemoteError ? error.header() : `${error.name}: ${error.message}`
-    const remote = error instanceof RemoteError ? error.path.map((p) => `    at remote peer ${p}`) : []
+    const remote = error instanceof RemoteError ? remoteFrames(error.path) : []
     error.stack = [head, ...remote, ...mine].join('\n')
   }
   return error

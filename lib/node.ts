@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events'
 import { systemClock, type Clock } from './clock.js'
-import { OutgoingCalls } from './calls/outgoing.js'
+import { OutgoingCalls, abortMessage } from './calls/outgoing.js'
 import { IncomingCalls, encodeWithin } from './calls/incoming.js'
 import { Registry, toPredicate, type RegisterOptions } from './calls/registry.js'
 import { Context, type CallContext, type CallOptions, type Caller, type CastOptions } from './calls/context.js'
@@ -274,6 +274,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    */
   service<T>(name: string, options: ServiceOptions & { peer: string }): Unicast<T>
   service<T>(name: string, options?: ServiceOptions & { peer?: undefined }): Multicast<T>
+  service<T>(name: string, options?: ServiceOptions): Unicast<T> | Multicast<T>
   service<T>(name: string, options?: ServiceOptions): Unicast<T> | Multicast<T> {
     if (options !== undefined) checkOptions(options, SERVICE_OPTIONS, 'service()')
     return makeService(this.serviceHost, name, options) as Unicast<T> | Multicast<T>
@@ -290,25 +291,16 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * error, `TIMEOUT`, `NOT_CONNECTED`, ...). The rest is as for {@link call}.
    */
   request<R = unknown>(peer: string, method: string, args?: unknown, options: CallOptions = {}): Promise<R> {
-    if (typeof peer !== 'string') {
-      const why = `request() takes one peer name, not ${describeValue(peer)}; call() takes a list of peers`
-      return Promise.reject(new BilateralError('INVALID_ARGUMENT', why))
-    }
-    if (options?.waitForPeers === true) {
-      return this.callWhenUp<R>([peer], method, args, options).then(([result]) => {
-        if (result!.ok) return result!.reply
-        throw result!.error
-      })
-    }
     try {
-      let resolve!: (reply: unknown) => void
-      let reject!: (error: unknown) => void
-      const promise = new Promise<unknown>((res, rej) => {
-        resolve = res
-        reject = rej
-      })
-      this.start([peer], method, args, options, () => new Single(resolve, reject), this.request)
-      return promise as Promise<R>
+      if (typeof peer !== 'string') {
+        throw new BilateralError(
+          'INVALID_ARGUMENT',
+          `request() takes one peer name, not ${describeValue(peer)}; call() takes a list of peers`,
+        )
+      }
+      const prepared = this.prepare(method, args, options, this.request)
+      const sink = (resolve: (reply: unknown) => void, reject: (error: unknown) => void) => new Single(resolve, reject)
+      return this.launched([peer], prepared, sink) as Promise<R>
     } catch (error) {
       return Promise.reject(error)
     }
@@ -431,38 +423,66 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * `CLOSED` after `close()`.
    */
   call<R = unknown>(to: readonly string[] = [], method: string, args?: unknown, options: CallOptions = {}): Promise<CallResult<R>[]> {
-    if (options?.waitForPeers === true) return this.callWhenUp<R>(to, method, args, options)
     try {
-      let resolve!: (results: CallResult[]) => void
-      let reject!: (error: unknown) => void
-      const promise = new Promise<CallResult[]>((res, rej) => {
-        resolve = res
-        reject = rej
-      })
-      this.start(to, method, args, options, () => new Collector(resolve, reject), this.call)
-      return promise as Promise<CallResult<R>[]>
+      const prepared = this.prepare(method, args, options, this.call)
+      const sink = (resolve: (results: CallResult[]) => void, reject: (error: unknown) => void) => new Collector(resolve, reject)
+      return this.launched(to, prepared, sink) as Promise<CallResult<R>[]>
     } catch (error) {
       return Promise.reject(error)
     }
   }
 
-  /** `call()` with `waitForPeers`: wait, within the call's timeout, for the peers it names that we are connecting to. */
-  private async callWhenUp<R>(to: readonly string[], method: string, args: unknown, options: CallOptions): Promise<CallResult<R>[]> {
-    this.assertOpen()
-    checkOptions(options, CALL_OPTIONS, 'call()')
-    if (!Array.isArray(to)) this.targets(to, [])
-    const timeout = options.timeout === undefined ? this.options.callTimeout : checkTimeout(options.timeout)
-    const began = performance.now()
-    const awaited = to.length === 0 ? undefined : to.filter((name) => this.mesh.linkTo(name) === undefined && this.mesh.isDialling(name))
-    if (awaited === undefined ? this.mesh.activeNames().length === 0 : awaited.length > 0) {
-      await this.untilUp(awaited, timeout, options.signal)
-    }
-    const left = Math.max(1, timeout - (performance.now() - began))
-    return this.call<R>(to, method, args, { ...options, waitForPeers: false, timeout: left })
+  /** A prepared call launched to `to` at once, or (`waitForPeers`) once the peers it waits for are up; settled through its sink. */
+  private launched<T>(
+    to: readonly string[],
+    prepared: Prepared,
+    sinkOf: (resolve: (value: T) => void, reject: (error: unknown) => void) => CallSink,
+  ): Promise<T> {
+    if (prepared.waitForPeers) return this.waitThenLaunch(to, prepared, sinkOf)
+    return new Promise<T>((resolve, reject) => void this.launch(to, prepared, () => sinkOf(resolve, reject)))
   }
 
-  /** Resolves when every peer in `names` is up (any one, if undefined), or after `timeout`, or when `signal` aborts or the node closes. */
-  private untilUp(names: readonly string[] | undefined, timeout: number, signal: AbortSignal | undefined): Promise<void> {
+  /**
+   * `waitForPeers`: wait, within the call's timeout (its parent's deadline
+   * included) and until one of its signals aborts, for the peers it names
+   * that we are connecting to, or for a first peer when it names none and
+   * there is none; then launch it with the time left.
+   */
+  private async waitThenLaunch<T>(
+    to: readonly string[],
+    prepared: Prepared,
+    sinkOf: (resolve: (value: T) => void, reject: (error: unknown) => void) => CallSink,
+  ): Promise<T> {
+    if (!Array.isArray(to)) this.targets(to, [])
+    const began = performance.now()
+    const awaited = to.length === 0 ? undefined : to.filter((name) => this.mesh.linkTo(name) === undefined && this.mesh.isDialling(name))
+    if (!prepared.expired && (awaited === undefined ? this.mesh.activeNames().length === 0 : awaited.length > 0)) {
+      await this.untilUp(awaited, prepared.timeout, prepared.signals)
+    }
+    prepared.timeout = Math.max(1, prepared.timeout - (performance.now() - began))
+    const aborted = prepared.signals?.find((signal) => signal.aborted)
+    if (aborted !== undefined) {
+      // Cancelled while it waited: every peer it named is CANCELLED, as for a call cancelled in flight; nothing is sent.
+      return new Promise<T>((resolve, reject) => {
+        const sink = sinkOf(resolve, reject)
+        for (const peer of new Set(to)) {
+          sink.result({
+            from: peer,
+            ok: false,
+            error: new BilateralError('CANCELLED', `the call to ${peer} was cancelled: ${abortMessage(aborted)}`, { peer }),
+          })
+        }
+        sink.end()
+      })
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.assertOpen()
+      this.launch(to, prepared, () => sinkOf(resolve, reject))
+    })
+  }
+
+  /** Resolves when every peer in `names` is up (any one, if undefined), or after `timeout`, or when a signal aborts or the node closes. */
+  private untilUp(names: readonly string[] | undefined, timeout: number, signals: readonly AbortSignal[] | undefined): Promise<void> {
     const missing = new Set(names)
     return new Promise((resolve) => {
       const waiter: Waiter = {
@@ -475,15 +495,15 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         },
         settle: () => {
           clearTimeout(timer)
-          signal?.removeEventListener('abort', stop)
+          for (const signal of signals ?? []) signal.removeEventListener('abort', stop)
           this.waiters.delete(waiter)
           resolve()
         },
       }
-      if (signal?.aborted === true) return resolve()
+      if (signals?.some((signal) => signal.aborted) === true) return resolve()
       const stop = (): void => waiter.settle()
+      for (const signal of signals ?? []) signal.addEventListener('abort', stop, { once: true })
       const timer = setTimeout(stop, timeout)
-      signal?.addEventListener('abort', stop, { once: true })
       this.waiters.add(waiter)
     })
   }
@@ -498,7 +518,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    */
   stream<R = unknown>(to: readonly string[] = [], method: string, args?: unknown, options: CallOptions = {}): CallStream<R> {
     let stream!: CallStream<R>
-    const id = this.start(to, method, args, options, (targets) => (stream = new CallStream<R>(targets())).sink, this.stream)
+    const prepared = this.prepare(method, args, options, this.stream)
+    const id = this.launch(to, prepared, (targets) => (stream = new CallStream<R>(targets())).sink)
     if (id !== undefined) stream.started((why) => this.outgoing.cancelCall(id, why))
     return stream
   }
@@ -569,22 +590,17 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   // --- internals -------------------------------------------------------------
 
   /**
-   * Start a call (of `call()` or `stream()`): check everything, resolve its
-   * targets, hand the call table its plan and the links their CALLs. The
-   * sink is made once the targets are known. Returns the call's id, or
-   * undefined if nothing was sent (every result is then already in the sink).
+   * Check a call's options and arguments, and work out what it is: its
+   * timeout (its parent's deadline included), policy, signals, metadata and
+   * encoded arguments, and the caller's stack where kept. Throws what the
+   * caller rejects with for a mistake.
    */
-  private start(
-    to: readonly string[],
-    method: string,
-    args: unknown,
-    options: CallOptions,
-    sinkFor: (targets: () => readonly string[]) => CallSink,
-    entry: (...args: never[]) => unknown,
-  ): number | undefined {
+  private prepare(method: string, args: unknown, options: CallOptions, entry: (...args: never[]) => unknown): Prepared {
     this.assertOpen()
     checkOptions(options, CALL_OPTIONS, entry === this.stream ? 'stream()' : entry === this.request ? 'request()' : 'call()')
-    if (options.waitForPeers !== undefined && entry === this.stream) {
+    const waitForPeers = options.waitForPeers
+    if (waitForPeers !== undefined && typeof waitForPeers !== 'boolean') throw new TypeError('waitForPeers must be a boolean')
+    if (waitForPeers === true && entry === this.stream) {
       throw new TypeError('stream() cannot wait for peers: await node.waitForPeers([...]) first, or use call()')
     }
     let timeout = options.timeout === undefined ? this.options.callTimeout : checkTimeout(options.timeout)
@@ -596,7 +612,6 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     }
     const parent = options.parent === undefined ? undefined : checkParent(options.parent)
     if (options.detach !== undefined && typeof options.detach !== 'boolean') throw new TypeError('detach must be a boolean')
-    /** The parent's deadline has passed: nothing is sent. */
     let expired = false
     if (parent !== undefined && options.detach !== true) {
       const left = Context.remaining(parent)
@@ -611,9 +626,19 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     const body = encodeWithin(args, this.options.maxMessageSize, 'the arguments')
     const site: { stack?: string } = {}
     if (this.options.callerStacks) Error.captureStackTrace(site, entry)
+    return { method, timeout, policy, signals, meta, body, expired, site, waitForPeers: waitForPeers === true }
+  }
+
+  /**
+   * Send a prepared call to `to` (every active peer if empty) through the
+   * call table; `sinkFor` makes where its results go. Returns its id, or
+   * undefined if it settled before anything was sent.
+   */
+  private launch(to: readonly string[], prepared: Prepared, sinkFor: (targets: () => readonly string[]) => CallSink): number | undefined {
+    const { method, timeout, policy, signals, meta, body, site } = prepared
     const early: CallResult[] = []
     let links = this.targets(to, early, this.options.maxInflight)
-    if (expired) {
+    if (prepared.expired) {
       for (const link of links) {
         const error = new BilateralError('TIMEOUT', `not sent to ${link.peer}: the deadline of the call it serves has passed`, {
           peer: link.peer,
@@ -729,6 +754,21 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
 const BIND_RETRY_MS = 500
 
 /** A pending waitForPeers(). */
+/** A call checked and worked out, not yet sent (`prepare`, then `launch`). */
+interface Prepared {
+  readonly method: string
+  /** ms; what is left of it once waited for peers. */
+  timeout: number
+  readonly policy: ReturnType<typeof policyFor>
+  readonly signals: AbortSignal[] | undefined
+  readonly meta: Uint8Array | undefined
+  readonly body: Uint8Array
+  /** Its parent's deadline has passed: nothing is sent. */
+  readonly expired: boolean
+  readonly site: { stack?: string }
+  readonly waitForPeers: boolean
+}
+
 interface Waiter {
   up(name: string): void
   down(name: string): void

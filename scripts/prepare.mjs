@@ -15,7 +15,16 @@ const missing = needed.filter((name) => !existsSync(join(root, 'node_modules', n
 
 if (missing.length > 0) {
   process.stderr.write(`bilateral: installing ${missing.join(', ')} into ${root} to build it\n`)
-  // --ignore-scripts: no prepare again from inside this one; zeromq ships prebuilt binaries.
-  execFileSync('npm', ['ci', '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] })
+  // --ignore-scripts: no prepare again from inside this one; zeromq ships prebuilt binaries. --include=dev and the
+  // environment without the outer command's global, omit and production settings (npm i -g, --omit=dev,
+  // NODE_ENV=production): the clone needs its compiler whatever the install it is part of.
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(([key]) => !/^npm_config_(global|location|omit|production|only|include)$/i.test(key)),
+  )
+  execFileSync('npm', ['ci', '--ignore-scripts', '--include=dev', '--no-audit', '--no-fund'], {
+    cwd: root,
+    env: { ...env, NODE_ENV: 'development' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
 }
 execFileSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', root], { cwd: root, stdio: 'inherit' })

@@ -1,6 +1,7 @@
 // Typed contracts at run time, errors across hops, and the mistakes a caller
 // makes answered where they are made. Real nodes on loopback.
 import { spawn } from 'node:child_process'
+import { inspect } from 'node:util'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Bilateral, BilateralError, RemoteError, type CallContext } from '../lib/index.js'
 import { generateKeypair } from '../lib/crypto.js'
@@ -44,9 +45,19 @@ describe('typed service contracts', () => {
     // A method the peer lacks is its answer, not a local guess.
     const missing = await (a.service<Record<string, () => unknown>>('Arith', { peer: 'b' }).Nope!() as Promise<unknown>).catch((e) => e)
     expect(missing).toMatchObject({ code: 'NO_SUCH_METHOD' })
-    // Not mistaken for a promise, nor printed as a function.
+    // Not mistaken for a promise; printed and converted without calling anything.
     expect(await Promise.resolve(arith).then((s) => typeof s)).toBe('object')
     expect(Object.prototype.toString.call(arith)).toBe('[object [service Arith on b]]')
+    expect(`${arith}`).toBe('[service Arith on b]')
+    expect(inspect(arith)).toBe('[service Arith on b]')
+    const shown = arith as unknown as Record<string, unknown>
+    expect([shown['valueOf'], shown['constructor'], shown['hasOwnProperty'], shown['_private']]).toEqual([
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+    ])
+    expect(b.stats()).toMatchObject({ running: 0 })
   })
 
   it('register<T>() serves an object literal typed by its contract; request() reaches one peer', async () => {
@@ -118,6 +129,23 @@ describe('errors that survive hops', () => {
     await expect(a.request('b', 'E.Big')).rejects.toMatchObject({ remoteCode: 'E_BIG', remoteMessage: 'big', details: undefined })
     await expect(a.request('b', 'E.Odd')).rejects.toMatchObject({ remoteMessage: 'odd', details: undefined })
     await expect(a.request('b', 'E.Fits')).rejects.toMatchObject({ details: 'x'.repeat(4000) })
+  })
+
+  it('at a small maxMessageSize, details that do not fit beside the rest are left out, and the link stays up', async () => {
+    const a = makeNode('a', { maxMessageSize: 4096 })
+    const b = makeNode('b', { maxMessageSize: 4096 })
+    b.register(
+      {
+        Fail: () => Promise.reject(Object.assign(new Error('m'.repeat(800)), { code: 'E_BIG', details: 'x'.repeat(4000) })),
+        Small: () => Promise.reject(Object.assign(new Error('small'), { details: { n: 1 } })),
+      },
+      'E',
+    )
+    await pair(a, b)
+    await expect(a.request('b', 'E.Fail')).rejects.toMatchObject({ remoteCode: 'E_BIG', details: undefined })
+    await expect(a.request('b', 'E.Small')).rejects.toMatchObject({ details: { n: 1 } })
+    expect(a.activeConnections()).toEqual(['b'])
+    expect(a.stats()).toMatchObject({ dropped: 0 })
   })
 
   it('TIMEOUT names the method and the timeout', async () => {
@@ -207,6 +235,48 @@ describe('mistakes caught where they are made', () => {
     })
   })
 
+  it('waitForPeers: its options are checked before it waits, and it waits no longer than its parent call may', async () => {
+    const a = makeNode('a')
+    a.connect('gone', 'tcp://127.0.0.1:1')
+    await expect(a.call(['gone'], 'X.Y', null, { waitForPeers: true, signal: { aborted: false } as never })).rejects.toThrow(
+      'signal must be an AbortSignal',
+    )
+    await expect(a.call(['gone'], 'X.Y', null, { waitForPeers: 'yes' as never })).rejects.toThrow('waitForPeers must be a boolean')
+    expect(() => a.stream(['gone'], 'X.Y', null, { waitForPeers: true })).toThrow('stream() cannot wait for peers')
+    // Aborted while it waits: CANCELLED at once, as any call whose signal aborts.
+    const controller = new AbortController()
+    const waiting = a.call(['gone'], 'X.Y', null, { waitForPeers: true, signal: controller.signal, timeout: 10_000 })
+    setTimeout(() => controller.abort(), 20)
+    expect(await within(waiting, 2000, 'the aborted call')).toMatchObject([{ from: 'gone', ok: false, error: { code: 'CANCELLED' } }])
+    // A handler's onward call waits within what is left of its caller's deadline, and stops when its caller cancels.
+    const b = makeNode('b')
+    let waited = -1
+    let result: unknown
+    b.connect('gone', 'tcp://127.0.0.1:1')
+    b.register(
+      {
+        Onward: async (_: unknown, ctx: CallContext) => {
+          const began = performance.now()
+          ;[result] = await ctx.call(['gone'], 'X.Y', null, { waitForPeers: true })
+          waited = performance.now() - began
+        },
+      },
+      'H',
+    )
+    await pair(a, b)
+    // Its caller waits 250 ms; the onward call waits no longer (then its peer is NOT_CONNECTED), not the 2 s callTimeout.
+    await a.call(['b'], 'H.Onward', null, { timeout: 250 })
+    await within(
+      (async () => {
+        while (waited < 0) await new Promise((resolve) => setTimeout(resolve, 10))
+      })(),
+      3000,
+      'the onward call',
+    )
+    expect(waited).toBeLessThan(600)
+    expect(result).toMatchObject({ ok: false, error: { code: 'NOT_CONNECTED' } })
+  })
+
   it('waitForPeers gives up at the call timeout, and an unreachable peer says what its dialling met', async () => {
     const a = makeNode('a')
     a.connect('gone', 'tcp://127.0.0.1:1')
@@ -267,16 +337,19 @@ describe('libsodium is readied lazily', () => {
       const { sodiumPending } = require(${JSON.stringify(new URL('../dist/crypto.js', import.meta.url).pathname)})
       const node = new Bilateral({ network: 'test net', keypair: ${JSON.stringify(client)}, ...${JSON.stringify(FAST)} })
       const early = sodiumPending() !== undefined
+      let refused = ''
+      try { node.connect(${JSON.stringify(client.publicKey.replace(/./, (c) => (c === 'a' ? 'b' : 'a')))}, 'tcp://127.0.0.1:notaport') } catch (e) { refused = e.code }
       node.connect(${JSON.stringify(server.publicKey)}, ${JSON.stringify(endpoint)})
       node.waitForPeers([${JSON.stringify(server.publicKey)}], { timeout: 5000 }).then(
-        () => { console.log(JSON.stringify({ early, up: true })); return node.close() },
-        (e) => { console.log(JSON.stringify({ early, up: false, why: e.message })); return node.close() })
+        () => { console.log(JSON.stringify({ early, refused, up: true })); return node.close() },
+        (e) => { console.log(JSON.stringify({ early, refused, up: false, why: e.message })); return node.close() })
     `
     const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
     let out = ''
     child.stdout.on('data', (d: Buffer) => (out += d))
     const code = await within(new Promise((resolve) => child.on('exit', resolve)), 15_000, 'the child')
     expect(code).toBe(0)
-    expect(JSON.parse(out)).toEqual({ early: true, up: true })
+    // A bad endpoint is refused at once, crypto library ready or not.
+    expect(JSON.parse(out)).toEqual({ early: true, refused: 'INVALID_ARGUMENT', up: true })
   })
 })

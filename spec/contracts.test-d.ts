@@ -1,5 +1,15 @@
 import { expectTypeOf, test } from 'vitest'
-import { Bilateral, BilateralError, RemoteError, type CallContext, type CallResult, type ErrorCode } from '../lib/index.js'
+import { EventEmitter } from 'node:events'
+import {
+  Bilateral,
+  BilateralError,
+  RemoteError,
+  type CallContext,
+  type CallResult,
+  type ErrorCode,
+  type Multicast,
+  type Unicast,
+} from '../lib/index.js'
 
 /** A contract declared once, as the class that serves it. */
 class Arith {
@@ -74,6 +84,24 @@ test('register<T>() types the handler args and ctx where they are written', () =
   node.register<Users>({}, 'Users3')
   // A class instance registers without a type argument, as before.
   node.register(new Arith())
+})
+
+test('what register() does not expose is not offered: an EventEmitter receiver offers its own methods only', () => {
+  class Feed extends EventEmitter {
+    Latest(): number {
+      return 1
+    }
+  }
+  const node = new Bilateral({ network: 'n', name: 'a' })
+  const feed = node.service<Feed>('Feed', { peer: 'b' })
+  expectTypeOf(feed.Latest()).toEqualTypeOf<Promise<number>>()
+  // @ts-expect-error emit is EventEmitter's, never exposed
+  void feed.emit('x')
+  node.register<Feed>({ Latest: () => 2 }, 'Feed')
+  // A peer that may or may not be given: one of the two forms.
+  const peer: string | undefined = undefined as string | undefined
+  const either = node.service<Feed>('Feed', { peer })
+  expectTypeOf(either).toEqualTypeOf<Unicast<Feed> | Multicast<Feed>>()
 })
 
 test('request() resolves to the reply; errors have a closed code union', async () => {

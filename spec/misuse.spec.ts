@@ -69,6 +69,24 @@ describe('error codes a peer may send', () => {
     }
   })
 
+  it("a peer's ERROR path (via) is taken only as names of at most 255 bytes; a name that would forge a stack frame is shown quoted", async () => {
+    const long = '€'.repeat(255) // 765 bytes: longer than any name
+    const forged = 'x\n    at forged (evil.js:1:1)'
+    const node = await errorPeer((id) =>
+      id === 1
+        ? [1, T.ERROR, id, 'REMOTE', 'Error', 'a', null, null, encode([long, 'c'])]
+        : [1, T.ERROR, id, 'REMOTE', 'Error', 'b', null, encode({ k: 1 }), encode([forged])],
+    )
+    const [first] = await node.call(['liar'], 'Any.Thing')
+    expect(first).toMatchObject({ ok: false, error: { code: 'REMOTE', remoteMessage: 'a', path: ['liar'] } })
+    const [second] = await node.call(['liar'], 'Any.Thing')
+    expect(second).toMatchObject({ ok: false, error: { remoteMessage: 'b', details: { k: 1 }, path: [forged, 'liar'] } })
+    const stack = (second as { error: Error }).error.stack!
+    expect(stack.split('\n').some((line) => line.startsWith('    at forged'))).toBe(false)
+    expect(stack).toContain(`at remote peer ${JSON.stringify(forged)}`)
+    expect(node.stats()).toMatchObject({ pending: 0, dropped: 0 })
+  })
+
   it('the codes a peer may send pass through, and a REMOTE error keeps its own code, clipped', async () => {
     const node = await errorPeer((id) =>
       id === 1

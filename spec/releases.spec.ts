@@ -76,7 +76,14 @@ async function previous(...args: string[]): Promise<string> {
 function current() {
   const node = makeNode('new')
   const seen: CallContext[] = []
-  node.register({ Echo: (x: unknown, ctx: CallContext) => (seen.push(ctx), x) }, 'New')
+  node.register(
+    {
+      Echo: (x: unknown, ctx: CallContext) => (seen.push(ctx), x),
+      // Details of 2 KiB: more than the previous release decodes in an envelope, so they must not be sent to it.
+      Fail: () => Promise.reject(Object.assign(new Error('no'), { code: 'E_NO', details: 'd'.repeat(2048) })),
+    },
+    'New',
+  )
   return { node, seen }
 }
 
@@ -95,6 +102,9 @@ async function exercise(node: ReturnType<typeof current>['node'], seen: CallCont
   const back = await node.call(['old'], 'Old.Ask', { peer: 'new', method: 'New.Echo', args: 'back' }, { timeout: 5000 })
   expect(back).toEqual([{ from: 'old', ok: true, reply: { ok: true, reply: 'back' } }])
   expect(seen.at(-1)).toMatchObject({ from: 'old', deadline: undefined, meta: {} })
+  // A handler error with details reaches it as REMOTE (an ERROR it could not decode would leave it waiting: TIMEOUT).
+  const failed = await node.call(['old'], 'Old.Ask', { peer: 'new', method: 'New.Fail', args: null }, { timeout: 5000 })
+  expect(failed).toEqual([{ from: 'old', ok: true, reply: { ok: false, code: 'REMOTE' } }])
   // Nothing we sent was dropped as unknown or malformed there.
   expect(await node.call(['old'], 'Old.Dropped')).toEqual([{ from: 'old', ok: true, reply: 0 }])
   expect(node.stats()).toMatchObject({ pending: 0, dropped: 0 })

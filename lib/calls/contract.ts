@@ -4,6 +4,7 @@
  * and the handler its `args` and `ctx` types (`node.register<T>()`). Types
  * only, besides the small proxy that turns `arith.SumDiff(args)` into a call.
  */
+import type { EventEmitter } from 'node:events'
 import { BilateralError } from '../errors.js'
 import type { CallContext, CallOptions } from './context.js'
 import type { CallResult } from './results.js'
@@ -13,8 +14,17 @@ import type { CallResult } from './results.js'
  * keys holding functions, except `constructor` and names starting with `_`.
  */
 export type MethodName<T> = {
-  [K in keyof T]-?: K extends 'constructor' | `_${string}` ? never : K extends string ? (T[K] extends Function ? K : never) : never
+  [K in keyof T]-?: K extends 'constructor' | `_${string}` | Inherited<T>
+    ? never
+    : K extends string
+      ? T[K] extends Function
+        ? K
+        : never
+      : never
 }[keyof T]
+
+/** What a receiver inherits from a Node core class, which `register()` does not expose (an EventEmitter's `emit`, `on`, ...). */
+type Inherited<T> = T extends EventEmitter ? keyof EventEmitter : never
 
 /** The arguments a contract method takes (its first parameter; `undefined` if it has none). */
 export type ArgsOf<F> = F extends (...params: infer P) => unknown ? (P extends [] ? undefined : P[0]) : never
@@ -59,12 +69,15 @@ export interface ServiceHost {
 }
 
 const RECEIVER_NAME = /^[A-Za-z_$][\w$-]*$/
+const INSPECT = Symbol.for('nodejs.util.inspect.custom')
 
 /**
- * The proxy behind `service()`: any string property is a method of the
- * receiver (the peer decides whether it exists), made once and kept.
- * `then` and symbols are not methods, so a service is not mistaken for a
- * promise, and prints as what it is.
+ * The proxy behind `service()`: a string property is a method of the
+ * receiver (the peer decides whether it exists), made once and kept. What
+ * `register()` never exposes is not one: `constructor`, names starting with
+ * `_`, and `Object.prototype`'s (`toString`, `valueOf`, ...), so printing or
+ * converting a service calls nothing; nor is `then`, so it is not taken for
+ * a promise. Symbols are not methods either.
  */
 export function makeService(host: ServiceHost, receiver: string, options: ServiceOptions = {}): object {
   if (typeof receiver !== 'string' || !RECEIVER_NAME.test(receiver)) {
@@ -87,10 +100,13 @@ export function makeService(host: ServiceHost, receiver: string, options: Servic
       : (args?: unknown, o?: CallOptions) => host.call(to, method, args, merged(o))
   }
   const label = `[service ${receiver}${peer !== undefined ? ` on ${peer}` : ''}]`
-  return new Proxy(Object.freeze({}), {
+  const show = (): string => label
+  // util.inspect looks at a proxy's target, not through its traps: the target says what it is.
+  return new Proxy(Object.freeze({ [INSPECT]: show, [Symbol.toStringTag]: label }), {
     get(_target, key) {
-      if (typeof key === 'symbol') return key === Symbol.toStringTag ? label : undefined
-      if (key === 'then' || key === 'toJSON') return undefined
+      if (typeof key === 'symbol') return key === Symbol.toStringTag ? label : key === INSPECT ? show : undefined
+      if (key === 'toString') return show
+      if (key === 'then' || key === 'toJSON' || key.startsWith('_') || key in Object.prototype) return undefined
       let fn = methods.get(key)
       if (fn === undefined) methods.set(key, (fn = make(key)))
       return fn

@@ -27,7 +27,16 @@ import { BilateralError, RemoteError, clip, type ErrorCode } from '../errors.js'
 import type { Link, SendTag } from '../mesh/link.js'
 import type { Codec } from '../wire/codec.js'
 import { encodeBody } from '../wire/body.js'
-import { FrameType, MAX_CODE_LENGTH, MAX_DETAILS_BYTES, MAX_VIA, encodeError, encodeReply, type DataFrame } from '../wire/frames.js'
+import {
+  FrameType,
+  MAX_CODE_LENGTH,
+  MAX_DETAILS_BYTES,
+  MAX_VIA,
+  MAX_VIA_BYTES,
+  encodeError,
+  encodeReply,
+  type DataFrame,
+} from '../wire/frames.js'
 import { Context, type CallContext, type Caller, type Served } from './context.js'
 import { decodeMeta } from './meta.js'
 import { sameProcess } from './outgoing.js'
@@ -181,6 +190,8 @@ export class IncomingCalls {
    */
   private readonly errorMessage: number
   private readonly errorName: number
+  /** The largest message we may send (as for a result), bytes: what an ERROR's optional fields must fit within. */
+  private readonly maxMessageSize: number
 
   constructor(
     private readonly registry: Registry,
@@ -190,6 +201,7 @@ export class IncomingCalls {
     private readonly clock: Clock,
   ) {
     this.errorMessage = Math.min(16 * 1024, Math.floor(limits.maxMessageSize / 5))
+    this.maxMessageSize = limits.maxMessageSize
     this.errorName = Math.min(256, Math.floor(limits.maxMessageSize / 20))
   }
 
@@ -382,7 +394,16 @@ export class IncomingCalls {
       this.host.castError(error ?? new BilateralError('REMOTE', message, { peer: run.from }), ctx)
       return
     }
-    const frame = encodeError(run.id, 'REMOTE', clip(name, this.errorName), clip(message, this.errorMessage), code, details, via)
+    const [n, m] = [clip(name, this.errorName), clip(message, this.errorMessage)]
+    let frame = encodeError(run.id, 'REMOTE', n, m, code)
+    // Fields 7 and 8 go only to peers of this release (one of the previous release refuses a binary over 1 KiB), and
+    // only as far as they fit within maxMessageSize beside the rest: the path first, the details if there is room.
+    if (run.link.lifecycle && (details !== undefined || via !== undefined)) {
+      const room = this.maxMessageSize - frame.byteLength - 16
+      const v = via !== undefined && via.byteLength <= room ? via : undefined
+      const d = details !== undefined && details.byteLength <= room - (v?.byteLength ?? 0) ? details : undefined
+      if (v !== undefined || d !== undefined) frame = encodeError(run.id, 'REMOTE', n, m, code, d, v)
+    }
     this.answer(run.link, [frame])
   }
 
@@ -474,11 +495,16 @@ function detailsOf(details: unknown): Uint8Array | undefined {
   }
 }
 
-/** The peers a remote error came through, bounded: the first (where it was thrown) and the latest MAX_VIA − 1. */
+/**
+ * The peers a remote error came through, bounded: the first (where it was
+ * thrown) and the latest MAX_VIA − 1. Names are at most 255 bytes (a
+ * received path is checked so), so 15 encode within MAX_VIA_BYTES; should
+ * they not, only the first and the last go.
+ */
 function viaOf(path: readonly string[]): Uint8Array | undefined {
   const kept = path.length <= MAX_VIA ? path : [path[0]!, ...path.slice(path.length - MAX_VIA + 1)]
-  // At most 15 names of at most 255 bytes: within MAX_VIA_BYTES.
-  return encodeBody(kept)
+  const body = encodeBody(kept)
+  return body.byteLength <= MAX_VIA_BYTES ? body : encodeBody([path[0]!, path[path.length - 1]!].map((p) => p.slice(0, 64)))
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

@@ -20,7 +20,7 @@ import type { Clock } from '../clock.js'
 import { BilateralError, RemoteError, clip, withCallerStack, type ErrorCode } from '../errors.js'
 import type { Link, SendTag, Unsent } from '../mesh/link.js'
 import type { Codec } from '../wire/codec.js'
-import { FrameType, MAX_CODE_LENGTH, MAX_VIA, PEER_ERROR_CODES, encodeCancel, type Frame } from '../wire/frames.js'
+import { FrameType, MAX_CODE_LENGTH, MAX_NAME_BYTES, MAX_VIA, PEER_ERROR_CODES, encodeCancel, type Frame } from '../wire/frames.js'
 
 type ErrorFrame = Extract<Frame, { type: FrameType.ERROR }>
 import type { Policy } from './policy.js'
@@ -294,7 +294,8 @@ export class OutgoingCalls {
   private via(body: Uint8Array | undefined): string[] | undefined {
     const names = this.details(body)
     if (!Array.isArray(names) || names.length > MAX_VIA) return undefined
-    return names.every((n) => typeof n === 'string' && n.length > 0 && n.length <= 255) ? (names as string[]) : undefined
+    const name = (n: unknown): boolean => typeof n === 'string' && n.length > 0 && Buffer.byteLength(n) <= MAX_NAME_BYTES
+    return names.every(name) ? (names as string[]) : undefined
   }
 
   /** An error entry for `peer` in call `id`. */
@@ -495,7 +496,7 @@ export function sameProcess(a: Link, b: Link, assume: boolean): boolean {
 }
 
 /** Why a signal aborted, for the CANCELLED entries it leaves: its reason's message, or the reason itself. */
-function abortMessage(signal: AbortSignal): string {
+export function abortMessage(signal: AbortSignal): string {
   const reason: unknown = signal.reason
   try {
     if (reason instanceof Error) return clip(String(reason.message), 200)

@@ -36,8 +36,8 @@ export interface DialHost {
   readonly timing: { readonly joinInterval: number; readonly reconnectMin: number; readonly reconnectMax: number }
   /** A new socket to `address` (throws if none can be made). */
   open(address: string, peer: string, events: DealerEvents): DialPort
-  /** The JOIN to send to `peer`: with a static proof, or (encrypted) one answering `challenge`. */
-  join(peer: string, challenge: Uint8Array | undefined): Uint8Array
+  /** The JOIN to send to `peer`: with a static proof, or (encrypted) one answering `challenge`; undefined while no proof can be made yet. */
+  join(peer: string, challenge: Uint8Array | undefined): Uint8Array | undefined
   /** Does the STAY come from the node we dialled, on our network? The refusal's code and message, or undefined. */
   checkStay(peer: string, address: string, stay: Stay): { code: ErrorCode; message: string } | undefined
   /** A link for a STAY on our socket. */
@@ -321,8 +321,16 @@ export class Dialler {
     if (this.state !== 'joining') return
     this.setTimer(this.host.timing.joinInterval, () => this.sendJoin())
     if (this.joinQueued && this.port?.connected !== true) return
+    const join = this.host.join(this.peer, this.challenge)
+    if (join === undefined) return // No proof yet: joinNow() sends it when there is one.
     this.joinQueued = true
-    void this.port?.send([this.host.join(this.peer, this.challenge)])
+    void this.port?.send([join])
+  }
+
+  /** A proof can be made now that could not be before: send the JOIN at once, unless it went already or we are backing off. */
+  joinNow(): void {
+    if (this.state !== 'joining' || this.joinQueued || this.refusedAt > 0) return
+    this.sendJoin()
   }
 
   /** D9, D16: join again at once on this socket. */

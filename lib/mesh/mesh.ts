@@ -209,29 +209,18 @@ export class Mesh {
       throw new BilateralError('ALREADY_CONNECTED', `already connecting to ${name}`, { peer: name })
     }
     const dialler = new Dialler(this.dialHost, name, address)
-    // D2: someone dialled us first under this name: their link stays, ours waits.
-    const begin = (): void => (peer.live !== undefined ? dialler.standby() : dialler.start(true))
-    const pending = this.identity?.pending()
-    if (pending === undefined) {
-      try {
-        begin()
-      } catch (error) {
-        this.forgetIfUnused(peer)
-        throw error
-      }
-    } else {
-      // The first JOIN needs a proof: the dialler waits in standby until it can be made (once, in a process's first ~50 ms).
-      void pending.then(() => {
-        if (peer.dialler !== dialler || this.closed) return
-        try {
-          begin()
-        } catch (error) {
-          peer.dialler = undefined
-          this.forgetIfUnused(peer)
-          this.events.refused(name, error instanceof BilateralError ? error : new BilateralError('SOCKET', String(error), { peer: name }))
-        }
-      })
+    try {
+      // D2: someone dialled us first under this name: their link stays, ours waits.
+      if (peer.live !== undefined) dialler.standby()
+      else dialler.start(true)
+    } catch (error) {
+      this.forgetIfUnused(peer)
+      throw error
     }
+    // The JOIN's proof needs the crypto library (ready about 50 ms into a process): until then the socket connects, and the JOIN waits.
+    void this.identity?.pending()?.then(() => {
+      if (peer.dialler === dialler && !this.closed) dialler.joinNow()
+    })
     peer.dialler = dialler
     this.release ??= this.clock.hold()
   }
@@ -431,17 +420,19 @@ export class Mesh {
         }
         return new DealerPort(address, this.identity === undefined ? undefined : peer, this.settings, events)
       },
-      join: (peer: string, challenge: Uint8Array | undefined): Uint8Array =>
-        encodeJoin({
-          network: this.options.network,
-          name: this.options.name,
-          proof: this.identity?.proof(peer, challenge),
-          target: peer,
-          maxPart: this.maxPart,
-          incarnation: this.limits.incarnation,
-          window: this.limits.window,
-          callTimeout: this.announcedCallTimeout,
-        }),
+      join: (peer: string, challenge: Uint8Array | undefined): Uint8Array | undefined =>
+        this.identity?.pending() !== undefined
+          ? undefined
+          : encodeJoin({
+              network: this.options.network,
+              name: this.options.name,
+              proof: this.identity?.proof(peer, challenge),
+              target: peer,
+              maxPart: this.maxPart,
+              incarnation: this.limits.incarnation,
+              window: this.limits.window,
+              callTimeout: this.announcedCallTimeout,
+            }),
       checkStay: (peer: string, address: string, stay: Stay): { code: ErrorCode; message: string } | undefined => {
         if (stay.name !== peer)
           return { code: 'WRONG_NAME', message: `expected ${peer} at ${address}, found ${JSON.stringify(clip(stay.name, 64))}` }
