@@ -16,6 +16,7 @@ import { CallStream } from './calls/stream.js'
 import { makeService, type Implementation, type Multicast, type ServiceHost, type ServiceOptions, type Unicast } from './calls/contract.js'
 import { BilateralError } from './errors.js'
 import { describeValue, unknownOption } from './misuse.js'
+import type { Logger, LogLevel } from './log.js'
 import {
   checkFreshProof,
   checkJoinProof,
@@ -106,6 +107,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   private readonly mesh: Mesh
   private closed = false
   private readonly waiters = new Set<Waiter>()
+  /** Where this node logs, if anywhere (the `logger` option, or DEBUG=bilateral). */
+  private readonly log: ReturnType<typeof logTo>
   /** The metadata keys a handler's onward calls carry over. */
   private readonly forwardMeta: ReadonlySet<string>
 
@@ -119,6 +122,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     this.registry = new Registry(o.defaultExposure)
     const codec = new Codec()
     this.forwardMeta = new Set(o.forwardMeta)
+    const log = (this.log = logTo(o.logger, this.name))
     this.outgoing = new OutgoingCalls(clock, codec)
     const caller: Caller = {
       call: (to, method, args, options) => this.call(to, method, args, options),
@@ -134,6 +138,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         castError: (error, ctx) => this.emit('cast:error', error, ctx),
         encode: (value, method) => encodeWithin(value, o.maxMessageSize, `the result of ${method}`),
         caller,
+        refused: (peer, method, code, message) => log?.('info', 'call refused', { peer, method, code, why: message }),
       },
       clock,
     )
@@ -142,7 +147,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       o,
       clock,
       {
-        up: (peer) => {
+        up: (peer, link) => {
+          log?.('info', 'peer up', { peer, direction: link.direction })
           for (const waiter of [...this.waiters]) waiter.up(peer)
           this.emit('peer:up', peer)
         },
@@ -153,15 +159,34 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
             this.outgoing.failPeer(peer, 'PEER_DOWN', `${peer} is down (${reason})`)
             this.incoming.peerDown(peer, reason)
           }
+          log?.(reason === 'PART' || reason === 'CLOSED' || reason === 'DISCONNECT' ? 'info' : 'warn', 'peer down', { peer, reason })
           for (const waiter of this.waiters) waiter.down(peer)
           this.emit('peer:down', peer, reason)
         },
-        refused: (peer, error) => this.emit('peer:refused', peer, error),
+        refused: (peer, error) => {
+          log?.('warn', 'peer refused', { peer, code: error.code, why: error.message })
+          for (const waiter of [...this.waiters]) waiter.refused(peer, error)
+          this.emit('peer:refused', peer, error)
+        },
         data: (link, frame) => this.onData(link, frame),
-        dropped: (error) => this.emit('frame:dropped', error),
-        handshakeFailed: (error) => this.emit('handshake:error', error),
-        authRejected: (key) => this.emit('auth:rejected', key),
-        connectionRefused: (address, why) => this.emit('connection:refused', address, why),
+        dropped: (error) => {
+          log?.('debug', 'frame dropped', { peer: error.peer, code: error.code, why: error.message })
+          this.emit('frame:dropped', error)
+        },
+        handshakeFailed: (error) => {
+          log?.('warn', 'handshake failed', { peer: error.peer, code: error.code, why: error.message })
+          this.emit('handshake:error', error)
+        },
+        authRejected: (key) => {
+          log?.('warn', 'key refused', { key })
+          this.emit('auth:rejected', key)
+        },
+        connectionRefused: (address, why) => {
+          log?.('warn', 'connection refused', { address, why })
+          this.emit('connection:refused', address, why)
+        },
+        dialling: (peer, address) => log?.('debug', 'dialling', { peer, address }),
+        backingOff: (peer, ms) => log?.('debug', 'backing off', { peer, retryInMs: ms }),
       },
       this.identity(run),
       {
@@ -219,6 +244,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       admitsKey: (raw) => {
         const key = z85Encode(raw)
         if (allows(key)) return true
+        this.log?.('warn', 'key refused', { key })
         this.emit('auth:rejected', key)
         return false
       },
@@ -373,6 +399,11 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         down: (name) => {
           if (names.includes(name)) missing.add(name)
         },
+        refused: (name, error) => {
+          if (!missing.has(name) || !FINAL_REFUSALS.has(error.code)) return
+          const why = `${name} was refused, and retrying will not change that (${error.code}): ${error.message}`
+          waiter.settle(new BilateralError(error.code, why, { peer: name, cause: error }))
+        },
         settle: (error) => {
           clearTimeout(timer)
           this.waiters.delete(waiter)
@@ -381,10 +412,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         },
       }
       const timer = setTimeout(() => {
-        const why = [...missing].map((name) => {
-          const failure = this.mesh.dialState(name)?.failure
-          return failure === undefined ? name : `${name} (${failure})`
-        })
+        const why = [...missing].map((name) => `${name} (${this.lastState(name)})`)
         waiter.settle(new BilateralError('TIMEOUT', `peers not active after ${timeout} ms: ${why.join(', ')}`))
       }, timeout)
       timer.unref()
@@ -492,6 +520,10 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         },
         down: (name) => {
           if (names?.includes(name) === true) missing.add(name)
+        },
+        // A waited-for peer refused for good will not come up: stop waiting (it is then NOT_CONNECTED, saying why).
+        refused: (name, error) => {
+          if (missing.has(name) && FINAL_REFUSALS.has(error.code)) waiter.settle()
         },
         settle: () => {
           clearTimeout(timer)
@@ -721,6 +753,14 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     return failure === undefined ? ' yet (connecting; pass waitForPeers: true to wait for it)' : ` (${failure})`
   }
 
+  /** A peer's last state in words, for a TIMEOUT: what its dialling last met, or where it is. */
+  private lastState(name: string): string {
+    const dial = this.mesh.dialState(name)
+    if (dial === undefined) return 'not dialled by this node, and it has not dialled us'
+    if (dial.failure !== undefined) return dial.failure
+    return dial.state === 'standby' ? 'its link from the other side is coming up' : 'no answer yet'
+  }
+
   private onData(link: Link, frame: DataFrame): void {
     switch (frame.type) {
       case FrameType.CALL:
@@ -772,6 +812,8 @@ interface Prepared {
 interface Waiter {
   up(name: string): void
   down(name: string): void
+  /** A peer's join was refused: a waiter for it gives up if retrying cannot help. */
+  refused(name: string, error: BilateralError): void
   settle(error?: Error): void
 }
 
@@ -798,6 +840,34 @@ function checkOptions(options: unknown, known: ReadonlySet<string>, where: strin
   }
   const unknown = unknownOption(options, known, where, CALL_ALIASES)
   if (unknown !== undefined) throw new TypeError(unknown)
+}
+
+/**
+ * Refusals that retrying cannot fix: the peer is on another network, is not
+ * the node named, refuses our key or we its, speaks another version or
+ * another security (HANDSHAKE: plaintext meeting CURVE, a wrong key). A
+ * limit (OVERLOADED), a timeout or a lost race (DUPLICATE) may pass.
+ */
+const FINAL_REFUSALS: ReadonlySet<string> = new Set([
+  'NETWORK_MISMATCH',
+  'WRONG_NAME',
+  'AUTH',
+  'HANDSHAKE',
+  'VERSION',
+  'LOOPBACK',
+  'PROTOCOL',
+])
+
+/** A logging function for this node, or undefined (then nothing is built): a throwing logger must not stop the node. */
+function logTo(logger: Logger | undefined, node: string): ((level: LogLevel, message: string, fields: object) => void) | undefined {
+  if (logger === undefined) return undefined
+  return (level, message, fields) => {
+    try {
+      logger[level]({ node, ...fields }, message)
+    } catch {
+      // A logger's own failure is not the node's.
+    }
+  }
 }
 
 /** A `parent` option must be a handler's `ctx`: its deadline and signal are trusted. */

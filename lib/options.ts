@@ -1,4 +1,5 @@
 import { BilateralError } from './errors.js'
+import { isLogger, lineLogger, wantsDebug, type Logger } from './log.js'
 import { unknownOption } from './misuse.js'
 import type { PeerRule } from './calls/registry.js'
 import { DEFAULT_FORWARD_META, MAX_META_BYTES, META_KEY } from './calls/meta.js'
@@ -142,10 +143,19 @@ export interface BilateralOptions {
    * `tracestate` and `baggage`.
    */
   forwardMeta?: readonly string[]
+  /**
+   * Where the node logs what it does (peers up, down and refused, dial
+   * attempts and back-off, handshake failures, dropped frames, refused
+   * calls): any object with `debug`, `info`, `warn` and `error` taking
+   * `(fields, message)`, as pino, bunyan and `console` do. Payloads are never
+   * logged. Default: silent, unless the environment has `DEBUG=bilateral` or
+   * `NODE_DEBUG=bilateral`, which log to stderr.
+   */
+  logger?: Logger
 }
 
-export type ResolvedOptions = Required<Omit<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure'>> &
-  Pick<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure'>
+export type ResolvedOptions = Required<Omit<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure' | 'logger'>> &
+  Pick<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure' | 'logger'>
 
 /** Merge `options` with the defaults and validate every field, naming the one at fault. */
 export function resolveOptions(options: BilateralOptions): ResolvedOptions {
@@ -192,6 +202,10 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
     legacyJoinProofs: options.legacyJoinProofs ?? false,
     maxMetaBytes: options.maxMetaBytes ?? DEFAULT_MAX_META_BYTES,
     forwardMeta: options.forwardMeta ?? DEFAULT_FORWARD_META,
+    logger: options.logger ?? (wantsDebug() ? lineLogger() : undefined),
+  }
+  if (resolved.logger !== undefined && !isLogger(resolved.logger)) {
+    throw invalid('logger', 'must have debug, info, warn and error methods (pino, bunyan and console do)')
   }
   checkName('network', resolved.network)
   checkName('name', resolved.name)
@@ -308,6 +322,7 @@ const OPTION_NAMES: ReadonlySet<string> = new Set(
     legacyJoinProofs: 1,
     maxMetaBytes: 1,
     forwardMeta: 1,
+    logger: 1,
   } satisfies Record<keyof BilateralOptions, 1>),
 )
 
@@ -319,6 +334,7 @@ const OPTION_ALIASES: Readonly<Record<string, string>> = {
   heartbeatTimeout: 'peerTimeout',
   id: 'name',
   nodeID: 'name',
+  log: 'logger',
   keys: 'keypair',
   publicKey: 'keypair',
   secretKey: 'keypair',

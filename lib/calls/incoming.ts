@@ -58,6 +58,8 @@ export interface IncomingHost {
   encode(value: unknown, method: string): Uint8Array
   /** Where a handler's onward calls (`ctx.call()`) go. */
   readonly caller: Caller
+  /** A call or cast was refused before its handler ran, or its result could not be sent: `code` says why. */
+  refused(peer: string, method: string, code: ErrorCode, message: string): void
 }
 
 /** Why a served call's answer was not sent, counted in stats(). */
@@ -410,6 +412,7 @@ export class IncomingCalls {
   /** A CALL that cannot be served is answered ERROR `code`; a CAST that cannot is reported (`cast:error`). */
   private refuse(link: Link, method: string, id: number | undefined, code: ErrorCode, message: string, cause?: unknown): void {
     const peer = link.peer
+    this.host.refused(peer, method, code, message)
     if (id === undefined) {
       const ctx = new Context(peer, method, true, Object.freeze({}), refusedCall, this.host.caller)
       this.host.castError(cause ?? new BilateralError(code, message, { peer }), ctx)

@@ -49,6 +49,10 @@ export interface DialHost {
   /** Is another link serving this peer? */
   served(peer: string): boolean
   refused(peer: string, error: BilateralError): void
+  /** A new attempt: a socket to `address` is open, its JOIN queued. */
+  attempt(peer: string, address: string): void
+  /** The next attempt comes after `ms` (a refusal, a lost peer, a socket given up on). */
+  backoff(peer: string, ms: number): void
   data(link: Link, frame: DataFrame): void
   /** A message on our socket did not decode. */
   dropped(peer: string, error: CodecError): void
@@ -110,6 +114,7 @@ export class Dialler {
       this.fail(failure)
       return
     }
+    this.host.attempt(this.peer, this.address)
     this.sendJoin()
   }
 
@@ -120,6 +125,7 @@ export class Dialler {
     this.state = 'backoff'
     const wait = this.backoff()
     this.retryAt = this.host.clock.now() + wait
+    this.host.backoff(this.peer, wait)
     this.setTimer(wait, () => this.start())
   }
 
@@ -356,6 +362,7 @@ export class Dialler {
     this.refusedAt = this.host.clock.now()
     const wait = this.backoff()
     this.retryAt = this.refusedAt + wait
+    this.host.backoff(this.peer, wait)
     this.setTimer(wait, () => {
       this.refusedAt = 0
       this.joinQueued = false

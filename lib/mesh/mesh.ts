@@ -89,6 +89,10 @@ export interface MeshEvents {
   authRejected(key: string): void
   /** A connection was refused at the handshake for a limit. */
   connectionRefused(address: string, why: string): void
+  /** A dial attempt began: a new socket to `address`. */
+  dialling(peer: string, address: string): void
+  /** The next dial attempt comes after `ms`. */
+  backingOff(peer: string, ms: number): void
 }
 
 /** What this node's links announce and hold. */
@@ -448,6 +452,8 @@ export class Mesh {
         return live !== undefined && live.direction === 'inbound'
       },
       refused: (peer, error) => this.events.refused(peer, error),
+      attempt: (peer, address) => this.events.dialling(peer, address),
+      backoff: (peer, ms) => this.events.backingOff(peer, ms),
       data: (link, frame) => this.events.data(link, frame),
       dropped: (peer: string, error: CodecError) => {
         this.dialDropped++
