@@ -390,6 +390,13 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     }
     const missing = new Set(names.filter((name) => this.mesh.linkTo(name) === undefined))
     if (missing.size === 0) return Promise.resolve()
+    // Already refused for good: say so now, not at the next attempt.
+    for (const name of missing) {
+      const dial = this.mesh.dialState(name)
+      if (dial?.refusal !== undefined && FINAL_REFUSALS.has(dial.refusal)) {
+        return Promise.reject(finalRefusal(name, new BilateralError(dial.refusal, dial.failure ?? dial.refusal, { peer: name })))
+      }
+    }
     return new Promise((resolve, reject) => {
       const waiter: Waiter = {
         up: (name) => {
@@ -400,9 +407,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
           if (names.includes(name)) missing.add(name)
         },
         refused: (name, error) => {
-          if (!missing.has(name) || !FINAL_REFUSALS.has(error.code)) return
-          const why = `${name} was refused, and retrying will not change that (${error.code}): ${error.message}`
-          waiter.settle(new BilateralError(error.code, why, { peer: name, cause: error }))
+          if (missing.has(name) && FINAL_REFUSALS.has(error.code)) waiter.settle(finalRefusal(name, error))
         },
         settle: (error) => {
           clearTimeout(timer)
@@ -483,7 +488,14 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   ): Promise<T> {
     if (!Array.isArray(to)) this.targets(to, [])
     const began = performance.now()
-    const awaited = to.length === 0 ? undefined : to.filter((name) => this.mesh.linkTo(name) === undefined && this.mesh.isDialling(name))
+    // Peers we connect to that are not up, unless already refused for good (they would not come up).
+    const awaited =
+      to.length === 0
+        ? undefined
+        : to.filter((name) => {
+            const dial = this.mesh.linkTo(name) === undefined ? this.mesh.dialState(name) : undefined
+            return dial !== undefined && (dial.refusal === undefined || !FINAL_REFUSALS.has(dial.refusal))
+          })
     if (!prepared.expired && (awaited === undefined ? this.mesh.activeNames().length === 0 : awaited.length > 0)) {
       await this.untilUp(awaited, prepared.timeout, prepared.signals)
     }
@@ -857,6 +869,14 @@ const FINAL_REFUSALS: ReadonlySet<string> = new Set([
   'LOOPBACK',
   'PROTOCOL',
 ])
+
+/** waitForPeers' error for a peer refused for good. */
+function finalRefusal(name: string, error: BilateralError): BilateralError {
+  return new BilateralError(error.code, `${name} was refused, and retrying will not change that (${error.code}): ${error.message}`, {
+    peer: name,
+    cause: error,
+  })
+}
 
 /** A logging function for this node, or undefined (then nothing is built): a throwing logger must not stop the node. */
 function logTo(logger: Logger | undefined, node: string): ((level: LogLevel, message: string, fields: object) => void) | undefined {

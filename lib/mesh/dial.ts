@@ -65,6 +65,8 @@ export class Dialler {
   state: DialState = 'standby'
   /** The link of the socket's current session (live when active, retired in standby), if a STAY made one. */
   link: Link | undefined
+  /** The code of the last refusal or failed handshake, until the peer is up again. */
+  lastRefusal: ErrorCode | undefined
   /** Why the last attempt failed, for the layer above to report (no connection, a handshake failure, a refusal): a string, cheap to keep current. */
   lastFailure: string | undefined
   /** When the back-off ends (clock ms), in state `backoff`. */
@@ -250,6 +252,7 @@ export class Dialler {
     this.refusedAt = 0
     this.attempt = 0
     this.lastFailure = undefined
+    this.lastRefusal = undefined
     // D11: the first TICK is due pingInterval after the STAY (the link was heard then).
     link.lastTick = link.lastHeard
     this.host.up(this, link)
@@ -355,6 +358,7 @@ export class Dialler {
    */
   private fail(error: BilateralError, newSocket = true): void {
     this.lastFailure = error.message
+    this.lastRefusal = error.code
     this.host.refused(this.peer, error)
     if (newSocket) return this.resume()
     if (this.state === 'stopped') return

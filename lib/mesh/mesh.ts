@@ -235,9 +235,9 @@ export class Mesh {
   }
 
   /** Our dialler's state for `name`, and why its last attempt failed. */
-  dialState(name: string): { state: DialState; failure: string | undefined } | undefined {
+  dialState(name: string): { state: DialState; failure: string | undefined; refusal: ErrorCode | undefined } | undefined {
     const d = this.peers.get(name)?.dialler
-    return d === undefined ? undefined : { state: d.state, failure: d.lastFailure }
+    return d === undefined ? undefined : { state: d.state, failure: d.lastFailure, refusal: d.lastRefusal }
   }
 
   /** Stop dialling `name`; part the link if it is ours. The trust the dial gave its key ends with it. */
