@@ -1,4 +1,5 @@
-export { Bilateral, type BilateralEvents, type BilateralStats, type WaitOptions } from './node.js'
+export { Bilateral, type BilateralEvents, type BilateralStats, type PeerInfo, type WaitOptions } from './node.js'
+export type { Logger } from './log.js'
 export { BilateralError, RemoteError, type ErrorCode, type RemoteOrigin } from './errors.js'
 export type { ArgsOf, Implementation, MethodName, Multicast, ResultOf, ServiceOptions, Unicast } from './calls/contract.js'
 export type { CallContext, CallOptions, CastOptions } from './calls/context.js'

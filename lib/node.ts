@@ -14,7 +14,7 @@ import { policyFor } from './calls/policy.js'
 import { Collector, Single, type CallResult, type CallSink } from './calls/results.js'
 import { CallStream } from './calls/stream.js'
 import { makeService, type Implementation, type Multicast, type ServiceHost, type ServiceOptions, type Unicast } from './calls/contract.js'
-import { BilateralError } from './errors.js'
+import { BilateralError, type ErrorCode } from './errors.js'
 import { describeValue, unknownOption } from './misuse.js'
 import type { Logger, LogLevel } from './log.js'
 import {
@@ -107,6 +107,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   private readonly mesh: Mesh
   private closed = false
   private readonly waiters = new Set<Waiter>()
+  private readonly clock: Clock
+  /** Peers that went down and are not dialled, most recent last: what peers() shows of them (at most MAX_DOWNS). */
+  private readonly downs = new Map<string, { reason: DownReason; at: number }>()
   /** Where this node logs, if anywhere (the `logger` option, or DEBUG=bilateral). */
   private readonly log: ReturnType<typeof logTo>
   /** The metadata keys a handler's onward calls carry over. */
@@ -116,6 +119,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   constructor(options: BilateralOptions, clock: Clock = systemClock) {
     super()
     this.options = resolveOptions(options)
+    this.clock = clock
     const o = this.options
     this.name = o.name
     this.network = o.network
@@ -149,6 +153,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       {
         up: (peer, link) => {
           log?.('info', 'peer up', { peer, direction: link.direction })
+          this.downs.delete(peer)
           for (const waiter of [...this.waiters]) waiter.up(peer)
           this.emit('peer:up', peer)
         },
@@ -160,6 +165,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
             this.incoming.peerDown(peer, reason)
           }
           log?.(reason === 'PART' || reason === 'CLOSED' || reason === 'DISCONNECT' ? 'info' : 'warn', 'peer down', { peer, reason })
+          this.downs.delete(peer)
+          this.downs.set(peer, { reason, at: this.clock.now() })
+          if (this.downs.size > MAX_DOWNS) this.downs.delete(this.downs.keys().next().value!)
           for (const waiter of this.waiters) waiter.down(peer)
           this.emit('peer:down', peer, reason)
         },
@@ -436,6 +444,52 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    */
   links(): { peer: string; direction: 'outbound' | 'inbound' }[] {
     return this.mesh.links()
+  }
+
+  /**
+   * Every peer this node knows and where it stands: up (either side
+   * dialled), being dialled (`connecting`: no connection yet; `joining`:
+   * JOIN sent; `refused`: its JOIN was refused and is retried at `retryAt`;
+   * `backoff`: a new connection at `retryAt`; `standby`: its own dial to us
+   * is coming up instead), or `down` (it left or died, and we do not dial
+   * it; the latest 256 such are kept). `why` and `code` say what the last
+   * attempt met, or why it went down; `rtt` is the last ping's round trip on
+   * a link this node dialled. Times are ms since the epoch.
+   */
+  peers(): PeerInfo[] {
+    const offset = Date.now() - this.clock.now()
+    const out: PeerInfo[] = []
+    for (const p of this.mesh.snapshot()) {
+      const down = p.state === 'up' ? undefined : this.downs.get(p.name)
+      out.push({
+        name: p.name,
+        state: p.state,
+        direction: p.direction,
+        address: p.address,
+        since: Math.round(p.since + offset),
+        retryAt: p.retryAt === undefined ? undefined : Math.round(p.retryAt + offset),
+        why: p.failure ?? (down === undefined ? undefined : `went down (${down.reason})`),
+        code: p.refusal ?? down?.reason,
+        rtt: p.rtt,
+      })
+    }
+    const listed = new Set(out.map((p) => p.name))
+    for (const [name, down] of this.downs) {
+      if (listed.has(name)) continue
+      const why = `went down (${down.reason})`
+      out.push({
+        name,
+        state: 'down',
+        direction: 'inbound',
+        address: undefined,
+        since: Math.round(down.at + offset),
+        retryAt: undefined,
+        why,
+        code: down.reason,
+        rtt: undefined,
+      })
+    }
+    return out
   }
 
   /** Number of active peers. */
@@ -806,6 +860,29 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
 const BIND_RETRY_MS = 500
 
 /** A pending waitForPeers(). */
+/** How many peers that went down (and are not dialled) peers() remembers. */
+const MAX_DOWNS = 256
+
+/** A peer as `peers()` shows it. */
+export interface PeerInfo {
+  readonly name: string
+  readonly state: 'up' | 'connecting' | 'joining' | 'refused' | 'backoff' | 'standby' | 'down'
+  /** Which side dialled its link (up), or `outbound` for one being dialled. */
+  readonly direction: 'outbound' | 'inbound'
+  /** The address we dial it at, if we do. */
+  readonly address: string | undefined
+  /** When it entered this state, ms since the epoch. */
+  readonly since: number
+  /** `refused`, `backoff`: when the next attempt is due, ms since the epoch. */
+  readonly retryAt: number | undefined
+  /** What the last attempt met (`no connection at tcp://... yet (retrying)`), or why it went down. */
+  readonly why: string | undefined
+  /** The code of the last refusal (`NETWORK_MISMATCH`, `HANDSHAKE`, ...), or the reason it went down. */
+  readonly code: ErrorCode | DownReason | undefined
+  /** Up on a link this node dialled: the last ping's round trip, ms. */
+  readonly rtt: number | undefined
+}
+
 /** A call checked and worked out, not yet sent (`prepare`, then `launch`). */
 interface Prepared {
   readonly method: string

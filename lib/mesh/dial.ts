@@ -63,6 +63,8 @@ export interface DialHost {
 
 export class Dialler {
   state: DialState = 'standby'
+  /** When it entered its state (clock ms). */
+  since: number
   /** The link of the socket's current session (live when active, retired in standby), if a STAY made one. */
   link: Link | undefined
   /** The code of the last refusal or failed handshake, until the peer is up again. */
@@ -86,7 +88,9 @@ export class Dialler {
     private readonly host: DialHost,
     readonly peer: string,
     readonly address: string,
-  ) {}
+  ) {
+    this.since = host.clock.now()
+  }
 
   /**
    * Open a fresh socket and join now, then every `joinInterval` until
@@ -97,7 +101,7 @@ export class Dialler {
     if (this.state === 'stopped') return
     this.clearTimer()
     this.closePort()
-    this.state = 'joining'
+    this.enter('joining')
     try {
       this.port = this.host.open(this.address, this.peer, this.portEvents(this.socket))
     } catch (error) {
@@ -124,7 +128,7 @@ export class Dialler {
   resume(): void {
     if (this.state === 'stopped') return
     this.closePort()
-    this.state = 'backoff'
+    this.enter('backoff')
     const wait = this.backoff()
     this.retryAt = this.host.clock.now() + wait
     this.host.backoff(this.peer, wait)
@@ -138,7 +142,7 @@ export class Dialler {
    */
   standby(): void {
     if (this.state === 'stopped') return
-    this.state = 'standby'
+    this.enter('standby')
     if (this.link?.state === 'live') this.link.state = 'retired'
     this.setTimer(this.host.timing.joinInterval, () => {
       if (!this.host.served(this.peer)) return this.resume()
@@ -148,9 +152,25 @@ export class Dialler {
 
   /** disconnect() or close(): a PART may just have been sent on the socket, and is given time to leave. */
   stop(): void {
-    this.state = 'stopped'
+    this.enter('stopped')
     this.clearTimer()
     this.closePort(true)
+  }
+
+  /** Move to `state`, noting when (for the layer above to show). */
+  private enter(state: DialState): void {
+    if (state !== this.state) this.since = this.host.clock.now()
+    this.state = state
+  }
+
+  /** Whether its socket has a connection now. */
+  get connected(): boolean {
+    return this.port?.connected === true
+  }
+
+  /** Whether a refused JOIN waits for its back-off on the same socket (state joining, retryAt the end of it). */
+  get refused(): boolean {
+    return this.refusedAt > 0
   }
 
   /** Number of the current socket (closePort moves it on): events of an older one are ignored. */
@@ -207,6 +227,9 @@ export class Dialler {
           this.link?.granted(frame.messages, frame.bytes)
           break
         case FrameType.TOCK:
+          // The answer to our last TICK (one is outstanding at a time): its round trip, as liveness sees it.
+          if (link !== undefined && link.lastTick > link.opened) link.rtt = this.host.clock.now() - link.lastTick
+          break
         case FrameType.JOIN:
           break
         default:
@@ -248,7 +271,7 @@ export class Dialler {
       return
     }
     this.clearTimer()
-    this.state = 'active'
+    this.enter('active')
     this.refusedAt = 0
     this.attempt = 0
     this.lastFailure = undefined
@@ -310,7 +333,7 @@ export class Dialler {
     link?.close()
     if (this.state === 'active' && link !== undefined) {
       this.host.lost(link, 'HEARTBEAT')
-      this.state = 'joining'
+      this.enter('joining')
     } else if (this.state === 'joining') {
       this.lastFailure = `the connection to ${this.address} dropped before ${this.peer} answered our JOIN`
     } else return // In standby the socket is about to close anyway.
@@ -345,7 +368,7 @@ export class Dialler {
   /** D9, D16: join again at once on this socket. */
   private rejoin(): void {
     if (this.port === undefined) return this.resume()
-    this.state = 'joining'
+    this.enter('joining')
     this.joinQueued = false
     this.sendJoin()
   }
@@ -362,7 +385,7 @@ export class Dialler {
     this.host.refused(this.peer, error)
     if (newSocket) return this.resume()
     if (this.state === 'stopped') return
-    this.state = 'joining'
+    this.enter('joining')
     this.refusedAt = this.host.clock.now()
     const wait = this.backoff()
     this.retryAt = this.refusedAt + wait

@@ -64,6 +64,10 @@ export class Link {
   state: LinkState = 'live'
   /** When anything that decodes last arrived on it (clock ms). */
   lastHeard: number
+  /** When it was made (clock ms). */
+  readonly opened: number
+  /** Outbound links: the round trip of the last TICK answered, ms. */
+  rtt: number | undefined
   /** Outbound links: when we last sent TICK. */
   lastTick = 0
   /** When the peer's key was last checked against authorizedKeys (encrypted nodes). */
@@ -100,6 +104,7 @@ export class Link {
     now: number,
   ) {
     this.lastHeard = now
+    this.opened = now
     this.lastChecked = now
     this.incarnation = terms.incarnation
     this.peerCallTimeout = terms.callTimeout

@@ -52,6 +52,20 @@ export interface Identity {
   allows(name: string): boolean
 }
 
+/** A peer as the mesh sees it now (times on its clock). */
+export interface PeerSnapshot {
+  name: string
+  /** up; dialled: connecting (no connection yet), joining (JOIN sent), refused (a refused JOIN retried after back-off), backoff (a new socket after it), standby (the peer's own link is coming up instead). */
+  state: 'up' | 'connecting' | 'joining' | 'refused' | 'backoff' | 'standby'
+  direction: 'outbound' | 'inbound'
+  address: string | undefined
+  since: number
+  retryAt?: number | undefined
+  rtt?: number | undefined
+  failure?: string | undefined
+  refusal?: ErrorCode | undefined
+}
+
 /** Why a peer went down. */
 export type DownReason =
   /** It sent PART: it closed, disconnected, or restarted and forgot us. */
@@ -271,6 +285,42 @@ export class Mesh {
   links(): { peer: string; direction: 'outbound' | 'inbound' }[] {
     const out: { peer: string; direction: 'outbound' | 'inbound' }[] = []
     for (const peer of this.peers.values()) if (peer.live !== undefined) out.push({ peer: peer.name, direction: peer.live.direction })
+    return out
+  }
+
+  /** Every peer known (up, dialled, or being dialled) and where it stands; clock ms. */
+  snapshot(): PeerSnapshot[] {
+    const out: PeerSnapshot[] = []
+    for (const peer of this.peers.values()) {
+      const { live, dialler } = peer
+      if (live !== undefined) {
+        out.push({ name: peer.name, state: 'up', direction: live.direction, address: dialler?.address, since: live.opened, rtt: live.rtt })
+      } else if (dialler !== undefined && dialler.state !== 'stopped') {
+        const state: PeerSnapshot['state'] =
+          dialler.state === 'backoff'
+            ? 'backoff'
+            : dialler.state === 'joining'
+              ? dialler.refused
+                ? 'refused'
+                : dialler.connected
+                  ? 'joining'
+                  : 'connecting'
+              : dialler.state === 'standby'
+                ? 'standby'
+                : 'joining'
+        const waiting = state === 'backoff' || state === 'refused'
+        out.push({
+          name: peer.name,
+          state,
+          direction: 'outbound',
+          address: dialler.address,
+          since: dialler.since,
+          retryAt: waiting ? dialler.retryAt : undefined,
+          failure: dialler.lastFailure,
+          refusal: dialler.lastRefusal,
+        })
+      }
+    }
     return out
   }
 
