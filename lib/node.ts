@@ -17,6 +17,7 @@ import { makeService, type Implementation, type Multicast, type ServiceHost, typ
 import { BilateralError, type ErrorCode } from './errors.js'
 import { describeValue, unknownOption } from './misuse.js'
 import type { Logger, LogLevel } from './log.js'
+import { DEFAULT_INTROSPECTION, introspection, type Introspected } from './introspection.js'
 import {
   checkFreshProof,
   checkJoinProof,
@@ -108,6 +109,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   private closed = false
   private readonly waiters = new Set<Waiter>()
   private readonly clock: Clock
+  /** The endpoints this node listens on. */
+  private readonly endpoints: string[] = []
   /** Peers that went down and are not dialled, most recent last: what peers() shows of them (at most MAX_DOWNS). */
   private readonly downs = new Map<string, { reason: DownReason; at: number }>()
   /** Where this node logs, if anywhere (the `logger` option, or DEBUG=bilateral). */
@@ -124,6 +127,20 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     this.name = o.name
     this.network = o.network
     this.registry = new Registry(o.defaultExposure)
+    if (o.introspection !== false) {
+      const served: Introspected = {
+        name: this.name,
+        network: this.network,
+        started: Date.now(),
+        addresses: () => [...this.endpoints],
+        visibleTo: (peer) => this.registry.visibleTo(peer),
+        peers: () => this.peers(),
+        stats: () => ({ ...this.stats() }),
+        activePeers: () => this.mesh.activeNames().length,
+      }
+      const { methods = DEFAULT_INTROSPECTION, peers = o.defaultExposure } = o.introspection
+      this.registry.register(introspection(served), '$node', { methods, ...(peers === undefined ? {} : { peers }) }, true)
+    }
     const codec = new Codec()
     this.forwardMeta = new Set(o.forwardMeta)
     const log = (this.log = logTo(o.logger, this.name))
@@ -274,7 +291,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     const giveUp = performance.now() + BIND_RETRY_MS
     for (;;) {
       try {
-        return await this.mesh.listen(address)
+        const endpoint = await this.mesh.listen(address)
+        this.endpoints.push(endpoint)
+        return endpoint
       } catch (error) {
         const inUse = (error as { code?: unknown }).code === 'EADDRINUSE'
         if (!inUse || performance.now() >= giveUp || this.closed) {

@@ -1,4 +1,5 @@
 import { BilateralError } from './errors.js'
+import { INTROSPECTION_METHODS, type IntrospectionOptions } from './introspection.js'
 import { isLogger, lineLogger, wantsDebug, type Logger } from './log.js'
 import { unknownOption } from './misuse.js'
 import type { PeerRule } from './calls/registry.js'
@@ -152,6 +153,14 @@ export interface BilateralOptions {
    * `NODE_DEBUG=bilateral`, which log to stderr.
    */
   logger?: Logger
+  /**
+   * What this node serves about itself under the reserved receiver `$node`,
+   * and to whom: `{ methods, peers }`, or `false` for nothing. Default:
+   * `Ping`, `Info` (name, network, release, uptime, addresses, and the
+   * receivers and methods the caller may call) and `Health`, to the peers
+   * `defaultExposure` allows; `Peers` and `Stats` only when listed.
+   */
+  introspection?: IntrospectionOptions
 }
 
 export type ResolvedOptions = Required<Omit<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure' | 'logger'>> &
@@ -203,7 +212,9 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
     maxMetaBytes: options.maxMetaBytes ?? DEFAULT_MAX_META_BYTES,
     forwardMeta: options.forwardMeta ?? DEFAULT_FORWARD_META,
     logger: options.logger ?? (wantsDebug() ? lineLogger() : undefined),
+    introspection: options.introspection ?? {},
   }
+  checkIntrospection(resolved.introspection)
   if (resolved.logger !== undefined && !isLogger(resolved.logger)) {
     throw invalid('logger', 'must have debug, info, warn and error methods (pino, bunyan and console do)')
   }
@@ -323,6 +334,7 @@ const OPTION_NAMES: ReadonlySet<string> = new Set(
     maxMetaBytes: 1,
     forwardMeta: 1,
     logger: 1,
+    introspection: 1,
   } satisfies Record<keyof BilateralOptions, 1>),
 )
 
@@ -338,6 +350,20 @@ const OPTION_ALIASES: Readonly<Record<string, string>> = {
   keys: 'keypair',
   publicKey: 'keypair',
   secretKey: 'keypair',
+}
+
+function checkIntrospection(value: unknown): void {
+  if (value === false) return
+  if (value === null || typeof value !== 'object') throw invalid('introspection', 'must be false or { methods?, peers? }')
+  const unknown = unknownOption(value, new Set(['methods', 'peers']), 'introspection')
+  if (unknown !== undefined) throw invalid('introspection', `: ${unknown}`)
+  const { methods, peers } = value as { methods?: unknown; peers?: unknown }
+  if (methods !== undefined && (!Array.isArray(methods) || !methods.every((m) => INTROSPECTION_METHODS.includes(m)))) {
+    throw invalid('introspection', `methods must be a list of ${INTROSPECTION_METHODS.join(', ')}`)
+  }
+  if (peers !== undefined && typeof peers !== 'function' && !(Array.isArray(peers) && peers.every((p) => typeof p === 'string'))) {
+    throw invalid('introspection', 'peers must be a list of names or a predicate')
+  }
 }
 
 function invalid(key: string, why: string): BilateralError {

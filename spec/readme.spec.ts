@@ -27,6 +27,7 @@ const promised: string[][] = [
   ["[ 'k@r1', 'k@r2', 'CANCELLED' ]", 'r3 stopped: CANCELLED', 'first answer x@r1', 'CANCELLED\n'],
   ['select 7 for api, trace 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01, within the second: true'],
   ['Public.Rate 0.05', 'Account.Balance 10', 'Account.Withdraw NO_SUCH_METHOD'],
+  ["beta { '$node': [ 'Ping', 'Info', 'Health' ], Public: [ 'Rate' ] }"],
   ["NETWORK_MISMATCH\n[ 'peer refused gamma NETWORK_MISMATCH' ]"],
   ['ok: true', 'hello '],
   ['true\ntrue'],

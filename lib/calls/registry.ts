@@ -47,7 +47,7 @@ export class Registry {
    * EventEmitter, ...), except `constructor`, names starting with `_`, symbols
    * and accessors; narrowed by `options.methods`.
    */
-  register(receiver: object, name?: string, options: RegisterOptions = {}): string[] {
+  register(receiver: object, name?: string, options: RegisterOptions = {}, reserved = false): string[] {
     if (receiver === null || (typeof receiver !== 'object' && typeof receiver !== 'function')) {
       throw new BilateralError('INVALID_ARGUMENT', 'register() needs an object')
     }
@@ -61,6 +61,9 @@ export class Registry {
         'INVALID_ARGUMENT',
         `receiver name ${JSON.stringify(receiverName)} must be an identifier (letters, digits, _ $ -); pass one as register(obj, 'Name')`,
       )
+    }
+    if (receiverName.startsWith('$') && !reserved) {
+      throw new BilateralError('INVALID_ARGUMENT', `receiver names starting with $ are reserved for the node's own (${receiverName})`)
     }
     if (this.receivers.has(receiverName)) {
       throw new BilateralError('ALREADY_REGISTERED', `a receiver named ${receiverName} is already registered`)
@@ -79,6 +82,17 @@ export class Registry {
       this.methods.set(`${receiverName}.${method}`, { fn: fn.bind(receiver) as Handler, allows })
     }
     return [...found.keys()].map((method) => `${receiverName}.${method}`)
+  }
+
+  /** The receivers and methods `peer` may call, each receiver's methods in the order registered. */
+  visibleTo(peer: string): Record<string, string[]> {
+    const out: Record<string, string[]> = {}
+    for (const [full, entry] of this.methods) {
+      if (!entry.allows(peer)) continue
+      const dot = full.indexOf('.')
+      ;(out[full.slice(0, dot)] ??= []).push(full.slice(dot + 1))
+    }
+    return out
   }
 
   /** The handler `peer` may call under a full method name, or undefined. */
