@@ -161,7 +161,7 @@ async function interleave(variants) {
 }
 
 async function pointToPoint(one) {
-  const [{ servers, net }] = [await one.rpc('serve', { names: ['server'] })]
+  const [{ servers, net }] = [await one.rpc('serve', { names: ['server', 'metered'], options: { metered: { metrics: true } } })]
   const raw = await rawDealer(servers[0].zmq)
   const tcp = await rawNet(net)
   const client = clientNode('client')
@@ -171,6 +171,10 @@ async function pointToPoint(one) {
   const traced = clientNode('traced', { callerStacks: true })
   traced.connect('server', servers[0].bilateral)
   await traced.waitForPeers(['server'], { timeout: 10_000 })
+  // The same calls with metrics on at both ends (metrics: true, off by default): the option's price.
+  const metered = clientNode('metering', { metrics: true })
+  metered.connect('metered', servers[1].bilateral)
+  await metered.waitForPeers(['metered'], { timeout: 10_000 })
   // Reverse direction: the bench process listens, a second server-side node dials it.
   const listener = clientNode('listener')
   const listenAt = await listener.listen('tcp://127.0.0.1:*')
@@ -194,12 +198,14 @@ async function pointToPoint(one) {
       reverse: () => drive(n, depth, call(listener, 'dialler')),
       traced: () => drive(n, depth, call(traced, 'server')),
       rich: () => drive(n, depth, rich(client, 'server')),
+      metered: () => drive(n, depth, call(metered, 'metered')),
     })
     for (const [variant, scenario] of [
       ['forward', `call, dialler → listener, ${label}`],
       ['reverse', `call, listener → dialler, ${label}`],
       ['traced', `call, dialler → listener, ${label}, callerStacks on`],
       ['rich', `call, dialler → listener, ${label}, with signal, deadline and meta`],
+      ['metered', `call, dialler → listener, ${label}, metrics on at both ends`],
     ]) {
       for (const [metric, unit, field, better] of [
         ['calls/s', '/s', 'rate', 'higher'],

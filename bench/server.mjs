@@ -103,8 +103,8 @@ async function rawNet() {
   return `tcp://127.0.0.1:${server.address().port}`
 }
 
-function bilateralNode(name, lag = 0) {
-  const node = new Bilateral({ network: 'bench', name, ...TIMINGS })
+function bilateralNode(name, lag = 0, options = {}) {
+  const node = new Bilateral({ network: 'bench', name, ...TIMINGS, ...options })
   node.register(new Lag(lag))
   node.register(new Arith())
   node.register(new Echo())
@@ -115,10 +115,10 @@ function bilateralNode(name, lag = 0) {
 
 const handlers = {
   /** Listening bilateral nodes plus raw routers: { count } of each. */
-  async serve({ names, lag = {} }) {
+  async serve({ names, lag = {}, options = {} }) {
     const out = []
     for (const name of names) {
-      const node = bilateralNode(name, lag[name] ?? 0)
+      const node = bilateralNode(name, lag[name] ?? 0, options[name])
       out.push({ name, bilateral: await node.listen('tcp://127.0.0.1:*'), zmq: await rawRouter() })
     }
     return { servers: out, net: await rawNet() }

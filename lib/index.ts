@@ -1,5 +1,8 @@
 export { Bilateral, type BilateralEvents, type BilateralStats, type PeerInfo, type WaitOptions } from './node.js'
 export type { Logger } from './log.js'
+export type { Figures, MetricsSnapshot } from './observe/metrics.js'
+export type { InboundCall, InboundOutcome, Interceptor, OutboundCall } from './observe/interceptors.js'
+export type { IntrospectionMethod, IntrospectionOptions } from './introspection.js'
 export { BilateralError, RemoteError, type ErrorCode, type RemoteOrigin } from './errors.js'
 export type { ArgsOf, Implementation, MethodName, Multicast, ResultOf, ServiceOptions, Unicast } from './calls/contract.js'
 export type { CallContext, CallOptions, CastOptions } from './calls/context.js'

@@ -17,6 +17,16 @@ import { makeService, type Implementation, type Multicast, type ServiceHost, typ
 import { BilateralError, type ErrorCode } from './errors.js'
 import { describeValue, unknownOption } from './misuse.js'
 import type { Logger, LogLevel } from './log.js'
+import { Metrics, type MetricsSnapshot } from './observe/metrics.js'
+import {
+  intercept,
+  tell,
+  type InboundCall,
+  type InboundEnd,
+  type Interceptor,
+  type OutboundCall,
+  type OutboundResult,
+} from './observe/interceptors.js'
 import { DEFAULT_INTROSPECTION, introspection, type Introspected } from './introspection.js'
 import {
   checkFreshProof,
@@ -109,6 +119,11 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   private closed = false
   private readonly waiters = new Set<Waiter>()
   private readonly clock: Clock
+  /** The interceptors' hooks, in the order they were added (empty while none is in use). */
+  private readonly outboundHooks: ((call: OutboundCall) => OutboundResult | void)[] = []
+  private readonly inboundHooks: ((call: InboundCall) => InboundEnd | void)[] = []
+  /** The `metrics` option's counters, if on. */
+  private readonly counters: Metrics | undefined
   /** The endpoints this node listens on. */
   private readonly endpoints: string[] = []
   /** Peers that went down and are not dialled, most recent last: what peers() shows of them (at most MAX_DOWNS). */
@@ -135,7 +150,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         addresses: () => [...this.endpoints],
         visibleTo: (peer) => this.registry.visibleTo(peer),
         peers: () => this.peers(),
-        stats: () => ({ ...this.stats() }),
+        stats: () => (this.counters === undefined ? this.stats() : { ...this.stats(), metrics: this.counters.figures() }),
         activePeers: () => this.mesh.activeNames().length,
       }
       const { methods = DEFAULT_INTROSPECTION, peers = o.defaultExposure } = o.introspection
@@ -159,10 +174,16 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         castError: (error, ctx) => this.emit('cast:error', error, ctx),
         encode: (value, method) => encodeWithin(value, o.maxMessageSize, `the result of ${method}`),
         caller,
-        refused: (peer, method, code, message) => log?.('info', 'call refused', { peer, method, code, why: message }),
+        refused: (peer, method, code, message) => {
+          log?.('info', 'call refused', { peer, method, code, why: message })
+          if (code !== 'BAD_REPLY' && code !== 'TOO_LARGE') this.counters?.refused(peer, method, code, code !== 'NO_SUCH_METHOD')
+        },
+        inbound: this.inboundHooks,
       },
       clock,
     )
+    this.counters = o.metrics ? new Metrics() : undefined
+    if (this.counters !== undefined) this.use(this.counters)
     const run = incarnation()
     this.mesh = new Mesh(
       o,
@@ -466,6 +487,54 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   }
 
   /**
+   * Add an interceptor: `outbound(call)` runs before each call, stream,
+   * request and cast this node makes (throw to refuse it: the caller gets
+   * that error), and what it returns is told each peer's result with the
+   * time it took; `inbound(call)` runs before each handler for a peer's call
+   * or cast (throw to refuse it: the caller gets it as the handler's error),
+   * and what it returns is told how the call ended. Interceptors run in the
+   * order added. Returns a function that removes it.
+   */
+  use(interceptor: Interceptor): () => void {
+    if (interceptor === null || typeof interceptor !== 'object') throw new TypeError('use() takes { outbound?, inbound? }')
+    // A plain object's other keys are typos (outbund); a class instance keeps its own state beside its hooks.
+    const plain = Object.getPrototypeOf(interceptor) === Object.prototype || Object.getPrototypeOf(interceptor) === null
+    const unknown = plain ? unknownOption(interceptor, new Set(['outbound', 'inbound']), 'use()') : undefined
+    if (unknown !== undefined) throw new TypeError(unknown)
+    const { outbound, inbound } = interceptor
+    if ((outbound !== undefined && typeof outbound !== 'function') || (inbound !== undefined && typeof inbound !== 'function')) {
+      throw new TypeError('use(): outbound and inbound must be functions')
+    }
+    const out = outbound?.bind(interceptor)
+    const into = inbound?.bind(interceptor)
+    if (out !== undefined) this.outboundHooks.push(out)
+    if (into !== undefined) this.inboundHooks.push(into)
+    return () => {
+      if (out !== undefined && this.outboundHooks.includes(out)) this.outboundHooks.splice(this.outboundHooks.indexOf(out), 1)
+      if (into !== undefined && this.inboundHooks.includes(into)) this.inboundHooks.splice(this.inboundHooks.indexOf(into), 1)
+    }
+  }
+
+  /**
+   * What the `metrics` option counts: both ways, per method and per peer,
+   * calls, outcomes by code, a latency histogram, in flight and bytes.
+   * Throws INVALID_ARGUMENT when metrics are off.
+   */
+  metrics(): MetricsSnapshot {
+    return this.metered().figures()
+  }
+
+  /** The same figures in the Prometheus text format, to serve at `/metrics`. */
+  metricsText(): string {
+    return this.metered().prometheus()
+  }
+
+  private metered(): Metrics {
+    if (this.counters === undefined) throw new BilateralError('INVALID_ARGUMENT', 'metrics are off: new Bilateral({ ..., metrics: true })')
+    return this.counters
+  }
+
+  /**
    * Every peer this node knows and where it stands: up (either side
    * dialled), being dialled (`connecting`: no connection yet; `joining`:
    * JOIN sent; `refused`: its JOIN was refused and is retried at `retryAt`;
@@ -658,6 +727,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     const plain = [encodeCast(method), body]
     const rich = meta === undefined ? plain : [encodeCast(method, meta), body]
     const links = this.targets(to, [])
+    if (this.outboundHooks.length > 0) {
+      intercept(this.outboundHooks, { method, to: links.map((l) => l.peer), cast: true, bytes: body.byteLength, options })
+    }
     for (const link of links) link.post(link.lifecycle ? rich : plain)
     const sent = await Promise.all(links.map((link) => link.whenFlushed()))
     return links.filter((_, i) => sent[i]).map((link) => link.peer)
@@ -743,7 +815,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     const body = encodeWithin(args, this.options.maxMessageSize, 'the arguments')
     const site: { stack?: string } = {}
     if (this.options.callerStacks) Error.captureStackTrace(site, entry)
-    return { method, timeout, policy, signals, meta, body, expired, site, waitForPeers: waitForPeers === true }
+    return { method, timeout, policy, signals, meta, body, expired, site, waitForPeers: waitForPeers === true, options }
   }
 
   /**
@@ -764,8 +836,15 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       }
       links = []
     }
+    const names = () => [...early.map((e) => e.from), ...links.map((link) => link.peer)]
+    // Interceptors first: one may refuse the call (its throw is the caller's error), before anything is in the table.
+    const seen =
+      this.outboundHooks.length === 0
+        ? undefined
+        : intercept(this.outboundHooks, { method, to: names(), cast: false, bytes: body.byteLength, options: prepared.options })
     // Only stream() lists its targets: call() need not pay for the array.
-    const sink = sinkFor(() => [...early.map((e) => e.from), ...links.map((link) => link.peer)])
+    const inner = sinkFor(names)
+    const sink = seen === undefined ? inner : this.observed(inner, seen)
     const started = this.outgoing.start(links, { method, timeout, early, site, sink, policy, signals })
     if (started === undefined) return undefined
     const plain = [encodeCall(started.id, method), body]
@@ -774,6 +853,18 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     const rich = deadline === undefined && meta === undefined ? plain : [encodeCall(started.id, method, deadline, meta), body]
     for (const link of links) link.post(link.lifecycle ? rich : plain, started.tag)
     return started.id
+  }
+
+  /** `sink`, telling `seen` of each result first, with its time and the reply's size. */
+  private observed(sink: CallSink, seen: readonly OutboundResult[]): CallSink {
+    const began = this.clock.now()
+    return {
+      result: (result) => {
+        tell(seen, result, { ms: this.clock.now() - began, bytes: result.ok ? this.outgoing.replyBytes : 0 })
+        sink.result(result)
+      },
+      end: (failure) => sink.end(failure),
+    }
   }
 
   /** A call's metadata, encoded: `meta` over what `parent` forwards; undefined if there is none. */
@@ -915,6 +1006,8 @@ interface Prepared {
   readonly expired: boolean
   readonly site: { stack?: string }
   readonly waitForPeers: boolean
+  /** As given, for interceptors. */
+  readonly options: CallOptions
 }
 
 interface Waiter {

@@ -161,6 +161,13 @@ export interface BilateralOptions {
    * `defaultExposure` allows; `Peers` and `Stats` only when listed.
    */
   introspection?: IntrospectionOptions
+  /**
+   * Count calls both ways, per method and per peer (outcomes by code,
+   * latency histogram, in flight, bytes): read by `metrics()`,
+   * `metricsText()` (Prometheus) and `$node.Stats`. Default false, and then
+   * calls pay nothing for it.
+   */
+  metrics?: boolean
 }
 
 export type ResolvedOptions = Required<Omit<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure' | 'logger'>> &
@@ -213,6 +220,7 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
     forwardMeta: options.forwardMeta ?? DEFAULT_FORWARD_META,
     logger: options.logger ?? (wantsDebug() ? lineLogger() : undefined),
     introspection: options.introspection ?? {},
+    metrics: options.metrics ?? false,
   }
   checkIntrospection(resolved.introspection)
   if (resolved.logger !== undefined && !isLogger(resolved.logger)) {
@@ -241,7 +249,7 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
   }
   checkInteger('maxConcurrentBytes', resolved.maxConcurrentBytes, resolved.maxMessageSize, Number.MAX_SAFE_INTEGER, '(maxMessageSize)')
   checkInteger('maxQueuedBytes', resolved.maxQueuedBytes, Math.min(resolved.maxMessageSize, 0xffff_ffff), 0xffff_ffff, '(maxMessageSize)')
-  for (const key of ['callerStacks', 'legacyJoinProofs'] as const) {
+  for (const key of ['callerStacks', 'legacyJoinProofs', 'metrics'] as const) {
     if (typeof resolved[key] !== 'boolean') throw invalid(key, 'must be a boolean')
   }
   checkInteger('maxMetaBytes', resolved.maxMetaBytes, 0, MAX_META_BYTES)
@@ -335,6 +343,7 @@ const OPTION_NAMES: ReadonlySet<string> = new Set(
     forwardMeta: 1,
     logger: 1,
     introspection: 1,
+    metrics: 1,
   } satisfies Record<keyof BilateralOptions, 1>),
 )
 

@@ -38,6 +38,7 @@ import {
   type DataFrame,
 } from '../wire/frames.js'
 import { Context, type CallContext, type Caller, type Served } from './context.js'
+import { intercept, tell, type InboundCall, type InboundEnd } from '../observe/interceptors.js'
 import { decodeMeta } from './meta.js'
 import { sameProcess } from './outgoing.js'
 import type { Registry } from './registry.js'
@@ -60,6 +61,8 @@ export interface IncomingHost {
   readonly caller: Caller
   /** A call or cast was refused before its handler ran, or its result could not be sent: `code` says why. */
   refused(peer: string, method: string, code: ErrorCode, message: string): void
+  /** The inbound interceptors, in order (the node's own array: empty while none is in use). */
+  readonly inbound: readonly ((call: InboundCall) => InboundEnd | void)[]
 }
 
 /** Why a served call's answer was not sent, counted in stats(). */
@@ -96,6 +99,9 @@ class Running implements Served {
   share: Share | undefined = undefined
   /** Whether it has answered (or been dropped): nothing more may happen to it. */
   over = false
+  /** What inbound interceptors asked to be told of its end, and when it began (clock ms); undefined with none. */
+  ends: InboundEnd[] | undefined = undefined
+  began = 0
 
   constructor(
     private readonly clock: Clock,
@@ -250,6 +256,15 @@ export class IncomingCalls {
     const receivedAt = left === undefined ? 0 : link.state === 'live' ? link.lastHeard : this.clock.now()
     const run = new Running(this.clock, link, id, method, body.length, left === undefined ? undefined : receivedAt + left)
     const ctx = new Context(peer, method, id === undefined, meta, run, this.host.caller)
+    if (this.host.inbound.length > 0) {
+      run.began = this.clock.now()
+      try {
+        run.ends = intercept(this.host.inbound, { method, from: peer, cast: id === undefined, bytes: body.length, ctx })
+      } catch (error) {
+        // An interceptor refused it: answered as if its handler had thrown that, and the handler does not run.
+        return this.raised(run, ctx, error)
+      }
+    }
     let result: unknown
     try {
       result = handler(args, ctx)
@@ -362,6 +377,7 @@ export class IncomingCalls {
     const reason = run.reason?.code
     // A handler that answered at once cannot have outlived its deadline (an expired CALL is never run); only one that answered later is timed.
     if (reason === undefined && (run.expires === undefined || share === undefined || this.clock.now() <= run.expires)) return true
+    if (run.ends !== undefined) this.told(run, false, reason ?? 'TIMEOUT', 0)
     if (run.id === undefined) return reason === undefined
     if (reason === 'CANCELLED') this.unanswered.cancelled++
     else if (reason === 'PEER_DOWN') this.unanswered.dropped++
@@ -369,28 +385,39 @@ export class IncomingCalls {
     return false
   }
 
+  /** Tell a run's inbound interceptors how it ended. */
+  private told(run: Running, ok: boolean, code: string | undefined, bytes: number): void {
+    const ends = run.ends!
+    run.ends = undefined
+    tell(ends, { ok, code, ms: this.clock.now() - run.began, bytes })
+  }
+
   /** A handler returned `result` (or its promise resolved to it): answer a CALL. */
   private succeeded(run: Running, result: unknown): void {
-    if (!this.end(run) || run.id === undefined) return
+    if (!this.end(run)) return
+    if (run.id === undefined) {
+      if (run.ends !== undefined) this.told(run, true, undefined, 0)
+      return
+    }
     let encoded: Uint8Array
     try {
       encoded = this.host.encode(result, run.method)
     } catch (error) {
-      if (error instanceof BilateralError) return this.refuse(run.link, run.method, run.id, error.code, error.message)
-      return this.refuse(
-        run.link,
-        run.method,
-        run.id,
-        'BAD_REPLY',
-        `the result of ${run.method} cannot be encoded: ${describe(error).message}`,
-      )
+      const [code, message] =
+        error instanceof BilateralError
+          ? [error.code, error.message]
+          : (['BAD_REPLY', `the result of ${run.method} cannot be encoded: ${describe(error).message}`] as const)
+      if (run.ends !== undefined) this.told(run, false, code, 0)
+      return this.refuse(run.link, run.method, run.id, code, message)
     }
+    if (run.ends !== undefined) this.told(run, true, undefined, encoded.byteLength)
     this.answer(run.link, [encodeReply(run.id), encoded])
   }
 
   /** A handler threw or rejected: answer a CALL with REMOTE, report a CAST. */
   private raised(run: Running, ctx: CallContext, error: unknown): void {
     if (!this.end(run)) return
+    if (run.ends !== undefined) this.told(run, false, 'REMOTE', 0)
     const { name, message, code, details, via } = describe(error)
     if (run.id === undefined) {
       this.host.castError(error ?? new BilateralError('REMOTE', message, { peer: run.from }), ctx)

@@ -239,9 +239,13 @@ export class OutgoingCalls {
   }
 
   /** A REPLY on `link` to call `id`. */
+  /** The encoded size of the reply being settled, for the interceptors told of it. */
+  replyBytes = 0
+
   reply(link: Link, id: number, body: Uint8Array): void {
     const call = this.answerable(link, id)
     if (call === undefined) return
+    this.replyBytes = body.byteLength
     let value: unknown
     try {
       value = this.codec.decodeBody(body)
