@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events'
 import { systemClock, type Clock } from './clock.js'
-import { OutgoingCalls, abortMessage } from './calls/outgoing.js'
+import { OutgoingCalls, abortMessage, type Watch } from './calls/outgoing.js'
 import { IncomingCalls, encodeWithin } from './calls/incoming.js'
 import { Registry, toPredicate, type RegisterOptions } from './calls/registry.js'
 import { Context, type CallContext, type CallOptions, type Caller, type CastOptions } from './calls/context.js'
@@ -20,7 +20,6 @@ import type { Logger, LogLevel } from './log.js'
 import { Metrics, type MetricsSnapshot } from './observe/metrics.js'
 import {
   intercept,
-  tell,
   type InboundCall,
   type InboundEnd,
   type Interceptor,
@@ -836,16 +835,22 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       }
       links = []
     }
-    const names = () => [...early.map((e) => e.from), ...links.map((link) => link.peer)]
+    const names = (): string[] => {
+      const out: string[] = []
+      for (const e of early) out.push(e.from)
+      for (const link of links) out.push(link.peer)
+      return out
+    }
     // Interceptors first: one may refuse the call (its throw is the caller's error), before anything is in the table.
-    const seen =
-      this.outboundHooks.length === 0
-        ? undefined
-        : intercept(this.outboundHooks, { method, to: names(), cast: false, bytes: body.byteLength, options: prepared.options })
+    let watch: Watch | undefined
+    if (this.outboundHooks.length > 0) {
+      const call: OutboundCall = { method, to: names(), cast: false, bytes: body.byteLength, options: prepared.options }
+      const observers = intercept(this.outboundHooks, call)
+      if (observers !== undefined) watch = { observers, call, began: this.clock.now() }
+    }
     // Only stream() lists its targets: call() need not pay for the array.
-    const inner = sinkFor(names)
-    const sink = seen === undefined ? inner : this.observed(inner, seen)
-    const started = this.outgoing.start(links, { method, timeout, early, site, sink, policy, signals })
+    const sink = sinkFor(names)
+    const started = this.outgoing.start(links, { method, timeout, early, site, sink, policy, signals, watch })
     if (started === undefined) return undefined
     const plain = [encodeCall(started.id, method), body]
     // A peer of this release is told the time left unless it is what our JOIN/STAY announced; a peer of an earlier release reads neither field.
@@ -853,18 +858,6 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     const rich = deadline === undefined && meta === undefined ? plain : [encodeCall(started.id, method, deadline, meta), body]
     for (const link of links) link.post(link.lifecycle ? rich : plain, started.tag)
     return started.id
-  }
-
-  /** `sink`, telling `seen` of each result first, with its time and the reply's size. */
-  private observed(sink: CallSink, seen: readonly OutboundResult[]): CallSink {
-    const began = this.clock.now()
-    return {
-      result: (result) => {
-        tell(seen, result, { ms: this.clock.now() - began, bytes: result.ok ? this.outgoing.replyBytes : 0 })
-        sink.result(result)
-      },
-      end: (failure) => sink.end(failure),
-    }
   }
 
   /** A call's metadata, encoded: `meta` over what `parent` forwards; undefined if there is none. */

@@ -14,7 +14,7 @@ describe('interceptors', () => {
     const results: [string, CallResult, { ms: number; bytes: number }][] = []
     const into: InboundCall[] = []
     const ends: [string, InboundOutcome][] = []
-    a.use({ outbound: (call) => (out.push(call), (result, took) => results.push([call.method, result, took])) })
+    a.use({ outbound: (call) => (out.push(call), (result, ms, bytes) => results.push([call.method, result, { ms, bytes }])) })
     b.use({ inbound: (call) => (into.push(call), (outcome) => ends.push([call.method, outcome])) })
     const cast = deferred()
     b.register({ Echo: (x: unknown) => x, Fail: () => Promise.reject(new Error('no')), Note: () => cast.resolve() }, 'Svc')

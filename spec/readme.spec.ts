@@ -28,6 +28,7 @@ const promised: string[][] = [
   ['select 7 for api, trace 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01, within the second: true'],
   ['Public.Rate 0.05', 'Account.Balance 10', 'Account.Withdraw NO_SUCH_METHOD'],
   ["beta { '$node': [ 'Ping', 'Info', 'Health' ], Public: [ 'Rate' ] }"],
+  ['bilateral_calls_total{direction="in",method="Arith.SumDiff",outcome="OK"} 1'],
   ["NETWORK_MISMATCH\n[ 'peer refused gamma NETWORK_MISMATCH' ]"],
   ['ok: true', 'hello '],
   ['true\ntrue'],

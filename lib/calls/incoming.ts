@@ -38,7 +38,7 @@ import {
   type DataFrame,
 } from '../wire/frames.js'
 import { Context, type CallContext, type Caller, type Served } from './context.js'
-import { intercept, tell, type InboundCall, type InboundEnd } from '../observe/interceptors.js'
+import { intercept, type InboundCall, type InboundEnd, type InboundOutcome } from '../observe/interceptors.js'
 import { decodeMeta } from './meta.js'
 import { sameProcess } from './outgoing.js'
 import type { Registry } from './registry.js'
@@ -101,6 +101,8 @@ class Running implements Served {
   over = false
   /** What inbound interceptors asked to be told of its end, and when it began (clock ms); undefined with none. */
   ends: InboundEnd[] | undefined = undefined
+  /** The call as they saw it. */
+  seen: InboundCall | undefined = undefined
   began = 0
 
   constructor(
@@ -259,7 +261,8 @@ export class IncomingCalls {
     if (this.host.inbound.length > 0) {
       run.began = this.clock.now()
       try {
-        run.ends = intercept(this.host.inbound, { method, from: peer, cast: id === undefined, bytes: body.length, ctx })
+        run.seen = { method, from: peer, cast: id === undefined, bytes: body.length, ctx }
+        run.ends = intercept(this.host.inbound, run.seen)
       } catch (error) {
         // An interceptor refused it: answered as if its handler had thrown that, and the handler does not run.
         return this.raised(run, ctx, error)
@@ -389,7 +392,14 @@ export class IncomingCalls {
   private told(run: Running, ok: boolean, code: string | undefined, bytes: number): void {
     const ends = run.ends!
     run.ends = undefined
-    tell(ends, { ok, code, ms: this.clock.now() - run.began, bytes })
+    const outcome: InboundOutcome = { ok, code, ms: this.clock.now() - run.began, bytes }
+    for (const end of ends) {
+      try {
+        end(outcome, run.seen!)
+      } catch {
+        // An observer's own failure is not the call's.
+      }
+    }
   }
 
   /** A handler returned `result` (or its promise resolved to it): answer a CALL. */

@@ -24,6 +24,7 @@ import { FrameType, MAX_CODE_LENGTH, MAX_NAME_BYTES, MAX_VIA, PEER_ERROR_CODES, 
 
 type ErrorFrame = Extract<Frame, { type: FrameType.ERROR }>
 import type { Policy } from './policy.js'
+import type { OutboundCall, OutboundResult } from '../observe/interceptors.js'
 import type { CallResult, CallSink } from './results.js'
 
 /** Longest remote error message kept, characters (a peer may send up to 64 KiB). */
@@ -42,6 +43,15 @@ export interface CallPlan {
   readonly policy?: Policy
   /** Aborting any of them cancels the call. */
   readonly signals?: readonly AbortSignal[]
+  /** Interceptors to tell of each result (undefined, the common case, costs one check a result). */
+  readonly watch?: Watch | undefined
+}
+
+/** Who is told of a call's results: outbound interceptors' observers, the call they saw, and when it began (clock ms). */
+export interface Watch {
+  readonly observers: readonly OutboundResult[]
+  readonly call: OutboundCall
+  readonly began: number
 }
 
 /** One outstanding call: which peers it still waits for, on which links. */
@@ -67,6 +77,8 @@ class Call implements SendTag {
   signals: readonly AbortSignal[] | undefined
   /** The timer queue it waits in. */
   queue: Queue | undefined
+  /** Interceptors to tell of each result. */
+  watch: Watch | undefined = undefined
 
   constructor(
     private readonly table: OutgoingCalls,
@@ -185,7 +197,10 @@ export class OutgoingCalls {
   start(targets: readonly Link[], plan: CallPlan): { id: number; tag: SendTag } | undefined {
     const { sink, early } = plan
     if (targets.length === 0) {
-      for (const result of early) sink.result(result)
+      for (const result of early) {
+        if (plan.watch !== undefined) this.tell(plan.watch, result)
+        sink.result(result)
+      }
       let failure: unknown
       try {
         // A function sees even a call that reached no one.
@@ -199,6 +214,7 @@ export class OutgoingCalls {
     const id = this.allocateId()
     const deadline = this.clock.now() + plan.timeout
     const call = new Call(this, id, deadline, sink, plan.policy, plan.site, plan.method)
+    call.watch = plan.watch
     if (targets.length === 1) {
       call.onePeer = targets[0]!.peer
       call.oneLink = targets[0]
@@ -352,7 +368,21 @@ export class OutgoingCalls {
   private record(call: Call, result: CallResult): void {
     if (result.ok) call.ok++
     call.seen?.push(result)
+    if (call.watch !== undefined) this.tell(call.watch, result)
     call.sink.result(result)
+  }
+
+  /** Tell a call's interceptors of one result, with its time and the reply's size; an observer's throw stays its own. */
+  private tell(watch: Watch, result: CallResult): void {
+    const ms = this.clock.now() - watch.began
+    const bytes = result.ok ? this.replyBytes : 0
+    for (const observe of watch.observers) {
+      try {
+        observe(result, ms, bytes, watch.call)
+      } catch {
+        // Not the call's failure.
+      }
+    }
   }
 
   /** Ask the call's `until` whether it is done; if so, cancel the peers left. */

@@ -23,8 +23,8 @@ export interface OutboundCall {
   readonly options: Readonly<CallOptions> | Readonly<CastOptions>
 }
 
-/** One peer's result of an outbound call, with the time it took and the reply's encoded size. */
-export type OutboundResult = (result: CallResult, took: { ms: number; bytes: number }) => void
+/** One peer's result of an outbound call: the time it took (ms), the reply's encoded size (bytes, 0 for an error), and the call. */
+export type OutboundResult = (result: CallResult, ms: number, bytes: number, call: OutboundCall) => void
 
 /** A peer's call this node is about to serve. */
 export interface InboundCall {
@@ -47,7 +47,8 @@ export interface InboundOutcome {
   readonly bytes: number
 }
 
-export type InboundEnd = (outcome: InboundOutcome) => void
+/** How a served call ended, and the call. */
+export type InboundEnd = (outcome: InboundOutcome, call: InboundCall) => void
 
 export interface Interceptor {
   outbound?(call: OutboundCall): OutboundResult | void
@@ -62,15 +63,4 @@ export function intercept<C, R>(hooks: readonly ((call: C) => R | void)[], call:
     if (typeof observer === 'function') (seen ??= []).push(observer)
   }
   return seen
-}
-
-/** Tell each observer, never letting one's failure reach the call. */
-export function tell<A extends unknown[]>(observers: readonly ((...args: A) => void)[], ...args: A): void {
-  for (const observe of observers) {
-    try {
-      observe(...args)
-    } catch {
-      // An observer's own failure is not the call's.
-    }
-  }
 }

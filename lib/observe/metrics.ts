@@ -6,8 +6,7 @@
  * (`prometheus()`). Keys are bounded: at most MAX_KEYS methods and peers
  * each; beyond that they are counted under `(other)`.
  */
-import type { InboundCall, InboundEnd, InboundOutcome, Interceptor, OutboundCall, OutboundResult } from './interceptors.js'
-import type { CallResult } from '../calls/results.js'
+import type { InboundCall, InboundEnd, Interceptor, OutboundCall, OutboundResult } from './interceptors.js'
 
 /** Upper bounds of the latency buckets, ms (Prometheus' `le`, in seconds there). */
 export const BUCKETS_MS: readonly number[] = [0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
@@ -70,6 +69,12 @@ class Table {
   }
 }
 
+function started(row: Figures, bytes: number): void {
+  row.calls++
+  row.inflight++
+  row.bytesOut += bytes
+}
+
 function settle(row: Figures, outcome: string, ms: number, bytesIn: number): void {
   row.inflight--
   row.outcomes[outcome] = (row.outcomes[outcome] ?? 0) + 1
@@ -99,27 +104,26 @@ export class Metrics implements Interceptor {
       return
     }
     method.inflight += call.to.length
-    return (result: CallResult, took) => {
-      const outcome = result.ok ? 'OK' : result.error.code
-      settle(method, outcome, took.ms, took.bytes)
-      // The method's outcomes count every peer's result (its calls, each call once); a peer's, its own.
-      settle(this.out.peers.row(result.from), outcome, took.ms, took.bytes)
-    }
+    return this.settled
+  }
+
+  /** One peer's result: the method's outcomes count every peer's result (its calls, each call once); a peer's, its own. */
+  private readonly settled: OutboundResult = (result, ms, bytes, call) => {
+    const outcome = result.ok ? 'OK' : result.error.code
+    settle(this.out.methods.row(call.method), outcome, ms, bytes)
+    settle(this.out.peers.row(result.from), outcome, ms, bytes)
   }
 
   inbound(call: InboundCall): InboundEnd {
-    const method = this.in.methods.row(call.method)
-    const peer = this.in.peers.row(call.from)
-    for (const row of [method, peer]) {
-      row.calls++
-      row.inflight++
-      row.bytesOut += call.bytes
-    }
-    return (outcome: InboundOutcome) => {
-      const code = outcome.ok ? 'OK' : (outcome.code ?? 'ERROR')
-      settle(method, code, outcome.ms, outcome.bytes)
-      settle(peer, code, outcome.ms, outcome.bytes)
-    }
+    started(this.in.methods.row(call.method), call.bytes)
+    started(this.in.peers.row(call.from), call.bytes)
+    return this.ended
+  }
+
+  private readonly ended: InboundEnd = (outcome, call) => {
+    const code = outcome.ok ? 'OK' : (outcome.code ?? 'ERROR')
+    settle(this.in.methods.row(call.method), code, outcome.ms, outcome.bytes)
+    settle(this.in.peers.row(call.from), code, outcome.ms, outcome.bytes)
   }
 
   /** A call refused before any handler ran (NO_SUCH_METHOD, OVERLOADED, BAD_REQUEST): counted, under its method only if it exists. */
