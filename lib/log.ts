@@ -52,13 +52,24 @@ export function lineLogger(write: (line: string) => void = (line) => void proces
   return { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') }
 }
 
-/** A field's value on a line: bare when it is a plain word or number, else as JSON (so a peer's text cannot break the line). */
+/**
+ * A field's value on a line: bare when it is a plain word or number, else
+ * as JSON, at most 200 characters of a string, with every control, line
+ * separator and bidirectional override escaped too, so a peer's text can
+ * neither break the line nor steer a terminal.
+ */
 function shown(value: unknown): string {
   if (typeof value === 'number' || typeof value === 'boolean') return String(value)
-  if (typeof value === 'string' && /^[\w.:/@*+-]+$/.test(value)) return value
+  if (typeof value === 'string' && value.length <= MAX_FIELD && /^[\w.:/@*+-]+$/.test(value)) return value
+  let text: string
   try {
-    return JSON.stringify(value) ?? String(value)
+    text = JSON.stringify(typeof value === 'string' && value.length > MAX_FIELD ? `${value.slice(0, MAX_FIELD)}…` : value) ?? String(value)
   } catch {
     return '"?"'
   }
+  return text.replace(UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
+
+const MAX_FIELD = 200
+/** What JSON leaves as it is but a terminal or a log reader must not see raw: DEL and C1 controls, line and paragraph separators, bidi controls. */
+const UNSAFE = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g

@@ -118,9 +118,13 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   private closed = false
   private readonly waiters = new Set<Waiter>()
   private readonly clock: Clock
-  /** The interceptors' hooks, in the order they were added (empty while none is in use). */
-  private readonly outboundHooks: ((call: OutboundCall) => OutboundResult | void)[] = []
-  private readonly inboundHooks: ((call: InboundCall) => InboundEnd | void)[] = []
+  /**
+   * The interceptors' hooks, in the order they were added (empty while none
+   * is in use). Replaced, never changed in place: hooks that add or remove
+   * interceptors while the hooks run do not disturb that run.
+   */
+  private outboundHooks: readonly ((call: OutboundCall) => OutboundResult | void)[] = []
+  private inboundHooks: readonly ((call: InboundCall) => InboundEnd | void)[] = []
   /** The `metrics` option's counters, if on. */
   private readonly counters: Metrics | undefined
   /** The endpoints this node listens on. */
@@ -174,10 +178,10 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         encode: (value, method) => encodeWithin(value, o.maxMessageSize, `the result of ${method}`),
         caller,
         refused: (peer, method, code, message) => {
-          log?.('info', 'call refused', { peer, method, code, why: message })
+          if (log !== undefined) this.logRefusal(peer, method, code, message)
           if (code !== 'BAD_REPLY' && code !== 'TOO_LARGE') this.counters?.refused(peer, method, code, code !== 'NO_SUCH_METHOD')
         },
-        inbound: this.inboundHooks,
+        inbound: () => this.inboundHooks,
       },
       clock,
     )
@@ -440,7 +444,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     // Already refused for good: say so now, not at the next attempt.
     for (const name of missing) {
       const dial = this.mesh.dialState(name)
-      if (dial?.refusal !== undefined && FINAL_REFUSALS.has(dial.refusal)) {
+      if (dial?.refusal !== undefined && this.refusedForGood(name, dial.refusal)) {
         return Promise.reject(finalRefusal(name, new BilateralError(dial.refusal, dial.failure ?? dial.refusal, { peer: name })))
       }
     }
@@ -454,7 +458,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
           if (names.includes(name)) missing.add(name)
         },
         refused: (name, error) => {
-          if (missing.has(name) && FINAL_REFUSALS.has(error.code)) waiter.settle(finalRefusal(name, error))
+          if (missing.has(name) && this.refusedForGood(name, error.code)) waiter.settle(finalRefusal(name, error))
         },
         settle: (error) => {
           clearTimeout(timer)
@@ -506,11 +510,11 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     }
     const out = outbound?.bind(interceptor)
     const into = inbound?.bind(interceptor)
-    if (out !== undefined) this.outboundHooks.push(out)
-    if (into !== undefined) this.inboundHooks.push(into)
+    if (out !== undefined) this.outboundHooks = [...this.outboundHooks, out]
+    if (into !== undefined) this.inboundHooks = [...this.inboundHooks, into]
     return () => {
-      if (out !== undefined && this.outboundHooks.includes(out)) this.outboundHooks.splice(this.outboundHooks.indexOf(out), 1)
-      if (into !== undefined && this.inboundHooks.includes(into)) this.inboundHooks.splice(this.inboundHooks.indexOf(into), 1)
+      this.outboundHooks = this.outboundHooks.filter((hook) => hook !== out)
+      this.inboundHooks = this.inboundHooks.filter((hook) => hook !== into)
     }
   }
 
@@ -635,7 +639,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         ? undefined
         : to.filter((name) => {
             const dial = this.mesh.linkTo(name) === undefined ? this.mesh.dialState(name) : undefined
-            return dial !== undefined && (dial.refusal === undefined || !FINAL_REFUSALS.has(dial.refusal))
+            return dial !== undefined && (dial.refusal === undefined || !this.refusedForGood(name, dial.refusal))
           })
     if (!prepared.expired && (awaited === undefined ? this.mesh.activeNames().length === 0 : awaited.length > 0)) {
       await this.untilUp(awaited, prepared.timeout, prepared.signals)
@@ -676,7 +680,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         },
         // A waited-for peer refused for good will not come up: stop waiting (it is then NOT_CONNECTED, saying why).
         refused: (name, error) => {
-          if (missing.has(name) && FINAL_REFUSALS.has(error.code)) waiter.settle()
+          if (missing.has(name) && this.refusedForGood(name, error.code)) waiter.settle()
         },
         settle: () => {
           clearTimeout(timer)
@@ -727,7 +731,18 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     const rich = meta === undefined ? plain : [encodeCast(method, meta), body]
     const links = this.targets(to, [])
     if (this.outboundHooks.length > 0) {
-      intercept(this.outboundHooks, { method, to: links.map((l) => l.peer), cast: true, bytes: body.byteLength, options })
+      const call: OutboundCall = { method, to: links.map((l) => l.peer), cast: true, bytes: body.byteLength, options }
+      const observers = intercept(this.outboundHooks, call, refusedOutbound(call))
+      // Every hook let it through: each peer's result is that it was handed over (a cast has no other).
+      for (const observe of observers ?? []) {
+        for (const peer of call.to) {
+          try {
+            observe({ from: peer, ok: true, reply: undefined }, 0, 0, call)
+          } catch {
+            // An observer's own failure is not the cast's.
+          }
+        }
+      }
     }
     for (const link of links) link.post(link.lifecycle ? rich : plain)
     const sent = await Promise.all(links.map((link) => link.whenFlushed()))
@@ -845,7 +860,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     let watch: Watch | undefined
     if (this.outboundHooks.length > 0) {
       const call: OutboundCall = { method, to: names(), cast: false, bytes: body.byteLength, options: prepared.options }
-      const observers = intercept(this.outboundHooks, call)
+      const observers = intercept(this.outboundHooks, call, refusedOutbound(call))
       if (observers !== undefined) watch = { observers, call, began: this.clock.now() }
     }
     // Only stream() lists its targets: call() need not pay for the array.
@@ -920,6 +935,41 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     if (!this.mesh.isDialling(name)) return ' (it is not up, and this node does not connect() to it)'
     const failure = this.mesh.dialState(name)?.failure
     return failure === undefined ? ' yet (connecting; pass waitForPeers: true to wait for it)' : ` (${failure})`
+  }
+
+  /**
+   * Is a refusal with `code` one retrying cannot fix? A HANDSHAKE failure
+   * counts only when two attempts in a row met it: a connection reset during
+   * one handshake is how a wrong key shows, but also how a passing fault does.
+   */
+  private refusedForGood(name: string, code: ErrorCode): boolean {
+    if (!FINAL_REFUSALS.has(code)) return false
+    return code !== 'HANDSHAKE' || (this.mesh.dialState(name)?.refusals ?? 0) >= 2
+  }
+
+  /** The window of refused-call log lines: when it began (clock ms), lines in it, and lines left out. */
+  private readonly refusals = { since: 0, logged: 0, left: 0 }
+
+  /**
+   * Log a refused call, at most 20 a second: a peer sending calls that are
+   * refused must not flood the log. The next line logged says how many were
+   * left out.
+   */
+  private logRefusal(peer: string, method: string, code: ErrorCode, message: string): void {
+    const now = this.clock.now()
+    const w = this.refusals
+    if (now - w.since >= 1000) {
+      w.since = now
+      w.logged = 0
+    }
+    if (w.logged >= 20) {
+      w.left++
+      return
+    }
+    w.logged++
+    const fields = w.left === 0 ? { peer, method, code, why: message } : { peer, method, code, why: message, notLogged: w.left }
+    w.left = 0
+    this.log?.('info', 'call refused', fields)
   }
 
   /** A peer's last state in words, for a TIMEOUT: what its dialling last met, or where it is. */
@@ -1051,6 +1101,27 @@ const FINAL_REFUSALS: ReadonlySet<string> = new Set([
   'LOOPBACK',
   'PROTOCOL',
 ])
+
+/** What outbound observers are told when a later interceptor refuses `call`: each peer's result is that refusal. */
+const refusedOutbound =
+  (call: OutboundCall) =>
+  (observers: readonly OutboundResult[], thrown: unknown): void => {
+    const error =
+      thrown instanceof BilateralError
+        ? thrown
+        : new BilateralError('INVALID_ARGUMENT', `an interceptor refused the call: ${String((thrown as Error)?.message ?? thrown)}`, {
+            cause: thrown,
+          })
+    for (const observe of observers) {
+      for (const peer of call.to) {
+        try {
+          observe({ from: peer, ok: false, error }, 0, 0, call)
+        } catch {
+          // Not the call's failure.
+        }
+      }
+    }
+  }
 
 /** waitForPeers' error for a peer refused for good. */
 function finalRefusal(name: string, error: BilateralError): BilateralError {

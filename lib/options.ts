@@ -219,7 +219,7 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
     maxMetaBytes: options.maxMetaBytes ?? DEFAULT_MAX_META_BYTES,
     forwardMeta: options.forwardMeta ?? DEFAULT_FORWARD_META,
     logger: options.logger ?? (wantsDebug() ? lineLogger() : undefined),
-    introspection: options.introspection ?? {},
+    introspection: options.introspection === undefined ? {} : options.introspection,
     metrics: options.metrics ?? false,
   }
   checkIntrospection(resolved.introspection)

@@ -63,5 +63,6 @@ describe('$node', () => {
       'methods must be a list of Ping, Info, Health, Peers, Stats',
     )
     expect(() => makeNode('y', { introspection: { who: [] } as never })).toThrow('"who" is not an option of introspection')
+    expect(() => makeNode('z', { introspection: null as never })).toThrow('option introspection must be false or { methods?, peers? }')
   })
 })

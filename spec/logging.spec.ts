@@ -5,10 +5,14 @@ import { spawn } from 'node:child_process'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Bilateral, BilateralError } from '../lib/index.js'
 import { generateKeypair } from '../lib/crypto.js'
-import { wantsDebug } from '../lib/log.js'
+import { lineLogger, wantsDebug } from '../lib/log.js'
 import { FAST, closeAll, ensureBuilt, makeNode, pair, within } from './helpers.js'
 
 afterEach(closeAll)
+
+/** Resolves at `node`'s next peer:refused. */
+const refusedOnce = (node: Bilateral): Promise<unknown> =>
+  within(new Promise((resolve) => node.once('peer:refused', resolve)), 5000, 'a refusal')
 
 interface Entry {
   level: string
@@ -105,6 +109,27 @@ describe('the logger option', () => {
   })
 })
 
+describe('what a hostile peer can put in a log', () => {
+  it('a line escapes controls, separators and bidi overrides, and clips long text', () => {
+    let out = ''
+    lineLogger((line) => (out += line)).info({ a: 'x\u009b[31m\u007f', b: 'p\u2028q\u202e', c: 'y'.repeat(300), d: 'plain' }, 'm')
+    expect(out.split('\n').length).toBe(2)
+    expect(out).not.toMatch(/[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/)
+    expect(out).toContain('a="x\\u009b[31m\\u007f"')
+    expect(out).toContain(`c="${'y'.repeat(200)}…"`)
+    expect(out.endsWith(' d=plain\n')).toBe(true)
+  })
+
+  it('refused calls are logged at most 20 a second, and the next line says how many were left out', async () => {
+    const { logger, entries } = recorder()
+    const a = makeNode('a', { logger })
+    const b = makeNode('b')
+    await pair(b, a)
+    await Promise.all(Array.from({ length: 100 }, () => b.call(['a'], 'Nope.Missing')))
+    expect(entries.filter((e) => e.message === 'call refused').length).toBe(20)
+  })
+})
+
 describe('DEBUG=bilateral', () => {
   it('is read as the debug package and Node read it', () => {
     expect(wantsDebug({ DEBUG: 'bilateral' })).toBe(true)
@@ -193,6 +218,26 @@ describe('waitForPeers gives up at once on a refusal retrying cannot fix', () =>
       },
     ],
   ] as const)('%s', (code, setup) => refusedWith(code, setup))
+
+  it('a refusal from a node no longer there is not final: the peer fixed at the same address comes up', async () => {
+    const node = makeNode('a')
+    const wrong = makeNode('b', { network: 'elsewhere' })
+    const endpoint = await wrong.listen('tcp://127.0.0.1:*')
+    node.connect('b', endpoint)
+    await refusedOnce(node)
+    await wrong.close()
+    // Its connection dropped: what refused it is gone with it.
+    await within(
+      (async () => {
+        while (node.peers().find((p) => p.name === 'b')?.state === 'refused') await new Promise((resolve) => setTimeout(resolve, 10))
+      })(),
+      5000,
+      'the drop',
+    )
+    const right = makeNode('b')
+    await right.listen(endpoint)
+    await node.waitForPeers(['b'], { timeout: 10_000 })
+  })
 
   it('a peer that does not answer is waited for until the timeout, which names its last state', async () => {
     const node = makeNode('a')

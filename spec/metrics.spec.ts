@@ -35,6 +35,7 @@ describe('interceptors', () => {
       ['Svc.Echo', true],
       ['Svc.Fail', false],
       ['Svc.Echo', true],
+      ['Svc.Note', true], // a cast's one result a peer: handed over
     ])
     expect(results[0]![2].bytes).toBe(6)
     expect(results.every(([, , took]) => took.ms >= 0)).toBe(true)
@@ -97,6 +98,71 @@ describe('interceptors', () => {
     expect(await a.request('b', 'Svc.Echo', 1)).toBe(1)
     expect(() => a.use({ outbund: () => {} } as never)).toThrow('"outbund" is not an option of use(); did you mean outbound?')
     expect(() => a.use({ outbound: 1 } as never)).toThrow('must be functions')
+  })
+})
+
+describe('interceptors, attacked', () => {
+  it('an async interceptor refuses the call it cannot check in time, either way, and nothing is left unhandled', async () => {
+    const a = makeNode('a', { metrics: true })
+    const b = makeNode('b', { metrics: true })
+    let ran = 0
+    b.register({ Secret: () => (ran++, 'secret') }, 'Svc')
+    await pair(a, b)
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const stop = a.use({ outbound: (async () => {}) as never })
+      await expect(a.request('b', 'Svc.Secret')).rejects.toThrow('an interceptor returned a promise')
+      stop()
+      await new Promise((resolve) => setImmediate(resolve))
+      b.use({
+        inbound: (async () => {
+          throw new Error('forbidden')
+        }) as never,
+      })
+      await expect(a.request('b', 'Svc.Secret')).rejects.toMatchObject({ code: 'REMOTE', remoteName: 'TypeError' })
+      await new Promise((resolve) => setImmediate(resolve))
+      expect(ran).toBe(0)
+      expect(unhandled).toEqual([])
+      // Metrics, which ran before the refusing hook, saw each call end: nothing left in flight.
+      expect(a.metrics().outbound.peers['b']).toMatchObject({ inflight: 0 })
+      expect(a.metrics().outbound.methods['Svc.Secret']!.outcomes).toMatchObject({ INVALID_ARGUMENT: 1 })
+      expect(b.metrics().inbound.methods['Svc.Secret']).toMatchObject({ inflight: 0, outcomes: { REMOTE: 1 } })
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
+  })
+
+  it('casts count one result a peer; a handler that ends after close() is told CLOSED; a hook removing itself skips no other', async () => {
+    const a = makeNode('a', { metrics: true })
+    const b = makeNode('b')
+    const c = makeNode('c')
+    const slow = deferred()
+    b.register({ Note: () => {}, Slow: () => slow.promise }, 'Svc')
+    c.register({ Note: () => {} }, 'Svc')
+    await pair(a, b)
+    await pair(a, c)
+    await a.cast([], 'Svc.Note', null)
+    expect(a.metrics().outbound.methods['Svc.Note']).toMatchObject({ calls: 1, outcomes: { OK: 2 }, inflight: 0 })
+    expect(a.metrics().outbound.peers['b']).toMatchObject({ calls: 1, outcomes: { OK: 1 }, inflight: 0 })
+
+    const order: string[] = []
+    const stopX = a.use({ outbound: () => void (order.push('X'), stopX()) })
+    a.use({ outbound: () => void order.push('Y') })
+    await a.request('b', 'Svc.Note')
+    await a.request('b', 'Svc.Note')
+    expect(order).toEqual(['X', 'Y', 'Y'])
+
+    const ends: InboundOutcome[] = []
+    b.use({ inbound: () => (outcome) => ends.push(outcome) })
+    const pending = a.call(['b'], 'Svc.Slow', null, { timeout: 5000 })
+    await expect.poll(() => b.stats().running).toBe(1)
+    await b.close()
+    slow.resolve()
+    await pending
+    await expect.poll(() => ends.length).toBe(1)
+    expect(ends[0]).toMatchObject({ ok: false, code: 'CLOSED' })
   })
 })
 

@@ -61,8 +61,8 @@ export interface IncomingHost {
   readonly caller: Caller
   /** A call or cast was refused before its handler ran, or its result could not be sent: `code` says why. */
   refused(peer: string, method: string, code: ErrorCode, message: string): void
-  /** The inbound interceptors, in order (the node's own array: empty while none is in use). */
-  readonly inbound: readonly ((call: InboundCall) => InboundEnd | void)[]
+  /** The inbound interceptors now, in order (empty while none is in use). */
+  inbound(): readonly ((call: InboundCall) => InboundEnd | void)[]
 }
 
 /** Why a served call's answer was not sent, counted in stats(). */
@@ -258,11 +258,15 @@ export class IncomingCalls {
     const receivedAt = left === undefined ? 0 : link.state === 'live' ? link.lastHeard : this.clock.now()
     const run = new Running(this.clock, link, id, method, body.length, left === undefined ? undefined : receivedAt + left)
     const ctx = new Context(peer, method, id === undefined, meta, run, this.host.caller)
-    if (this.host.inbound.length > 0) {
+    const hooks = this.host.inbound()
+    if (hooks.length > 0) {
       run.began = this.clock.now()
       try {
         run.seen = { method, from: peer, cast: id === undefined, bytes: body.length, ctx }
-        run.ends = intercept(this.host.inbound, run.seen)
+        run.ends = intercept(hooks, run.seen, (gathered) => {
+          run.ends = [...gathered]
+          this.told(run, false, 'REMOTE', 0)
+        })
       } catch (error) {
         // An interceptor refused it: answered as if its handler had thrown that, and the handler does not run.
         return this.raised(run, ctx, error)
@@ -376,7 +380,10 @@ export class IncomingCalls {
       this.count--
       this.bytes -= run.bytes
     }
-    if (this.closed) return false
+    if (this.closed) {
+      if (run.ends !== undefined) this.told(run, false, 'CLOSED', 0)
+      return false
+    }
     const reason = run.reason?.code
     // A handler that answered at once cannot have outlived its deadline (an expired CALL is never run); only one that answered later is timed.
     if (reason === undefined && (run.expires === undefined || share === undefined || this.clock.now() <= run.expires)) return true

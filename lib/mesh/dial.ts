@@ -67,8 +67,11 @@ export class Dialler {
   since: number
   /** The link of the socket's current session (live when active, retired in standby), if a STAY made one. */
   link: Link | undefined
-  /** The code of the last refusal or failed handshake, until the peer is up again. */
+  /** The code of the last refusal or failed handshake, while no new attempt has begun since. */
   lastRefusal: ErrorCode | undefined
+  /** How many attempts in a row were refused with the same code, and that code. */
+  refusals = 0
+  private streak: ErrorCode | undefined
   /** Why the last attempt failed, for the layer above to report (no connection, a handshake failure, a refusal): a string, cheap to keep current. */
   lastFailure: string | undefined
   /** When the back-off ends (clock ms), in state `backoff`. */
@@ -102,6 +105,7 @@ export class Dialler {
     this.clearTimer()
     this.closePort()
     this.enter('joining')
+    this.lastRefusal = undefined
     try {
       this.port = this.host.open(this.address, this.peer, this.portEvents(this.socket))
     } catch (error) {
@@ -276,6 +280,8 @@ export class Dialler {
     this.attempt = 0
     this.lastFailure = undefined
     this.lastRefusal = undefined
+    this.refusals = 0
+    this.streak = undefined
     // D11: the first TICK is due pingInterval after the STAY (the link was heard then).
     link.lastTick = link.lastHeard
     this.host.up(this, link)
@@ -328,6 +334,8 @@ export class Dialler {
    */
   private onDropped(): void {
     this.challenge = undefined
+    // What refused us came on this connection: the next one may meet another node (the peer fixed, or replaced).
+    this.lastRefusal = undefined
     const link = this.link
     this.link = undefined
     link?.close()
@@ -381,6 +389,8 @@ export class Dialler {
    */
   private fail(error: BilateralError, newSocket = true): void {
     this.lastFailure = error.message
+    this.refusals = this.streak === error.code ? this.refusals + 1 : 1
+    this.streak = error.code
     this.lastRefusal = error.code
     this.host.refused(this.peer, error)
     if (newSocket) return this.resume()
@@ -393,6 +403,8 @@ export class Dialler {
     this.setTimer(wait, () => {
       this.refusedAt = 0
       this.joinQueued = false
+      // A new attempt: what refused the last one may have changed (the peer fixed, another node at its address).
+      this.lastRefusal = undefined
       this.sendJoin()
     })
   }

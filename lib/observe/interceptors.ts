@@ -55,12 +55,39 @@ export interface Interceptor {
   inbound?(call: InboundCall): InboundEnd | void
 }
 
-/** Run `hooks` on `call` in order, gathering what they return; a throw refuses the call (rethrown to the caller of this). */
-export function intercept<C, R>(hooks: readonly ((call: C) => R | void)[], call: C): R[] | undefined {
+/**
+ * Run `hooks` on `call` in order, gathering what they return. A throw
+ * refuses the call: the observers gathered so far are told (`refused`), then
+ * it is rethrown to the caller of this. A hook that returns a promise (an
+ * async interceptor) refuses the call too: it could not refuse it in time,
+ * and letting the call through unchecked would make an async authorisation
+ * check pass everything.
+ */
+export function intercept<C, R>(
+  hooks: readonly ((call: C) => R | void)[],
+  call: C,
+  refused: (gathered: readonly R[], error: unknown) => void,
+): R[] | undefined {
   let seen: R[] | undefined
   for (const hook of hooks) {
-    const observer = hook(call)
+    let observer: R | void
+    try {
+      observer = hook(call)
+      if (isThenable(observer)) {
+        observer.then(undefined, () => {})
+        throw new TypeError(
+          'an interceptor returned a promise: interceptors run synchronously (an async one cannot refuse a call in time), so the call was refused',
+        )
+      }
+    } catch (error) {
+      if (seen !== undefined) refused(seen, error)
+      throw error
+    }
     if (typeof observer === 'function') (seen ??= []).push(observer)
   }
   return seen
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function'
 }

@@ -97,12 +97,9 @@ export class Metrics implements Interceptor {
       const peer = this.out.peers.row(name)
       peer.calls++
       peer.bytesOut += call.bytes
-      if (!call.cast) peer.inflight++
+      peer.inflight++
     }
-    if (call.cast) {
-      method.outcomes['OK'] = (method.outcomes['OK'] ?? 0) + 1
-      return
-    }
+    // A cast's results (one a peer: handed over, or refused) are told at once, like a call's.
     method.inflight += call.to.length
     return this.settled
   }
@@ -159,11 +156,21 @@ export class Metrics implements Interceptor {
         }
       }
     }
-    family('calls_total', 'counter', 'Calls made (direction out) or served (in), by method and by peer, and how they ended.')
+    family(
+      'calls_total',
+      'counter',
+      'Results of calls made (direction out, one a peer) or served (in), by method and by peer, and how they ended.',
+    )
     each((labels, row) => {
       for (const [outcome, n] of Object.entries(row.outcomes))
         lines.push(`${prefix}_calls_total{${labels},outcome="${label(outcome)}"} ${n}`)
     })
+    family(
+      'calls_started_total',
+      'counter',
+      'Calls and casts made (out) or served (in); a call to several peers counts once by method, once for each peer.',
+    )
+    each((labels, row) => lines.push(`${prefix}_calls_started_total{${labels}} ${row.calls}`))
     family('calls_in_flight', 'gauge', 'Calls started and not settled.')
     each((labels, row) => lines.push(`${prefix}_calls_in_flight{${labels}} ${row.inflight}`))
     family('argument_bytes_total', 'counter', 'Encoded arguments sent (out) or received (in).')
