@@ -1,0 +1,183 @@
+// The bilateral command end to end: `bilateral serve` in a child process,
+// every other subcommand run against it as a user would, exit codes and
+// --json output checked.
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { ensureBuilt, within } from './helpers.js'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const CLI = join(ROOT, 'bin', 'bilateral.js')
+const SERVICE = join(ROOT, 'spec', 'fixtures', 'cli-service.mjs')
+const children: ChildProcess[] = []
+let dir: string
+
+interface Ran {
+  code: number
+  stdout: string
+  stderr: string
+}
+
+/** Run `bilateral ...args`; resolves with its exit code and output, whatever the code. */
+function bilateral(...args: string[]): Promise<Ran> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { timeout: 30_000 }, (error, stdout, stderr) => {
+      const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1
+      resolve({ code, stdout, stderr })
+    })
+  })
+}
+
+/** `bilateral serve` in a child; resolves with the endpoint it listens on. */
+async function serve(...args: string[]): Promise<string> {
+  const child = spawn(process.execPath, [CLI, 'serve', SERVICE, '--listen', 'tcp://127.0.0.1:*', ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  children.push(child)
+  const line = await within(
+    new Promise<string>((resolve) => createInterface({ input: child.stdout! }).on('line', (l) => l.startsWith('listening ') && resolve(l))),
+    10_000,
+    'bilateral serve',
+  )
+  return line.slice('listening '.length)
+}
+
+let plain: string
+let open: string
+
+beforeAll(async () => {
+  ensureBuilt()
+  dir = mkdtempSync(join(tmpdir(), 'bilateral-cli-'))
+  ;[plain, open] = await Promise.all([
+    serve('--network', 'cli', '--name', 'svc'),
+    serve('--network', 'cli', '--name', 'ops', '--introspect'),
+  ])
+}, 30_000)
+
+afterAll(() => {
+  for (const child of children) child.kill('SIGTERM')
+  rmSync(dir, { recursive: true, force: true })
+})
+
+describe('bilateral call and cast', () => {
+  it('call prints the result and exits 0; a failed call prints its code and exits 1; --json is parseable', async () => {
+    const ok = await bilateral('call', `svc@${plain}`, 'Arith.SumDiff', '{"A":5,"B":3}', '--network', 'cli')
+    expect(ok).toMatchObject({ code: 0, stdout: 'svc\tok\t{"Sum":8,"Diff":2}\n' })
+    const failed = await bilateral('call', `svc@${plain}`, 'Arith.Fail', '--network', 'cli', '--json')
+    expect(failed.code).toBe(1)
+    expect(JSON.parse(failed.stdout)).toEqual([
+      { from: 'svc', ok: false, error: { code: 'REMOTE', message: 'Error: nope', remoteCode: 'E_NOPE' } },
+    ])
+    const missing = await bilateral('call', `svc@${plain}`, 'Arith.Nope', '--network', 'cli')
+    expect(missing.code).toBe(1)
+    expect(missing.stdout).toMatch(/^svc\tNO_SUCH_METHOD\t/)
+  })
+
+  it('an unreachable or refusing peer exits 1 saying why, in one line', async () => {
+    const wrong = await bilateral('call', `svc@${plain}`, 'Arith.SumDiff', '{}', '--network', 'other')
+    expect(wrong.code).toBe(1)
+    expect(wrong.stderr).toMatch(/^bilateral: cannot reach svc@tcp:\/\/127\.0\.0\.1:\d+: .*NETWORK_MISMATCH.*\n$/)
+    const nobody = await bilateral('call', 'x@tcp://127.0.0.1:1', 'A.B', '--network', 'cli', '--timeout', '300')
+    expect(nobody.code).toBe(1)
+    expect(nobody.stderr.split('\n').filter(Boolean)).toHaveLength(1)
+  })
+
+  it('cast sends and says to whom', async () => {
+    expect(await bilateral('cast', `svc@${plain}`, 'Clock.Now', '--network', 'cli')).toMatchObject({ code: 0, stdout: 'sent to svc\n' })
+  })
+})
+
+describe('bilateral ping, methods, peers, stats', () => {
+  it('ping times round trips', async () => {
+    const ran = await bilateral('ping', `svc@${plain}`, '--network', 'cli', '--count', '2', '--json')
+    expect(ran.code).toBe(0)
+    const { peer, ms } = JSON.parse(ran.stdout) as { peer: string; ms: number[] }
+    expect(peer).toBe('svc')
+    expect(ms).toHaveLength(2)
+    expect(ms.every((t) => t > 0 && t < 10_000)).toBe(true)
+  })
+
+  it('methods lists what the peer lets us call', async () => {
+    const ran = await bilateral('methods', `svc@${plain}`, '--network', 'cli')
+    expect(ran.code).toBe(0)
+    expect(ran.stdout.trim().split('\n')).toEqual(['$node.Ping', '$node.Info', '$node.Health', 'Arith.SumDiff', 'Arith.Fail', 'Clock.Now'])
+  })
+
+  it('peers and stats work where the node serves them, and say why not where it does not', async () => {
+    const peers = await bilateral('peers', `ops@${open}`, '--network', 'cli', '--json', '--name', 'asker')
+    expect(peers.code).toBe(0)
+    expect(JSON.parse(peers.stdout)).toEqual(
+      expect.arrayContaining([expect.objectContaining({ name: 'asker', state: 'up', direction: 'inbound' })]),
+    )
+    const stats = await bilateral('stats', `ops@${open}`, '--network', 'cli', '--json')
+    expect(stats.code).toBe(0)
+    expect(JSON.parse(stats.stdout)).toMatchObject({ pending: 0 })
+    const refused = await bilateral('peers', `svc@${plain}`, '--network', 'cli')
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toBe(
+      `bilateral: svc@${plain}: NO_SUCH_METHOD: it does not serve $node.Peers to us (see its introspection option)\n`,
+    )
+  })
+})
+
+describe('usage', () => {
+  it.each(['call', 'cast', 'ping', 'methods', 'peers', 'stats', 'serve'])(
+    'bilateral %s --help prints its usage and exits 0',
+    async (command) => {
+      const ran = await bilateral(command, '--help')
+      expect(ran.code).toBe(0)
+      expect(ran.stdout).toMatch(new RegExp(`^Usage: bilateral ${command} `))
+    },
+  )
+
+  it.each([
+    [['frob'], 'unknown command "frob"'],
+    [['call', 'svc@tcp://127.0.0.1:1', 'A.B'], '--network NAME is required'],
+    [['call', 'svc', 'A.B', '--network', 'n'], 'peer "svc" must be NAME@ADDRESS'],
+    [['call', 'svc@tcp://127.0.0.1:1', 'A.B', '{nope', '--network', 'n'], 'the arguments must be JSON'],
+    [['call', 'svc@tcp://127.0.0.1:1', 'A.B', '--network', 'n', '--bogus'], "Unknown option '--bogus'"],
+    [['ping', 'svc@tcp://127.0.0.1:1', '--network', 'n', '--timeout', 'soon'], '--timeout takes a number of ms'],
+  ])('bad usage %j exits 2 with one line on stderr', async (args, message) => {
+    const ran = await bilateral(...args)
+    expect(ran.code).toBe(2)
+    expect(ran.stderr.split('\n').filter(Boolean)).toHaveLength(1)
+    expect(ran.stderr).toContain(message)
+    expect(ran.stdout).toBe('')
+  })
+
+  it('bilateral with no command prints the commands', async () => {
+    const ran = await bilateral()
+    expect(ran.code).toBe(0)
+    expect(ran.stdout).toContain('keygen')
+  })
+})
+
+describe('encrypted', () => {
+  it('keygen makes keys; serve and call join encrypted, the peer named by @FILE of its public key', async () => {
+    const server = join(dir, 'server.key')
+    const client = join(dir, 'client.key')
+    expect((await bilateral('keygen', '--out', server)).code).toBe(0)
+    expect((await bilateral('keygen', '--out', client)).code).toBe(0)
+    const endpoint = await serve('--network', 'sealed', '--key', server)
+    const ran = await bilateral(
+      'call',
+      `@${server}.pub@${endpoint}`,
+      'Arith.SumDiff',
+      '{"A":1,"B":1}',
+      '--network',
+      'sealed',
+      '--key',
+      client,
+    )
+    expect(ran.code).toBe(0)
+    expect(ran.stdout).toMatch(/\tok\t\{"Sum":2,"Diff":0\}\n$/)
+    // Without our key, a plaintext dial to an encrypted node fails in the handshake, and says so.
+    const bare = await bilateral('call', `@${server}.pub@${endpoint}`, 'Arith.SumDiff', '{}', '--network', 'sealed', '--timeout', '2000')
+    expect(bare.code).toBe(1)
+    expect(bare.stderr).toContain('cannot reach')
+  })
+})
