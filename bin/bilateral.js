@@ -65,6 +65,23 @@ const COMMANDS = {
     positionals: [1, 1],
     run: (node, peer, _args, o) => show(node, peer, '$node.Stats', o, statLines),
   },
+  watch: {
+    usage: 'bilateral watch PEER [--interval MS] [--for MS]',
+    about:
+      "Print changes in PEER's peers (up, down, refused, ...) as they happen, read from $node.Peers every --interval ms (default 500).",
+    options: { interval: { type: 'string' }, for: { type: 'string' } },
+    positionals: [1, 1],
+    check: (_, o) => (msOf(o.interval, '--interval'), o.for === undefined || msOf(o.for, '--for')),
+    run: watch,
+  },
+  bench: {
+    usage: 'bilateral bench PEER Type.Method [JSON-ARGS] [--count N] [--concurrency C]',
+    about: 'Call a method N times (default 1000), C at a time (default 10), and print the rate and latency.',
+    options: { count: { type: 'string' }, concurrency: { type: 'string' } },
+    positionals: [2, 3],
+    check: ([, , json], o) => (parseJsonArg(json), countOf(o, 1000), wholeOf(o.concurrency, '--concurrency', 10)),
+    run: bench,
+  },
   serve: {
     usage: 'bilateral serve MODULE --listen ADDRESS [--connect PEER]... [--introspect]',
     about: "Serve MODULE's exported classes (made with no arguments) and objects as receivers, until interrupted.",
@@ -248,10 +265,97 @@ async function ping(node, peer, _args, o) {
   return 0
 }
 
-function countOf(o) {
-  const count = o.count === undefined ? 3 : Number(o.count)
-  if (!Number.isInteger(count) || count < 1) throw new Usage('--count takes a whole number')
-  return count
+function countOf(o, otherwise = 3) {
+  return wholeOf(o.count, '--count', otherwise)
+}
+
+function wholeOf(text, flag, otherwise) {
+  const n = text === undefined ? otherwise : Number(text)
+  if (!Number.isInteger(n) || n < 1) throw new Usage(`${flag} takes a whole number`)
+  return n
+}
+
+function msOf(text, flag, otherwise = 500) {
+  const n = text === undefined ? otherwise : Number(text)
+  if (!Number.isInteger(n) || n < 1 || n > 2 ** 31 - 1) throw new Usage(`${flag} takes a number of ms`)
+  return n
+}
+
+async function watch(node, peer, _args, o) {
+  const interval = msOf(o.interval, '--interval')
+  const until = o.for === undefined ? Infinity : performance.now() + msOf(o.for, '--for')
+  let stop = false
+  const end = () => (stop = true)
+  process.once('SIGINT', end)
+  process.once('SIGTERM', end)
+  const known = new Map()
+  while (!stop && performance.now() < until) {
+    let list
+    try {
+      list = await node.request(peer.name, '$node.Peers', null, { timeout: o.timeout })
+    } catch (error) {
+      const why =
+        error.code === 'NO_SUCH_METHOD' ? 'it does not serve $node.Peers to us (see its introspection option)' : firstLine(error.message)
+      throw new Failed(`${peer.shown}: ${error.code}: ${why}`)
+    }
+    const seen = new Set()
+    for (const p of list) {
+      seen.add(p.name)
+      const state = `${p.state}${p.code == null ? '' : ` ${p.code}`}`
+      if (known.get(p.name) === state) continue
+      known.set(p.name, state)
+      print(o, { at: new Date().toISOString(), peer: p.name, state: p.state, code: p.code ?? undefined, why: p.why ?? undefined })
+    }
+    for (const name of [...known.keys()]) {
+      if (seen.has(name)) continue
+      known.delete(name)
+      print(o, { at: new Date().toISOString(), peer: name, state: 'forgotten' })
+    }
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, Math.min(interval, until - performance.now()))))
+  }
+  return 0
+}
+
+function print(o, event) {
+  if (o.json) console.log(JSON.stringify(event))
+  else console.log([event.at, event.peer, event.state, event.code ?? '', event.why ?? ''].join('\t').trimEnd())
+}
+
+async function bench(node, peer, [method, json], o) {
+  const args = parseJsonArg(json)
+  const count = countOf(o, 1000)
+  const concurrency = wholeOf(o.concurrency, '--concurrency', 10)
+  const times = []
+  const failures = new Map()
+  let next = 0
+  const t0 = performance.now()
+  const worker = async () => {
+    while (next < count) {
+      next++
+      const t = performance.now()
+      const [result] = await node.call([peer.name], method, args, { timeout: o.timeout })
+      times.push(performance.now() - t)
+      if (!result.ok) failures.set(result.error.code, (failures.get(result.error.code) ?? 0) + 1)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker))
+  const seconds = (performance.now() - t0) / 1000
+  times.sort((a, b) => a - b)
+  const at = (q) => times[Math.min(times.length - 1, Math.floor(q * times.length))]
+  const report = {
+    calls: count,
+    concurrency,
+    perSecond: Math.round(count / seconds),
+    p50Ms: Number(at(0.5).toFixed(3)),
+    p99Ms: Number(at(0.99).toFixed(3)),
+    failed: Object.fromEntries(failures),
+  }
+  if (o.json) console.log(JSON.stringify(report))
+  else {
+    console.log(`${report.calls} calls, ${concurrency} at a time: ${report.perSecond}/s, p50 ${report.p50Ms} ms, p99 ${report.p99Ms} ms`)
+    for (const [code, n] of failures) console.log(`failed\t${code}\t${n}`)
+  }
+  return failures.size > 0 ? 1 : 0
 }
 
 async function show(node, peer, method, o, lines) {

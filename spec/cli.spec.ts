@@ -124,8 +124,63 @@ describe('bilateral ping, methods, peers, stats', () => {
   })
 })
 
+describe('bilateral watch and bench', () => {
+  it("watch prints each change in the peer's peers as it happens", async () => {
+    const watching = bilateral(
+      'watch',
+      `ops@${open}`,
+      '--network',
+      'cli',
+      '--json',
+      '--interval',
+      '50',
+      '--for',
+      '3000',
+      '--name',
+      'watcher',
+    )
+    // A peer comes and goes while it watches.
+    await new Promise((resolve) => setTimeout(resolve, 600))
+    await bilateral('ping', `ops@${open}`, '--network', 'cli', '--name', 'visitor', '--count', '1')
+    const ran = await watching
+    expect(ran.code).toBe(0)
+    const events = ran.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { peer: string; state: string; code?: string })
+    expect(events).toEqual(expect.arrayContaining([expect.objectContaining({ peer: 'watcher', state: 'up' })]))
+    const visitor = events.filter((e) => e.peer === 'visitor').map((e) => e.state)
+    expect(visitor[0]).toBe('up')
+    expect(visitor).toContain('down')
+  })
+
+  it('bench prints the rate and latency of a method, and exits 1 if calls failed', async () => {
+    const ran = await bilateral(
+      'bench',
+      `svc@${plain}`,
+      'Arith.SumDiff',
+      '{"A":1,"B":2}',
+      '--network',
+      'cli',
+      '--count',
+      '200',
+      '--concurrency',
+      '20',
+      '--json',
+    )
+    expect(ran.code).toBe(0)
+    const report = JSON.parse(ran.stdout) as { calls: number; perSecond: number; p50Ms: number; p99Ms: number; failed: object }
+    expect(report).toMatchObject({ calls: 200, concurrency: 20, failed: {} })
+    expect(report.perSecond).toBeGreaterThan(0)
+    expect(report.p99Ms).toBeGreaterThanOrEqual(report.p50Ms)
+    const failing = await bilateral('bench', `svc@${plain}`, 'Arith.Fail', '--network', 'cli', '--count', '10', '--json')
+    expect(failing.code).toBe(1)
+    expect(JSON.parse(failing.stdout)).toMatchObject({ failed: { REMOTE: 10 } })
+  })
+})
+
 describe('usage', () => {
-  it.each(['call', 'cast', 'ping', 'methods', 'peers', 'stats', 'serve'])(
+  it.each(['call', 'cast', 'ping', 'methods', 'peers', 'stats', 'watch', 'bench', 'serve'])(
     'bilateral %s --help prints its usage and exits 0',
     async (command) => {
       const ran = await bilateral(command, '--help')
