@@ -21,9 +21,9 @@ Common options:
 
 const COMMANDS = {
   call: {
-    usage: 'bilateral call PEER Type.Method [JSON-ARGS] [--meta k=v]... [--until first-ok|N]',
-    about: 'Call a method on PEER and print its result; exit 1 if it failed.',
-    options: { meta: { type: 'string', multiple: true }, until: { type: 'string' } },
+    usage: 'bilateral call PEER Type.Method [JSON-ARGS] [--meta k=v]... [--until first-ok|N] [--stream]',
+    about: 'Call a method on PEER and print its result (--stream: each result as it arrives); exit 1 if it failed.',
+    options: { meta: { type: 'string', multiple: true }, until: { type: 'string' }, stream: { type: 'boolean' } },
     positionals: [2, 3],
     check: ([, , json], o) => (parseJsonArg(json), parseMeta(o.meta), parseUntil(o.until)),
     run: call,
@@ -232,15 +232,22 @@ function parseUntil(text) {
 
 async function call(node, peer, [method, json], o) {
   const args = parseJsonArg(json)
-  const results = await node.call([peer.name], method, args, { timeout: o.timeout, meta: parseMeta(o.meta), until: parseUntil(o.until) })
-  const failed = results.some((r) => !r.ok)
-  if (o.json) {
-    console.log(JSON.stringify(results.map((r) => (r.ok ? r : { from: r.from, ok: false, error: errorJson(r.error) }))))
-  } else {
-    for (const r of results)
-      console.log(r.ok ? `${r.from}\tok\t${JSON.stringify(r.reply)}` : `${r.from}\t${r.error.code}\t${firstLine(r.error.message)}`)
+  const options = { timeout: o.timeout, meta: parseMeta(o.meta), until: parseUntil(o.until) }
+  const asJson = (r) => (r.ok ? r : { from: r.from, ok: false, error: errorJson(r.error) })
+  const line = (r) => (r.ok ? `${r.from}\tok\t${JSON.stringify(r.reply)}` : `${r.from}\t${r.error.code}\t${firstLine(r.error.message)}`)
+  if (o.stream) {
+    // One line a result as it settles (JSON lines with --json).
+    let failed = false
+    for await (const r of node.stream([peer.name], method, args, options)) {
+      failed ||= !r.ok
+      console.log(o.json ? JSON.stringify(asJson(r)) : line(r))
+    }
+    return failed ? 1 : 0
   }
-  return failed ? 1 : 0
+  const results = await node.call([peer.name], method, args, options)
+  if (o.json) console.log(JSON.stringify(results.map(asJson)))
+  else for (const r of results) console.log(line(r))
+  return results.some((r) => !r.ok) ? 1 : 0
 }
 
 async function cast(node, peer, [method, json], o) {
