@@ -20,6 +20,7 @@ import type { Logger, LogLevel } from './log.js'
 import { Metrics, type MetricsSnapshot } from './observe/metrics.js'
 import {
   intercept,
+  report,
   type InboundCall,
   type InboundEnd,
   type Interceptor,
@@ -179,7 +180,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         caller,
         refused: (peer, method, code, message) => {
           if (log !== undefined) this.logRefusal(peer, method, code, message)
-          if (code !== 'BAD_REPLY' && code !== 'TOO_LARGE') this.counters?.refused(peer, method, code, code !== 'NO_SUCH_METHOD')
+          this.counters?.refused(peer, method, code, code !== 'NO_SUCH_METHOD')
         },
         inbound: () => this.inboundHooks,
       },
@@ -632,7 +633,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     sinkOf: (resolve: (value: T) => void, reject: (error: unknown) => void) => CallSink,
   ): Promise<T> {
     if (!Array.isArray(to)) this.targets(to, [])
-    const began = performance.now()
+    const began = this.clock.now()
     // Peers we connect to that are not up, unless already refused for good (they would not come up).
     const awaited =
       to.length === 0
@@ -644,7 +645,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     if (!prepared.expired && (awaited === undefined ? this.mesh.activeNames().length === 0 : awaited.length > 0)) {
       await this.untilUp(awaited, prepared.timeout, prepared.signals)
     }
-    prepared.timeout = Math.max(1, prepared.timeout - (performance.now() - began))
+    prepared.timeout = Math.max(1, prepared.timeout - (this.clock.now() - began))
     const aborted = prepared.signals?.find((signal) => signal.aborted)
     if (aborted !== undefined) {
       // Cancelled while it waited: every peer it named is CANCELLED, as for a call cancelled in flight; nothing is sent.
@@ -683,7 +684,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
           if (missing.has(name) && this.refusedForGood(name, error.code)) waiter.settle()
         },
         settle: () => {
-          clearTimeout(timer)
+          this.clock.clearTimer(timer)
           for (const signal of signals ?? []) signal.removeEventListener('abort', stop)
           this.waiters.delete(waiter)
           resolve()
@@ -692,7 +693,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       if (signals?.some((signal) => signal.aborted) === true) return resolve()
       const stop = (): void => waiter.settle()
       for (const signal of signals ?? []) signal.addEventListener('abort', stop, { once: true })
-      const timer = setTimeout(stop, timeout)
+      const timer = this.clock.setTimer(stop, timeout)
       this.waiters.add(waiter)
     })
   }
@@ -734,15 +735,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       const call: OutboundCall = { method, to: links.map((l) => l.peer), cast: true, bytes: body.byteLength, options }
       const observers = intercept(this.outboundHooks, call, refusedOutbound(call))
       // Every hook let it through: each peer's result is that it was handed over (a cast has no other).
-      for (const observe of observers ?? []) {
-        for (const peer of call.to) {
-          try {
-            observe({ from: peer, ok: true, reply: undefined }, 0, 0, call)
-          } catch {
-            // An observer's own failure is not the cast's.
-          }
-        }
-      }
+      if (observers !== undefined) for (const peer of call.to) report(observers, { from: peer, ok: true, reply: undefined }, 0, 0, call)
     }
     for (const link of links) link.post(link.lifecycle ? rich : plain)
     const sent = await Promise.all(links.map((link) => link.whenFlushed()))
@@ -932,9 +925,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
 
   /** Why a peer is not up, for a message: what its dialling last met, or that we never dialled it. */
   private whyNotUp(name: string): string {
-    if (!this.mesh.isDialling(name)) return ' (it is not up, and this node does not connect() to it)'
-    const failure = this.mesh.dialState(name)?.failure
-    return failure === undefined ? ' yet (connecting; pass waitForPeers: true to wait for it)' : ` (${failure})`
+    const dial = this.mesh.dialState(name)
+    if (dial?.failure === undefined && dial?.state === 'joining') return ' yet (connecting; pass waitForPeers: true to wait for it)'
+    return ` (${this.lastState(name)})`
   }
 
   /**
@@ -1012,7 +1005,6 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
 /** How long listen() retries an address in use, ms. */
 const BIND_RETRY_MS = 500
 
-/** A pending waitForPeers(). */
 /** How many peers that went down (and are not dialled) peers() remembers. */
 const MAX_DOWNS = 256
 
@@ -1053,6 +1045,7 @@ interface Prepared {
   readonly options: CallOptions
 }
 
+/** A pending waitForPeers(), or a call waiting for its peers. */
 interface Waiter {
   up(name: string): void
   down(name: string): void
@@ -1112,15 +1105,7 @@ const refusedOutbound =
         : new BilateralError('INVALID_ARGUMENT', `an interceptor refused the call: ${String((thrown as Error)?.message ?? thrown)}`, {
             cause: thrown,
           })
-    for (const observe of observers) {
-      for (const peer of call.to) {
-        try {
-          observe({ from: peer, ok: false, error }, 0, 0, call)
-        } catch {
-          // Not the call's failure.
-        }
-      }
-    }
+    for (const peer of call.to) report(observers, { from: peer, ok: false, error }, 0, 0, call)
   }
 
 /** waitForPeers' error for a peer refused for good. */

@@ -126,23 +126,16 @@ describe('bilateral ping, methods, peers, stats', () => {
 
 describe('bilateral watch and bench', () => {
   it("watch prints each change in the peer's peers as it happens", async () => {
-    const watching = bilateral(
-      'watch',
-      `ops@${open}`,
-      '--network',
-      'cli',
-      '--json',
-      '--interval',
-      '50',
-      '--for',
-      '3000',
-      '--name',
-      'watcher',
-    )
-    // A peer comes and goes while it watches.
-    await new Promise((resolve) => setTimeout(resolve, 600))
+    const args = ['watch', `ops@${open}`, '--network', 'cli', '--json', '--interval', '50', '--for', '3000', '--name', 'watcher']
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    children.push(child)
+    let stdout = ''
+    const first = new Promise<void>((resolve) => child.stdout!.on('data', (d: Buffer) => ((stdout += d), resolve())))
+    const exited = new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? -1)))
+    // Once it has printed what it sees, a peer comes and goes while it watches.
+    await within(first, 10_000, 'the first line of watch')
     await bilateral('ping', `ops@${open}`, '--network', 'cli', '--name', 'visitor', '--count', '1')
-    const ran = await watching
+    const ran = { code: await within(exited, 10_000, 'watch to end'), stdout }
     expect(ran.code).toBe(0)
     const events = ran.stdout
       .trim()

@@ -231,7 +231,7 @@ describe('mistakes caught where they are made', () => {
     expect(performance.now() - started).toBeLessThan(1000)
     expect(never).toMatchObject({
       ok: false,
-      error: { code: 'NOT_CONNECTED', message: 'zed is not connected (it is not up, and this node does not connect() to it)' },
+      error: { code: 'NOT_CONNECTED', message: 'zed is not connected (not dialled by this node, and it has not dialled us)' },
     })
   })
 

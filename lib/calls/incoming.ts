@@ -38,7 +38,7 @@ import {
   type DataFrame,
 } from '../wire/frames.js'
 import { Context, type CallContext, type Caller, type Served } from './context.js'
-import { intercept, type InboundCall, type InboundEnd, type InboundOutcome } from '../observe/interceptors.js'
+import { intercept, isThenable, type InboundCall, type InboundEnd, type InboundOutcome } from '../observe/interceptors.js'
 import { decodeMeta } from './meta.js'
 import { sameProcess } from './outgoing.js'
 import type { Registry } from './registry.js'
@@ -100,7 +100,7 @@ class Running implements Served {
   /** Whether it has answered (or been dropped): nothing more may happen to it. */
   over = false
   /** What inbound interceptors asked to be told of its end, and when it began (clock ms); undefined with none. */
-  ends: InboundEnd[] | undefined = undefined
+  ends: readonly InboundEnd[] | undefined = undefined
   /** The call as they saw it. */
   seen: InboundCall | undefined = undefined
   began = 0
@@ -264,7 +264,7 @@ export class IncomingCalls {
       try {
         run.seen = { method, from: peer, cast: id === undefined, bytes: body.length, ctx }
         run.ends = intercept(hooks, run.seen, (gathered) => {
-          run.ends = [...gathered]
+          run.ends = gathered
           this.told(run, false, 'REMOTE', 0)
         })
       } catch (error) {
@@ -381,13 +381,13 @@ export class IncomingCalls {
       this.bytes -= run.bytes
     }
     if (this.closed) {
-      if (run.ends !== undefined) this.told(run, false, 'CLOSED', 0)
+      this.told(run, false, 'CLOSED', 0)
       return false
     }
     const reason = run.reason?.code
     // A handler that answered at once cannot have outlived its deadline (an expired CALL is never run); only one that answered later is timed.
     if (reason === undefined && (run.expires === undefined || share === undefined || this.clock.now() <= run.expires)) return true
-    if (run.ends !== undefined) this.told(run, false, reason ?? 'TIMEOUT', 0)
+    this.told(run, false, reason ?? 'TIMEOUT', 0)
     if (run.id === undefined) return reason === undefined
     if (reason === 'CANCELLED') this.unanswered.cancelled++
     else if (reason === 'PEER_DOWN') this.unanswered.dropped++
@@ -397,7 +397,8 @@ export class IncomingCalls {
 
   /** Tell a run's inbound interceptors how it ended. */
   private told(run: Running, ok: boolean, code: string | undefined, bytes: number): void {
-    const ends = run.ends!
+    const ends = run.ends
+    if (ends === undefined) return
     run.ends = undefined
     const outcome: InboundOutcome = { ok, code, ms: this.clock.now() - run.began, bytes }
     for (const end of ends) {
@@ -413,7 +414,7 @@ export class IncomingCalls {
   private succeeded(run: Running, result: unknown): void {
     if (!this.end(run)) return
     if (run.id === undefined) {
-      if (run.ends !== undefined) this.told(run, true, undefined, 0)
+      this.told(run, true, undefined, 0)
       return
     }
     let encoded: Uint8Array
@@ -424,17 +425,17 @@ export class IncomingCalls {
         error instanceof BilateralError
           ? [error.code, error.message]
           : (['BAD_REPLY', `the result of ${run.method} cannot be encoded: ${describe(error).message}`] as const)
-      if (run.ends !== undefined) this.told(run, false, code, 0)
-      return this.refuse(run.link, run.method, run.id, code, message)
+      this.told(run, false, code, 0)
+      return this.fail(run.link, run.method, run.id, code, message)
     }
-    if (run.ends !== undefined) this.told(run, true, undefined, encoded.byteLength)
+    this.told(run, true, undefined, encoded.byteLength)
     this.answer(run.link, [encodeReply(run.id), encoded])
   }
 
   /** A handler threw or rejected: answer a CALL with REMOTE, report a CAST. */
   private raised(run: Running, ctx: CallContext, error: unknown): void {
     if (!this.end(run)) return
-    if (run.ends !== undefined) this.told(run, false, 'REMOTE', 0)
+    this.told(run, false, 'REMOTE', 0)
     const { name, message, code, details, via } = describe(error)
     if (run.id === undefined) {
       this.host.castError(error ?? new BilateralError('REMOTE', message, { peer: run.from }), ctx)
@@ -453,10 +454,15 @@ export class IncomingCalls {
     this.answer(run.link, [frame])
   }
 
-  /** A CALL that cannot be served is answered ERROR `code`; a CAST that cannot is reported (`cast:error`). */
+  /** A call that cannot be served (its handler does not run) is reported to the host, then failed. */
   private refuse(link: Link, method: string, id: number | undefined, code: ErrorCode, message: string, cause?: unknown): void {
+    this.host.refused(link.peer, method, code, message)
+    this.fail(link, method, id, code, message, cause)
+  }
+
+  /** Answer a CALL with ERROR `code`, or report a CAST that failed (`cast:error`). */
+  private fail(link: Link, method: string, id: number | undefined, code: ErrorCode, message: string, cause?: unknown): void {
     const peer = link.peer
-    this.host.refused(peer, method, code, message)
     if (id === undefined) {
       const ctx = new Context(peer, method, true, Object.freeze({}), refusedCall, this.host.caller)
       this.host.castError(cause ?? new BilateralError(code, message, { peer }), ctx)
@@ -552,8 +558,4 @@ function viaOf(path: readonly string[]): Uint8Array | undefined {
   const kept = path.length <= MAX_VIA ? path : [path[0]!, ...path.slice(path.length - MAX_VIA + 1)]
   const body = encodeBody(kept)
   return body.byteLength <= MAX_VIA_BYTES ? body : encodeBody([path[0]!, path[path.length - 1]!].map((p) => p.slice(0, 64)))
-}
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function'
 }

@@ -21,11 +21,11 @@ import { BilateralError, RemoteError, clip, withCallerStack, type ErrorCode } fr
 import type { Link, SendTag, Unsent } from '../mesh/link.js'
 import type { Codec } from '../wire/codec.js'
 import { FrameType, MAX_CODE_LENGTH, MAX_NAME_BYTES, MAX_VIA, PEER_ERROR_CODES, encodeCancel, type Frame } from '../wire/frames.js'
+import type { Policy } from './policy.js'
+import { report, type OutboundCall, type OutboundResult } from '../observe/interceptors.js'
+import type { CallResult, CallSink } from './results.js'
 
 type ErrorFrame = Extract<Frame, { type: FrameType.ERROR }>
-import type { Policy } from './policy.js'
-import type { OutboundCall, OutboundResult } from '../observe/interceptors.js'
-import type { CallResult, CallSink } from './results.js'
 
 /** Longest remote error message kept, characters (a peer may send up to 64 KiB). */
 const MAX_REMOTE_MESSAGE = 16 * 1024
@@ -287,7 +287,7 @@ export class OutgoingCalls {
         name: clip(frame.name, 256),
         message: text,
         code: frame.remoteCode === undefined ? undefined : clip(frame.remoteCode, MAX_CODE_LENGTH),
-        details: this.details(frame.details),
+        details: this.decoded(frame.details),
         via: this.via(frame.via),
       })
     } else if (PEER_ERROR_CODES.has(code)) error = new BilateralError(code as ErrorCode, text, { peer })
@@ -300,8 +300,8 @@ export class OutgoingCalls {
     this.fail(id, peer, error)
   }
 
-  /** A remote error's details, decoded under the body limits; undefined if there are none or they do not decode. */
-  private details(body: Uint8Array | undefined): unknown {
+  /** An ERROR's optional body field (its details, its path), decoded under the body limits; undefined if absent or undecodable. */
+  private decoded(body: Uint8Array | undefined): unknown {
     if (body === undefined) return undefined
     try {
       return this.codec.decodeBody(body)
@@ -312,7 +312,7 @@ export class OutgoingCalls {
 
   /** The peers a remote error came through, from an ERROR's `via`: names only, at most MAX_VIA; else none. */
   private via(body: Uint8Array | undefined): string[] | undefined {
-    const names = this.details(body)
+    const names = this.decoded(body)
     if (!Array.isArray(names) || names.length > MAX_VIA) return undefined
     const name = (n: unknown): boolean => typeof n === 'string' && n.length > 0 && Buffer.byteLength(n) <= MAX_NAME_BYTES
     return names.every(name) ? (names as string[]) : undefined
@@ -374,15 +374,7 @@ export class OutgoingCalls {
 
   /** Tell a call's interceptors of one result, with its time and the reply's size; an observer's throw stays its own. */
   private tell(watch: Watch, result: CallResult): void {
-    const ms = this.clock.now() - watch.began
-    const bytes = result.ok ? this.replyBytes : 0
-    for (const observe of watch.observers) {
-      try {
-        observe(result, ms, bytes, watch.call)
-      } catch {
-        // Not the call's failure.
-      }
-    }
+    report(watch.observers, result, this.clock.now() - watch.began, result.ok ? this.replyBytes : 0, watch.call)
   }
 
   /** Ask the call's `until` whether it is done; if so, cancel the peers left. */

@@ -52,6 +52,19 @@ export interface Identity {
   allows(name: string): boolean
 }
 
+/** A dialler's state as peers() names it: `joining` split by whether it has a connection, or a refused JOIN waits. */
+function shown(dialler: Dialler): PeerSnapshot['state'] {
+  switch (dialler.state) {
+    case 'joining':
+      return dialler.refused ? 'refused' : dialler.connected ? 'joining' : 'connecting'
+    case 'backoff':
+    case 'standby':
+      return dialler.state
+    default:
+      return 'joining'
+  }
+}
+
 /** A peer as the mesh sees it now (times on its clock). */
 export interface PeerSnapshot {
   name: string
@@ -296,18 +309,7 @@ export class Mesh {
       if (live !== undefined) {
         out.push({ name: peer.name, state: 'up', direction: live.direction, address: dialler?.address, since: live.opened, rtt: live.rtt })
       } else if (dialler !== undefined && dialler.state !== 'stopped') {
-        const state: PeerSnapshot['state'] =
-          dialler.state === 'backoff'
-            ? 'backoff'
-            : dialler.state === 'joining'
-              ? dialler.refused
-                ? 'refused'
-                : dialler.connected
-                  ? 'joining'
-                  : 'connecting'
-              : dialler.state === 'standby'
-                ? 'standby'
-                : 'joining'
+        const state = shown(dialler)
         const waiting = state === 'backoff' || state === 'refused'
         out.push({
           name: peer.name,

@@ -16,7 +16,7 @@ export interface OutboundCall {
   readonly method: string
   /** The peers it goes to (every active peer, named). */
   readonly to: readonly string[]
-  /** A cast: no results will come. */
+  /** A cast: its one result a peer is that it was handed over (or refused). */
   readonly cast: boolean
   /** Its encoded arguments, bytes (sent once to each peer). */
   readonly bytes: number
@@ -88,6 +88,18 @@ export function intercept<C, R>(
   return seen
 }
 
-function isThenable(value: unknown): value is PromiseLike<unknown> {
+/** Is `value` a promise or another thenable? */
+export function isThenable(value: unknown): value is PromiseLike<unknown> {
   return value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function'
+}
+
+/** Tell each outbound observer of one peer's result; an observer's throw stays its own, never the call's. */
+export function report(observers: readonly OutboundResult[], result: CallResult, ms: number, bytes: number, call: OutboundCall): void {
+  for (const observe of observers) {
+    try {
+      observe(result, ms, bytes, call)
+    } catch {
+      // Not the call's failure.
+    }
+  }
 }
