@@ -8,8 +8,9 @@ import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Bilateral, publicKeyOf } from '../dist/index.js'
 
-const COMMON = `Peers are written NAME@ADDRESS: alpha@tcp://10.0.0.5:7000, or for an
-encrypted node its public key, KEY@tcp://..., where KEY may be @FILE (a .pub file).
+const COMMON = `Peers are written NAME@ADDRESS: alpha@tcp://10.0.0.5:7000, or on a plaintext
+mesh the ADDRESS alone (the node there says its name); for an encrypted node
+KEY@tcp://..., its public key, where KEY may be @FILE (a .pub file).
 
 Common options:
   --network NAME   the mesh's network name (default: $BILATERAL_NETWORK)
@@ -87,6 +88,12 @@ const COMMANDS = {
     about: "Serve MODULE's exported classes (made with no arguments) and objects as receivers, until interrupted.",
     options: { listen: { type: 'string', multiple: true }, connect: { type: 'string', multiple: true }, introspect: { type: 'boolean' } },
     positionals: [1, 1],
+    // Each --connect is NAME@ADDRESS: a served node redials its peers by name.
+    check: (_, o) => {
+      for (const text of o.connect ?? []) {
+        if (parsePeer(text, o.keypair !== undefined).name === undefined) throw new Usage(`--connect takes NAME@ADDRESS: a served node redials its peers by name, so ${text} needs one`)
+      }
+    },
     run: serve,
     local: true,
   },
@@ -165,9 +172,13 @@ async function main(argv) {
     introspection: false,
   })
   try {
-    node.connect(peer.name, peer.address)
     try {
-      await node.waitForPeers([peer.name], { timeout })
+      if (peer.name === undefined) {
+        peer.name = await node.dial(peer.address, { timeout })
+      } else {
+        node.connect(peer.name, peer.address)
+        await node.waitForPeers([peer.name], { timeout })
+      }
     } catch (error) {
       throw new Failed(`cannot reach ${peer.shown}: ${firstLine(error.message)}`)
     }
@@ -177,10 +188,14 @@ async function main(argv) {
   }
 }
 
-/** NAME@ADDRESS, the name a key literal or @FILE when encrypted. */
+/** NAME@ADDRESS, the name a key literal or @FILE when encrypted; plaintext, ADDRESS alone (its name undefined until dialled). */
 function parsePeer(text, encrypted) {
+  if (/^[a-z]+:\/\/[^@]+$/.test(text)) {
+    if (encrypted) throw new Usage(`an encrypted peer is KEY@ADDRESS (KEY its public key or @FILE), not ${JSON.stringify(text)} alone`)
+    return { name: undefined, address: text, shown: text }
+  }
   const m = /^(.+)@([a-z]+:\/\/.+)$/.exec(text)
-  if (m === null) throw new Usage(`peer ${JSON.stringify(text)} must be NAME@ADDRESS, such as alpha@tcp://127.0.0.1:7000`)
+  if (m === null) throw new Usage(`peer ${JSON.stringify(text)} must be NAME@ADDRESS or ADDRESS, such as alpha@tcp://127.0.0.1:7000`)
   let name = m[1]
   if (name.startsWith('@') && existsSync(name.slice(1))) name = readFileSync(name.slice(1), 'utf8').trim()
   if (encrypted && name.length !== 40)

@@ -411,6 +411,79 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   }
 
   /**
+   * Connect to whichever node listens at `address`, when its name is not
+   * known, and resolve with that name once it is up; from then on it is a
+   * peer as {@link connect} makes one (calls, `disconnect(name)`, redialled
+   * under that name, so a different node at the address is `WRONG_NAME`).
+   * If `address` is dialled already, resolves with that peer's name once up.
+   * Rejects, and stops dialling, with `TIMEOUT` after `options.timeout`
+   * (default `callTimeout`) naming what the last attempt met, at once with a
+   * refusal retrying cannot fix (`NETWORK_MISMATCH`, `HANDSHAKE`, ...), and
+   * with `INVALID_ARGUMENT` on an encrypted node, which dials by key.
+   */
+  dial(address: string, options: WaitOptions = {}): Promise<string> {
+    if (this.closed) return Promise.reject(closedError())
+    let timeout: number
+    try {
+      checkEndpoint(address)
+      checkOptions(options, WAIT_OPTIONS, 'dial()')
+      timeout = options.timeout === undefined ? this.options.callTimeout : checkTimeout(options.timeout)
+      if (this.encrypted) {
+        throw new BilateralError(
+          'INVALID_ARGUMENT',
+          `an encrypted node dials a peer by its public key, which CURVE needs before it connects: connect(key, ${JSON.stringify(address)})`,
+        )
+      }
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    const known = this.mesh.dialledAt(address)
+    if (known !== undefined) return this.waitForPeers([known], { timeout }).then(() => known)
+    return new Promise((resolve, reject) => {
+      let name: string | undefined
+      let ours = true
+      const waiter: Waiter = {
+        up: (peer) => {
+          if (peer === name) waiter.settle()
+        },
+        down: () => {},
+        refused: (peer, error) => {
+          if (peer === (name ?? address) && this.refusedForGood(peer, error.code)) waiter.settle(finalRefusal(peer, error))
+        },
+        settle: (error) => {
+          clearTimeout(timer)
+          this.waiters.delete(waiter)
+          if (error === undefined) return resolve(name!)
+          // The caller has no name to disconnect() with: a dial that failed stops here.
+          if (this.closed) {
+            // close() stops every dial.
+          } else if (name === undefined) this.mesh.stopAddress(address)
+          else if (ours) this.mesh.stop(name)
+          reject(error)
+        },
+      }
+      const timer = setTimeout(() => {
+        const label = name ?? address
+        const what = name === undefined ? `no node answered at ${address}` : `${name} at ${address} is not active`
+        waiter.settle(new BilateralError('TIMEOUT', `${what} after ${timeout} ms (${this.lastState(label)})`, { peer: name }))
+      }, timeout)
+      timer.unref()
+      this.waiters.add(waiter)
+      try {
+        this.mesh.dialAddress(address, (peer, goesOn) => {
+          name = peer
+          ours = goesOn
+          if (this.mesh.linkTo(peer) !== undefined) waiter.settle()
+        })
+      } catch (error) {
+        clearTimeout(timer)
+        this.waiters.delete(waiter)
+        reject(error)
+      }
+    })
+  }
+
+  /**
    * Stop dialling `name`; if the live link to it is the one we dialled, part it
    * (the peer sees PART at once). Pending calls to it fail with `PEER_DOWN`.
    * On an encrypted node, the trust that dialling gave its key ends too: an

@@ -77,6 +77,21 @@ describe('bilateral call and cast', () => {
     expect(missing.stdout).toMatch(/^svc\tNO_SUCH_METHOD\t/)
   })
 
+  it('a plaintext peer may be given by its address alone: the node there says its name', async () => {
+    const ok = await bilateral('call', plain, 'Arith.SumDiff', '{"A":5,"B":3}', '--network', 'cli')
+    expect(ok).toMatchObject({ code: 0, stdout: 'svc\tok\t{"Sum":8,"Diff":2}\n' })
+    const nobody = await bilateral('call', 'tcp://127.0.0.1:1', 'A.B', '--network', 'cli', '--timeout', '300')
+    expect(nobody.code).toBe(1)
+    expect(nobody.stderr).toMatch(/^bilateral: cannot reach tcp:\/\/127\.0\.0\.1:1: no node answered at tcp:\/\/127\.0\.0\.1:1 after 300 ms \(.+\)\n$/)
+    const wrong = await bilateral('call', plain, 'Arith.SumDiff', '{}', '--network', 'other')
+    expect(wrong.code).toBe(1)
+    expect(wrong.stderr).toMatch(/NETWORK_MISMATCH/)
+    // A served node redials its peers by name, so it needs one.
+    const serve = await bilateral('serve', 'x.mjs', '--connect', plain, '--network', 'cli')
+    expect(serve.code).toBe(2)
+    expect(serve.stderr).toMatch(/^bilateral: --connect takes NAME@ADDRESS/)
+  })
+
   it('an unreachable or refusing peer exits 1 saying why, in one line', async () => {
     const wrong = await bilateral('call', `svc@${plain}`, 'Arith.SumDiff', '{}', '--network', 'other')
     expect(wrong.code).toBe(1)

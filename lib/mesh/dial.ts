@@ -36,10 +36,15 @@ export interface DialHost {
   readonly timing: { readonly joinInterval: number; readonly reconnectMin: number; readonly reconnectMax: number }
   /** A new socket to `address` (throws if none can be made). */
   open(address: string, peer: string, events: DealerEvents): DialPort
-  /** The JOIN to send to `peer`: with a static proof, or (encrypted) one answering `challenge`; undefined while no proof can be made yet. */
-  join(peer: string, challenge: Uint8Array | undefined): Uint8Array | undefined
-  /** Does the STAY come from the node we dialled, on our network? The refusal's code and message, or undefined. */
-  checkStay(peer: string, address: string, stay: Stay): { code: ErrorCode; message: string } | undefined
+  /**
+   * The JOIN to send to `peer` (undefined: a dial by address alone, whose JOIN names no target): with a static proof, or
+   * (encrypted) one answering `challenge`; undefined while no proof can be made yet.
+   */
+  join(peer: string | undefined, challenge: Uint8Array | undefined): Uint8Array | undefined
+  /** Does the STAY come from the node we dialled (`peer`; undefined: any node but us), on our network? The refusal's code and message, or undefined. */
+  checkStay(peer: string | undefined, address: string, stay: Stay): { code: ErrorCode; message: string } | undefined
+  /** A dial by address alone learnt its peer's name from a STAY: false if it is not to go on (the peer is dialled under that name already). */
+  named(dialler: Dialler, name: string): boolean
   /** A link for a STAY on our socket. */
   makeLink(peer: string, stay: Stay, write: (parts: Uint8Array[]) => Promise<Delivery>): Link
   /** Our link is up (STAY accepted); the host decides whether it serves the peer. */
@@ -87,10 +92,16 @@ export class Dialler {
   private refusedAt = 0
   private readonly codec = new Codec()
 
+  /**
+   * `peer`: the name we dial, or, for a dial by address alone (`named`
+   * false), the address until the first STAY names the peer; from then on
+   * it dials that name.
+   */
   constructor(
     private readonly host: DialHost,
-    readonly peer: string,
+    public peer: string,
     readonly address: string,
+    private named = true,
   ) {
     this.since = host.clock.now()
   }
@@ -250,7 +261,7 @@ export class Dialler {
   /** D4–D6, D20: a STAY on our socket. */
   private onStay(stay: Stay): void {
     if (this.state !== 'joining' && this.state !== 'standby') return
-    const refusal = this.host.checkStay(this.peer, this.address, stay)
+    const refusal = this.host.checkStay(this.named ? this.peer : undefined, this.address, stay)
     if (refusal !== undefined) {
       void this.port?.send([encodePart(refusal.code, refusal.message)])
       const error = new BilateralError(refusal.code, refusal.message, { peer: this.peer })
@@ -261,6 +272,16 @@ export class Dialler {
         this.host.refused(this.peer, error)
       }
       return
+    }
+    if (!this.named) {
+      if (!this.host.named(this, stay.name)) {
+        // Dialled under its name already: that dial serves it; this one leaves.
+        void this.port?.send([encodePart(Part.CLOSE, 'already connected to you')])
+        this.stop()
+        return
+      }
+      this.peer = stay.name
+      this.named = true
     }
     const port = this.port!
     const link = this.host.makeLink(this.peer, stay, (parts) => port.send(parts))
@@ -361,7 +382,7 @@ export class Dialler {
     if (this.state !== 'joining') return
     this.setTimer(this.host.timing.joinInterval, () => this.sendJoin())
     if (this.joinQueued && this.port?.connected !== true) return
-    const join = this.host.join(this.peer, this.challenge)
+    const join = this.host.join(this.named ? this.peer : undefined, this.challenge)
     if (join === undefined) return // No proof yet: joinNow() sends it when there is one.
     this.joinQueued = true
     void this.port?.send([join])

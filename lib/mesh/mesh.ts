@@ -52,6 +52,22 @@ export interface Identity {
   allows(name: string): boolean
 }
 
+/** A peer being dialled, as peers() shows it. */
+function dialling(name: string, dialler: Dialler): PeerSnapshot {
+  const state = shown(dialler)
+  const waiting = state === 'backoff' || state === 'refused'
+  return {
+    name,
+    state,
+    direction: 'outbound',
+    address: dialler.address,
+    since: dialler.since,
+    retryAt: waiting ? dialler.retryAt : undefined,
+    failure: dialler.lastFailure,
+    refusal: dialler.lastRefusal,
+  }
+}
+
 /** A dialler's state as peers() names it: `joining` split by whether it has a connection, or a refused JOIN waits. */
 function shown(dialler: Dialler): PeerSnapshot['state'] {
   switch (dialler.state) {
@@ -159,8 +175,17 @@ interface Peer {
   live: Link | undefined
 }
 
+/** A dial by address alone, until its first STAY names the peer (plaintext only: an encrypted dial needs the peer's key). */
+interface Unnamed {
+  readonly dialler: Dialler
+  /** Told the name once a STAY gives it, and whether this dial goes on under it (false: a dial of that name serves it). */
+  readonly named: (name: string, goesOn: boolean) => void
+}
+
 export class Mesh {
   private readonly peers = new Map<string, Peer>()
+  /** Dials by address alone, by address, until named. */
+  private readonly unnamed = new Map<string, Unnamed>()
   private readonly router: RouterPort
   private readonly acceptor: Acceptor
   private readonly admission: Admission
@@ -256,6 +281,57 @@ export class Mesh {
     this.release ??= this.clock.hold()
   }
 
+  /**
+   * Dial whichever node listens at `address` (plaintext): its JOIN names no
+   * target, and the first STAY names the peer. `named` is told that name;
+   * from then on it is the dial of that name, as {@link dial} makes, unless
+   * that name is dialled already (that dial serves it, and this one leaves).
+   * Throws SOCKET when no socket can be made, ALREADY_CONNECTED if this
+   * address is being dialled so already.
+   */
+  dialAddress(address: string, named: (name: string, goesOn: boolean) => void): void {
+    if (this.unnamed.has(address)) throw new BilateralError('ALREADY_CONNECTED', `already dialling ${address}`)
+    const dialler = new Dialler(this.dialHost, address, address, false)
+    dialler.start(true)
+    this.unnamed.set(address, { dialler, named })
+    this.release ??= this.clock.hold()
+  }
+
+  /** Stop a dial by address alone that has not learnt its peer's name. */
+  stopAddress(address: string): void {
+    const entry = this.unnamed.get(address)
+    if (entry === undefined) return
+    this.unnamed.delete(address)
+    entry.dialler.stop()
+    this.releaseIfIdle()
+  }
+
+  /** The name of the peer we dial at `address` (by name, or by address once named), if any. */
+  dialledAt(address: string): string | undefined {
+    for (const peer of this.peers.values()) if (peer.dialler?.address === address && peer.dialler.state !== 'stopped') return peer.name
+    return undefined
+  }
+
+  /** A dial by address alone got its first STAY: it dials that name from now on, unless it is dialled already. */
+  private nameDial(dialler: Dialler, name: string): boolean {
+    const entry = this.unnamed.get(dialler.address)
+    if (entry?.dialler !== dialler) return false
+    this.unnamed.delete(dialler.address)
+    const peer = this.peer(name)
+    const goesOn = peer.dialler === undefined
+    if (goesOn) peer.dialler = dialler
+    else this.releaseIfIdle()
+    entry.named(name, goesOn)
+    return goesOn
+  }
+
+  /** Let the process exit once we dial no one. */
+  private releaseIfIdle(): void {
+    if (this.unnamed.size > 0 || [...this.peers.values()].some((p) => p.dialler !== undefined)) return
+    this.release?.()
+    this.release = undefined
+  }
+
   /** Is `name` something we dial? */
   isDialling(name: string): boolean {
     return this.peers.get(name)?.dialler !== undefined
@@ -263,7 +339,7 @@ export class Mesh {
 
   /** Our dialler's state for `name`, and why its last attempt failed. */
   dialState(name: string): { state: DialState; failure: string | undefined; refusal: ErrorCode | undefined; refusals: number } | undefined {
-    const d = this.peers.get(name)?.dialler
+    const d = this.peers.get(name)?.dialler ?? this.unnamed.get(name)?.dialler
     return d === undefined ? undefined : { state: d.state, failure: d.lastFailure, refusal: d.lastRefusal, refusals: d.refusals }
   }
 
@@ -278,10 +354,7 @@ export class Mesh {
     peer.dialler = undefined
     dialler.stop()
     if (wasLive) this.lost(link, 'DISCONNECT')
-    if (![...this.peers.values()].some((p) => p.dialler !== undefined)) {
-      this.release?.()
-      this.release = undefined
-    }
+    this.releaseIfIdle()
     // The key was admitted because we dialled it: an inbound link of it may not be allowed any more.
     if (this.identity !== undefined) for (const l of [...this.acceptor.links()]) if (l.peer === name) this.recheck(l)
     this.forgetIfUnused(peer)
@@ -301,28 +374,16 @@ export class Mesh {
     return out
   }
 
-  /** Every peer known (up, dialled, or being dialled) and where it stands; clock ms. */
+  /** Every peer known (up, dialled, or being dialled; a dial by address alone under its address until named) and where it stands; clock ms. */
   snapshot(): PeerSnapshot[] {
     const out: PeerSnapshot[] = []
     for (const peer of this.peers.values()) {
       const { live, dialler } = peer
       if (live !== undefined) {
         out.push({ name: peer.name, state: 'up', direction: live.direction, address: dialler?.address, since: live.opened, rtt: live.rtt })
-      } else if (dialler !== undefined && dialler.state !== 'stopped') {
-        const state = shown(dialler)
-        const waiting = state === 'backoff' || state === 'refused'
-        out.push({
-          name: peer.name,
-          state,
-          direction: 'outbound',
-          address: dialler.address,
-          since: dialler.since,
-          retryAt: waiting ? dialler.retryAt : undefined,
-          failure: dialler.lastFailure,
-          refusal: dialler.lastRefusal,
-        })
-      }
+      } else if (dialler !== undefined && dialler.state !== 'stopped') out.push(dialling(peer.name, dialler))
     }
+    for (const { dialler } of this.unnamed.values()) out.push(dialling(dialler.address, dialler))
     return out
   }
 
@@ -348,6 +409,8 @@ export class Mesh {
       }
       peer.dialler?.stop()
     }
+    for (const { dialler } of this.unnamed.values()) dialler.stop()
+    this.unnamed.clear()
     this.peers.clear()
     this.acceptor.close()
     this.router.close()
@@ -476,26 +539,30 @@ export class Mesh {
         }
         return new DealerPort(address, this.identity === undefined ? undefined : peer, this.settings, events)
       },
-      join: (peer: string, challenge: Uint8Array | undefined): Uint8Array | undefined =>
+      join: (peer: string | undefined, challenge: Uint8Array | undefined): Uint8Array | undefined =>
         this.identity?.pending() !== undefined
           ? undefined
           : encodeJoin({
               network: this.options.network,
               name: this.options.name,
-              proof: this.identity?.proof(peer, challenge),
+              // An encrypted node dials by key only, so its peer is named.
+              proof: peer === undefined ? undefined : this.identity?.proof(peer, challenge),
               target: peer,
               maxPart: this.maxPart,
               incarnation: this.limits.incarnation,
               window: this.limits.window,
               callTimeout: this.announcedCallTimeout,
             }),
-      checkStay: (peer: string, address: string, stay: Stay): { code: ErrorCode; message: string } | undefined => {
-        if (stay.name !== peer)
+      checkStay: (peer: string | undefined, address: string, stay: Stay): { code: ErrorCode; message: string } | undefined => {
+        if (peer !== undefined && stay.name !== peer)
           return { code: 'WRONG_NAME', message: `expected ${peer} at ${address}, found ${JSON.stringify(clip(stay.name, 64))}` }
+        if (peer === undefined && (stay.name.length === 0 || Buffer.byteLength(stay.name) > 255))
+          return { code: 'WRONG_NAME', message: `the node at ${address} gave a name of ${Buffer.byteLength(stay.name)} bytes (1 to 255 allowed)` }
         if (stay.network !== this.options.network)
           return { code: 'NETWORK_MISMATCH', message: `network ${JSON.stringify(clip(stay.network, 64))} is not ours` }
         return undefined
       },
+      named: (dialler, name) => this.nameDial(dialler, name),
       makeLink: (peer, stay, write) => this.makeLink(peer, 'outbound', stay, write),
       up: (_dialler, link) => this.up(link),
       lost: (link, reason) => this.lost(link, reason),

@@ -1,0 +1,103 @@
+// dial(address): connecting to a node by its address alone, its name learnt
+// from its STAY. Real nodes on loopback.
+import { afterEach, describe, expect, it } from 'vitest'
+import { BilateralError, generateKeypair } from '../lib/index.js'
+import { closeAll, makeNode, nextEvent } from './helpers.js'
+
+afterEach(closeAll)
+
+const arith = { SumDiff: (a: { A: number; B: number }) => ({ S: a.A + a.B, D: a.A - a.B }) }
+
+describe('dial(address)', () => {
+  it('resolves with the name of the node listening there, which is then a peer like any other', async () => {
+    const a = makeNode('a')
+    const b = makeNode('b')
+    b.register(arith, 'Arith')
+    const endpoint = await b.listen('tcp://127.0.0.1:*')
+    expect(await a.dial(endpoint, { timeout: 5000 })).toBe('b')
+    expect(a.links()).toEqual([{ peer: 'b', direction: 'outbound' }])
+    expect(a.peers()).toEqual([expect.objectContaining({ name: 'b', state: 'up', direction: 'outbound', address: endpoint })])
+    expect(await a.request('b', 'Arith.SumDiff', { A: 5, B: 3 })).toEqual({ S: 8, D: 2 })
+    // Dialling the same address again gives the same peer, not a second dial.
+    expect(await a.dial(endpoint, { timeout: 5000 })).toBe('b')
+    const down = nextEvent(b, 'peer:down')
+    await a.disconnect('b')
+    expect((await down)[0]).toBe('a')
+  })
+
+  it('an address dialled under its name already resolves with that name', async () => {
+    const a = makeNode('a')
+    const b = makeNode('b')
+    const endpoint = await b.listen('tcp://127.0.0.1:*')
+    a.connect('b', endpoint)
+    expect(await a.dial(endpoint, { timeout: 5000 })).toBe('b')
+    expect(a.peers().map((p) => p.name)).toEqual(['b'])
+  })
+
+  it('shows the dial under its address until named, and gives up after its timeout naming what it met, dialling no more', async () => {
+    const a = makeNode('a')
+    const dialled = a.dial('tcp://127.0.0.1:1', { timeout: 400 })
+    expect(a.peers()).toEqual([expect.objectContaining({ name: 'tcp://127.0.0.1:1', direction: 'outbound', address: 'tcp://127.0.0.1:1' })])
+    const error = await dialled.then(
+      () => expect.fail('dial should reject'),
+      (e: unknown) => e as BilateralError,
+    )
+    expect(error).toBeInstanceOf(BilateralError)
+    expect(error.code).toBe('TIMEOUT')
+    expect(error.message).toMatch(/^no node answered at tcp:\/\/127\.0\.0\.1:1 after 400 ms \(.+\)$/)
+    expect(a.peers()).toEqual([])
+    expect(a.stats().peers).toBe(0)
+  })
+
+  it('a refusal retrying cannot fix rejects at once, and the dial stops', async () => {
+    const a = makeNode('a')
+    const other = makeNode('other', { network: 'elsewhere' })
+    const endpoint = await other.listen('tcp://127.0.0.1:*')
+    const started = performance.now()
+    await expect(a.dial(endpoint, { timeout: 20_000 })).rejects.toMatchObject({ code: 'NETWORK_MISMATCH' })
+    expect(performance.now() - started).toBeLessThan(5000)
+    expect(a.peers()).toEqual([])
+  })
+
+  it('once named it redials that name: another node at the address is WRONG_NAME', async () => {
+    const a = makeNode('a')
+    const b = makeNode('b')
+    const endpoint = await b.listen('tcp://127.0.0.1:*')
+    expect(await a.dial(endpoint, { timeout: 5000 })).toBe('b')
+    const down = nextEvent(a, 'peer:down')
+    await b.close()
+    await down
+    const refused = nextEvent<[string, BilateralError]>(a, 'peer:refused', 10_000)
+    const impostor = makeNode('c')
+    await impostor.listen(endpoint)
+    const [peer, error] = await refused
+    expect(peer).toBe('b')
+    expect(error.code).toBe('WRONG_NAME')
+  })
+
+  it('two nodes dialling each other, one by address alone, agree on one link that carries calls both ways', async () => {
+    const a = makeNode('a')
+    const b = makeNode('b')
+    a.register(arith, 'Arith')
+    b.register(arith, 'Arith')
+    const [ea, eb] = await Promise.all([a.listen('tcp://127.0.0.1:*'), b.listen('tcp://127.0.0.1:*')])
+    b.connect('a', ea)
+    expect(await a.dial(eb, { timeout: 5000 })).toBe('b')
+    await b.waitForPeers(['a'], { timeout: 5000 })
+    expect(await a.request('b', 'Arith.SumDiff', { A: 2, B: 1 })).toEqual({ S: 3, D: 1 })
+    expect(await b.request('a', 'Arith.SumDiff', { A: 2, B: 1 })).toEqual({ S: 3, D: 1 })
+    expect(a.activeConnections()).toEqual(['b'])
+    expect(b.activeConnections()).toEqual(['a'])
+  })
+
+  it('refuses what it cannot do: an encrypted node (CURVE needs the key first), an address without tcp://, an unknown option', async () => {
+    const keys = await generateKeypair()
+    const e = makeNode(keys.publicKey, { keypair: keys, name: undefined })
+    await expect(e.dial('tcp://127.0.0.1:1')).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('connect(key,') })
+    const a = makeNode('a')
+    await expect(a.dial('127.0.0.1:7000')).rejects.toThrow(/tcp:\/\//)
+    // @ts-expect-error a misspelt option
+    await expect(a.dial('tcp://127.0.0.1:1', { timout: 5 })).rejects.toThrow(/timeout/)
+    expect(a.peers()).toEqual([])
+  })
+})
