@@ -91,7 +91,8 @@ const COMMANDS = {
     // Each --connect is NAME@ADDRESS: a served node redials its peers by name.
     check: (_, o) => {
       for (const text of o.connect ?? []) {
-        if (parsePeer(text, o.keypair !== undefined).name === undefined) throw new Usage(`--connect takes NAME@ADDRESS: a served node redials its peers by name, so ${text} needs one`)
+        if (parsePeer(text, o.keypair !== undefined).name === undefined)
+          throw new Usage(`--connect takes NAME@ADDRESS: a served node redials its peers by name, so ${text} needs one`)
       }
     },
     run: serve,

@@ -16,7 +16,9 @@ it('the benchmark runs in tiny mode and reports every scenario against its floor
     const out = join(dir, 'results.json')
     const script = new URL('../bench/run.mjs', import.meta.url).pathname
     const { stdout } = await run(process.execPath, [script, '--tiny', '--out', out], { timeout: 60_000 })
-    const { rows } = JSON.parse(readFileSync(out, 'utf8')) as { rows: { scenario: string; unit: string; bilateral: number; floor?: number }[] }
+    const { rows } = JSON.parse(readFileSync(out, 'utf8')) as {
+      rows: { scenario: string; unit: string; bilateral: number; floor?: number }[]
+    }
     const scenarios = new Set(rows.map((r) => r.scenario.replace(/ \(.*?\)/, '')))
     for (const expected of [
       'call, dialler → listener, sequential',

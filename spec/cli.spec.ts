@@ -82,7 +82,9 @@ describe('bilateral call and cast', () => {
     expect(ok).toMatchObject({ code: 0, stdout: 'svc\tok\t{"Sum":8,"Diff":2}\n' })
     const nobody = await bilateral('call', 'tcp://127.0.0.1:1', 'A.B', '--network', 'cli', '--timeout', '300')
     expect(nobody.code).toBe(1)
-    expect(nobody.stderr).toMatch(/^bilateral: cannot reach tcp:\/\/127\.0\.0\.1:1: no node answered at tcp:\/\/127\.0\.0\.1:1 after 300 ms \(.+\)\n$/)
+    expect(nobody.stderr).toMatch(
+      /^bilateral: cannot reach tcp:\/\/127\.0\.0\.1:1: no node answered at tcp:\/\/127\.0\.0\.1:1 after 300 ms \(.+\)\n$/,
+    )
     const wrong = await bilateral('call', plain, 'Arith.SumDiff', '{}', '--network', 'other')
     expect(wrong.code).toBe(1)
     expect(wrong.stderr).toMatch(/NETWORK_MISMATCH/)

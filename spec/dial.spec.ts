@@ -93,7 +93,10 @@ describe('dial(address)', () => {
   it('refuses what it cannot do: an encrypted node (CURVE needs the key first), an address without tcp://, an unknown option', async () => {
     const keys = await generateKeypair()
     const e = makeNode(keys.publicKey, { keypair: keys, name: undefined })
-    await expect(e.dial('tcp://127.0.0.1:1')).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('connect(key,') })
+    await expect(e.dial('tcp://127.0.0.1:1')).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      message: expect.stringContaining('connect(key,'),
+    })
     const a = makeNode('a')
     await expect(a.dial('127.0.0.1:7000')).rejects.toThrow(/tcp:\/\//)
     // @ts-expect-error a misspelt option

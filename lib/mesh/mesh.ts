@@ -557,7 +557,10 @@ export class Mesh {
         if (peer !== undefined && stay.name !== peer)
           return { code: 'WRONG_NAME', message: `expected ${peer} at ${address}, found ${JSON.stringify(clip(stay.name, 64))}` }
         if (peer === undefined && (stay.name.length === 0 || Buffer.byteLength(stay.name) > 255))
-          return { code: 'WRONG_NAME', message: `the node at ${address} gave a name of ${Buffer.byteLength(stay.name)} bytes (1 to 255 allowed)` }
+          return {
+            code: 'WRONG_NAME',
+            message: `the node at ${address} gave a name of ${Buffer.byteLength(stay.name)} bytes (1 to 255 allowed)`,
+          }
         if (stay.network !== this.options.network)
           return { code: 'NETWORK_MISMATCH', message: `network ${JSON.stringify(clip(stay.network, 64))} is not ours` }
         return undefined
