@@ -131,7 +131,10 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   /** The endpoints this node listens on. */
   private readonly endpoints: string[] = []
   /** Peers that went down and are not dialled, most recent last: what peers() shows of them (at most MAX_DOWNS). */
-  private readonly downs = new Map<string, { reason: DownReason; at: number }>()
+  private readonly downs = new Map<
+    string,
+    { reason: DownReason; at: number; direction: 'outbound' | 'inbound'; address: string | undefined }
+  >()
   /** Where this node logs, if anywhere (the `logger` option, or DEBUG=bilateral). */
   private readonly log: ReturnType<typeof logTo>
   /** The metadata keys a handler's onward calls carry over. */
@@ -199,7 +202,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
           for (const waiter of [...this.waiters]) waiter.up(peer)
           this.emit('peer:up', peer)
         },
-        down: (peer, reason) => {
+        down: (peer, reason, link) => {
           // A peer that left, restarted or lost its connection will not answer; one that stalled (TIMEOUT) might yet.
           // The handlers running for it are aborted for the same reasons: their answers have no one to go to.
           if (reason !== 'TIMEOUT' && reason !== 'CLOSED') {
@@ -208,7 +211,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
           }
           log?.(reason === 'PART' || reason === 'CLOSED' || reason === 'DISCONNECT' ? 'info' : 'warn', 'peer down', { peer, reason })
           this.downs.delete(peer)
-          this.downs.set(peer, { reason, at: this.clock.now() })
+          this.downs.set(peer, { reason, at: this.clock.now(), direction: link.direction, address: link.address })
           if (this.downs.size > MAX_DOWNS) this.downs.delete(this.downs.keys().next().value!)
           for (const waiter of this.waiters) waiter.down(peer)
           this.emit('peer:down', peer, reason)
@@ -645,8 +648,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       out.push({
         name,
         state: 'down',
-        direction: 'inbound',
-        address: undefined,
+        direction: down.direction,
+        address: down.address,
         since: Math.round(down.at + offset),
         retryAt: undefined,
         why,

@@ -69,4 +69,14 @@ describe('peers()', () => {
     expect(['connecting', 'joining', 'backoff']).toContain(redial.state)
     expect(redial.code === 'PART' || redial.why !== undefined).toBe(true)
   })
+
+  it('a peer we dialled and then disconnected is down, outbound, at the address we dialled', async () => {
+    const a = makeNode('a')
+    const b = makeNode('b')
+    const endpoint = await pair(a, b)
+    await a.disconnect('b')
+    expect(a.peers()).toEqual([
+      expect.objectContaining({ name: 'b', state: 'down', direction: 'outbound', address: endpoint, code: 'DISCONNECT' }),
+    ])
+  })
 })

@@ -45,8 +45,8 @@ export interface DialHost {
   checkStay(peer: string | undefined, address: string, stay: Stay): { code: ErrorCode; message: string } | undefined
   /** A dial by address alone learnt its peer's name from a STAY: false if it is not to go on (the peer is dialled under that name already). */
   named(dialler: Dialler, name: string): boolean
-  /** A link for a STAY on our socket. */
-  makeLink(peer: string, stay: Stay, write: (parts: Uint8Array[]) => Promise<Delivery>): Link
+  /** A link for a STAY on our socket to `address`. */
+  makeLink(peer: string, address: string, stay: Stay, write: (parts: Uint8Array[]) => Promise<Delivery>): Link
   /** Our link is up (STAY accepted); the host decides whether it serves the peer. */
   up(dialler: Dialler, link: Link): void
   /** Our live link is gone. */
@@ -284,7 +284,7 @@ export class Dialler {
       this.named = true
     }
     const port = this.port!
-    const link = this.host.makeLink(this.peer, stay, (parts) => port.send(parts))
+    const link = this.host.makeLink(this.peer, this.address, stay, (parts) => port.send(parts))
     this.link?.close()
     this.link = link
     if (this.state === 'standby') {

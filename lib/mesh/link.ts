@@ -102,6 +102,8 @@ export class Link {
     private readonly write: Writer,
     private readonly options: LinkOptions,
     now: number,
+    /** The address we dialled, for a link of ours (an inbound one's is not known). */
+    readonly address?: string,
   ) {
     this.lastHeard = now
     this.opened = now

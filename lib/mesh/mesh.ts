@@ -122,7 +122,8 @@ export type DownReason =
 /** What the mesh tells the node above it. */
 export interface MeshEvents {
   up(peer: string, link: Link): void
-  down(peer: string, reason: DownReason): void
+  /** `peer` is down; `link` is the one that served it. */
+  down(peer: string, reason: DownReason, link: Link): void
   refused(peer: string, error: BilateralError): void
   data(link: Link, frame: DataFrame): void
   dropped(error: BilateralError): void
@@ -405,7 +406,7 @@ export class Mesh {
       if (link !== undefined) {
         void link.send([part])
         peer.live = undefined
-        this.events.down(peer.name, 'CLOSED')
+        this.events.down(peer.name, 'CLOSED', link)
       }
       peer.dialler?.stop()
     }
@@ -461,7 +462,7 @@ export class Mesh {
     const peer = this.peers.get(link.peer)
     if (peer === undefined || peer.live !== link) return
     peer.live = undefined
-    this.events.down(peer.name, reason)
+    this.events.down(peer.name, reason, link)
     // D24: our dialler standing by takes over.
     const dialler = peer.dialler
     if (!this.closed && dialler !== undefined && link.direction === 'inbound' && dialler.state === 'standby') dialler.resume()
@@ -515,8 +516,9 @@ export class Mesh {
     direction: 'outbound' | 'inbound',
     hello: Join | Stay,
     write: (parts: Uint8Array[]) => Promise<Delivery>,
+    address?: string,
   ): Link {
-    const link = new Link(peer, direction, hello, write, this.linkOptions, this.clock.now())
+    const link = new Link(peer, direction, hello, write, this.linkOptions, this.clock.now(), address)
     if (link.tickEvery !== undefined) this.liveness.tickAtLeastEvery(link.tickEvery)
     // Pack only for a peer that announced it reads packed parts, and never beyond what either side accepts.
     link.packUpTo(Math.min(hello.maxPart ?? 0, this.options.maxMessageSize))
@@ -566,7 +568,7 @@ export class Mesh {
         return undefined
       },
       named: (dialler, name) => this.nameDial(dialler, name),
-      makeLink: (peer, stay, write) => this.makeLink(peer, 'outbound', stay, write),
+      makeLink: (peer, address, stay, write) => this.makeLink(peer, 'outbound', stay, write, address),
       up: (_dialler, link) => this.up(link),
       lost: (link, reason) => this.lost(link, reason),
       served: (peer) => {
@@ -626,7 +628,7 @@ export class Mesh {
         if (peer?.live === link) {
           // A17: it no longer serves the peer; it stays open a moment for stragglers.
           peer.live = undefined
-          this.events.down(peer.name, 'PART')
+          this.events.down(peer.name, 'PART', link)
           if (!this.closed && peer.dialler?.state === 'standby') peer.dialler.resume()
         }
       },
