@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events'
 import { systemClock, type Clock } from './clock.js'
-import { OutgoingCalls, abortMessage, type Watch } from './calls/outgoing.js'
+import { OutgoingCalls, abortMessage } from './calls/outgoing.js'
 import { IncomingCalls, encodeWithin } from './calls/incoming.js'
 import { Registry, toPredicate, type RegisterOptions } from './calls/registry.js'
 import { Context, type CallContext, type CallOptions, type Caller, type CastOptions } from './calls/context.js'
@@ -19,7 +19,7 @@ import { describeValue, unknownOption } from './misuse.js'
 import type { Logger, LogLevel } from './log.js'
 import { Metrics, type MetricsSnapshot } from './observe/metrics.js'
 import {
-  intercept,
+  Chain,
   report,
   type InboundCall,
   type InboundEnd,
@@ -124,8 +124,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * is in use). Replaced, never changed in place: hooks that add or remove
    * interceptors while the hooks run do not disturb that run.
    */
-  private outboundHooks: readonly ((call: OutboundCall) => OutboundResult | void)[] = []
-  private inboundHooks: readonly ((call: InboundCall) => InboundEnd | void)[] = []
+  private readonly outboundHooks = new Chain<OutboundCall, OutboundResult>()
+  private readonly inboundHooks = new Chain<InboundCall, InboundEnd>()
   /** The `metrics` option's counters, if on. */
   private readonly counters: Metrics | undefined
   /** The endpoints this node listens on. */
@@ -185,7 +185,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
           if (log !== undefined) this.logRefusal(peer, method, code, message)
           this.counters?.refused(peer, method, code, code !== 'NO_SUCH_METHOD')
         },
-        inbound: () => this.inboundHooks,
+        inbound: this.inboundHooks,
       },
       clock,
     )
@@ -587,11 +587,11 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     }
     const out = outbound?.bind(interceptor)
     const into = inbound?.bind(interceptor)
-    if (out !== undefined) this.outboundHooks = [...this.outboundHooks, out]
-    if (into !== undefined) this.inboundHooks = [...this.inboundHooks, into]
+    const removeOut = out === undefined ? undefined : this.outboundHooks.add(out)
+    const removeIn = into === undefined ? undefined : this.inboundHooks.add(into)
     return () => {
-      this.outboundHooks = this.outboundHooks.filter((hook) => hook !== out)
-      this.inboundHooks = this.inboundHooks.filter((hook) => hook !== into)
+      removeOut?.()
+      removeIn?.()
     }
   }
 
@@ -809,7 +809,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     const links = this.targets(to, [])
     if (this.outboundHooks.length > 0) {
       const call: OutboundCall = { method, to: links.map((l) => l.peer), cast: true, bytes: body.byteLength, options }
-      const observers = intercept(this.outboundHooks, call, refusedOutbound(call))
+      const observers = this.outboundHooks.run(call, refusedOutbound, call)
       // Every hook let it through: each peer's result is that it was handed over (a cast has no other).
       if (observers !== undefined) for (const peer of call.to) report(observers, { from: peer, ok: true, reply: undefined }, 0, 0, call)
     }
@@ -926,15 +926,15 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       return out
     }
     // Interceptors first: one may refuse the call (its throw is the caller's error), before anything is in the table.
-    let watch: Watch | undefined
+    let observers: readonly OutboundResult[] | undefined
+    let intercepted: OutboundCall | undefined
     if (this.outboundHooks.length > 0) {
-      const call: OutboundCall = { method, to: names(), cast: false, bytes: body.byteLength, options: prepared.options }
-      const observers = intercept(this.outboundHooks, call, refusedOutbound(call))
-      if (observers !== undefined) watch = { observers, call, began: this.clock.now() }
+      intercepted = { method, to: names(), cast: false, bytes: body.byteLength, options: prepared.options }
+      observers = this.outboundHooks.run(intercepted, refusedOutbound, intercepted)
     }
     // Only stream() lists its targets: call() need not pay for the array.
     const sink = sinkFor(names)
-    const started = this.outgoing.start(links, { method, timeout, early, site, sink, policy, signals, watch })
+    const started = this.outgoing.start(links, { method, timeout, early, site, sink, policy, signals, observers, intercepted })
     if (started === undefined) return undefined
     const plain = [encodeCall(started.id, method), body]
     // A peer of this release is told the time left unless it is what our JOIN/STAY announced; a peer of an earlier release reads neither field.
@@ -1172,17 +1172,15 @@ const FINAL_REFUSALS: ReadonlySet<string> = new Set([
 ])
 
 /** What outbound observers are told when a later interceptor refuses `call`: each peer's result is that refusal. */
-const refusedOutbound =
-  (call: OutboundCall) =>
-  (observers: readonly OutboundResult[], thrown: unknown): void => {
-    const error =
-      thrown instanceof BilateralError
-        ? thrown
-        : new BilateralError('INVALID_ARGUMENT', `an interceptor refused the call: ${String((thrown as Error)?.message ?? thrown)}`, {
-            cause: thrown,
-          })
-    for (const peer of call.to) report(observers, { from: peer, ok: false, error }, 0, 0, call)
-  }
+function refusedOutbound(call: OutboundCall, observers: readonly OutboundResult[], thrown: unknown): void {
+  const error =
+    thrown instanceof BilateralError
+      ? thrown
+      : new BilateralError('INVALID_ARGUMENT', `an interceptor refused the call: ${String((thrown as Error)?.message ?? thrown)}`, {
+          cause: thrown,
+        })
+  for (const peer of call.to) report(observers, { from: peer, ok: false, error }, 0, 0, call)
+}
 
 /** waitForPeers' error for a peer refused for good. */
 function finalRefusal(name: string, error: BilateralError): BilateralError {

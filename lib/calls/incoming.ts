@@ -38,7 +38,7 @@ import {
   type DataFrame,
 } from '../wire/frames.js'
 import { Context, type CallContext, type Caller, type Served } from './context.js'
-import { intercept, isThenable, type InboundCall, type InboundEnd, type InboundOutcome } from '../observe/interceptors.js'
+import { isThenable, type Chain, type InboundCall, type InboundEnd, type InboundOutcome } from '../observe/interceptors.js'
 import { decodeMeta } from './meta.js'
 import { sameProcess } from './outgoing.js'
 import type { Registry } from './registry.js'
@@ -61,8 +61,8 @@ export interface IncomingHost {
   readonly caller: Caller
   /** A call or cast was refused before its handler ran, or its result could not be sent: `code` says why. */
   refused(peer: string, method: string, code: ErrorCode, message: string): void
-  /** The inbound interceptors now, in order (empty while none is in use). */
-  inbound(): readonly ((call: InboundCall) => InboundEnd | void)[]
+  /** The inbound interceptors, in order (empty while none is in use). */
+  readonly inbound: Chain<InboundCall, InboundEnd>
 }
 
 /** Why a served call's answer was not sent, counted in stats(). */
@@ -258,15 +258,13 @@ export class IncomingCalls {
     const receivedAt = left === undefined ? 0 : link.state === 'live' ? link.lastHeard : this.clock.now()
     const run = new Running(this.clock, link, id, method, body.length, left === undefined ? undefined : receivedAt + left)
     const ctx = new Context(peer, method, id === undefined, meta, run, this.host.caller)
-    const hooks = this.host.inbound()
+    const hooks = this.host.inbound
     if (hooks.length > 0) {
-      run.began = this.clock.now()
+      // From its arrival, as its deadline is: on a live link, the reading taken as its message came.
+      run.began = link.state === 'live' ? link.lastHeard : this.clock.now()
       try {
         run.seen = { method, from: peer, cast: id === undefined, bytes: body.length, ctx }
-        run.ends = intercept(hooks, run.seen, (gathered) => {
-          run.ends = gathered
-          this.told(run, false, 'REMOTE', 0)
-        })
+        run.ends = hooks.run(run.seen, this.refusedBy, run)
       } catch (error) {
         // An interceptor refused it: answered as if its handler had thrown that, and the handler does not run.
         return this.raised(run, ctx, error)
@@ -393,6 +391,12 @@ export class IncomingCalls {
     else if (reason === 'PEER_DOWN') this.unanswered.dropped++
     else this.unanswered.late++
     return false
+  }
+
+  /** A later interceptor refused `run`: the observers gathered before it are told it failed. */
+  private readonly refusedBy = (run: Running, gathered: readonly InboundEnd[]): void => {
+    run.ends = gathered
+    this.told(run, false, 'REMOTE', 0)
   }
 
   /** Tell a run's inbound interceptors how it ended. */

@@ -43,15 +43,10 @@ export interface CallPlan {
   readonly policy?: Policy
   /** Aborting any of them cancels the call. */
   readonly signals?: readonly AbortSignal[]
-  /** Interceptors to tell of each result (undefined, the common case, costs one check a result). */
-  readonly watch?: Watch | undefined
-}
-
-/** Who is told of a call's results: outbound interceptors' observers, the call they saw, and when it began (clock ms). */
-export interface Watch {
-  readonly observers: readonly OutboundResult[]
-  readonly call: OutboundCall
-  readonly began: number
+  /** Outbound interceptors' observers, told of each result (undefined, the common case, costs one check a result). */
+  readonly observers?: readonly OutboundResult[] | undefined
+  /** The call as those interceptors saw it (given with `observers`). */
+  readonly intercepted?: OutboundCall | undefined
 }
 
 /** One outstanding call: which peers it still waits for, on which links. */
@@ -77,8 +72,10 @@ class Call implements SendTag {
   signals: readonly AbortSignal[] | undefined
   /** The timer queue it waits in. */
   queue: Queue | undefined
-  /** Interceptors to tell of each result. */
-  watch: Watch | undefined = undefined
+  /** Interceptors' observers to tell of each result, the call they saw, and when it began (clock ms). */
+  observers: readonly OutboundResult[] | undefined = undefined
+  intercepted: OutboundCall | undefined = undefined
+  began = 0
 
   constructor(
     private readonly table: OutgoingCalls,
@@ -198,7 +195,7 @@ export class OutgoingCalls {
     const { sink, early } = plan
     if (targets.length === 0) {
       for (const result of early) {
-        if (plan.watch !== undefined) this.tell(plan.watch, result)
+        if (plan.observers !== undefined) report(plan.observers, result, 0, 0, plan.intercepted!)
         sink.result(result)
       }
       let failure: unknown
@@ -212,9 +209,14 @@ export class OutgoingCalls {
       return undefined
     }
     const id = this.allocateId()
-    const deadline = this.clock.now() + plan.timeout
+    const now = this.clock.now()
+    const deadline = now + plan.timeout
     const call = new Call(this, id, deadline, sink, plan.policy, plan.site, plan.method)
-    call.watch = plan.watch
+    if (plan.observers !== undefined) {
+      call.observers = plan.observers
+      call.intercepted = plan.intercepted
+      call.began = now
+    }
     if (targets.length === 1) {
       call.onePeer = targets[0]!.peer
       call.oneLink = targets[0]
@@ -254,10 +256,10 @@ export class OutgoingCalls {
     if (call !== undefined) this.cancel(call, why)
   }
 
-  /** A REPLY on `link` to call `id`. */
   /** The encoded size of the reply being settled, for the interceptors told of it. */
-  replyBytes = 0
+  private replyBytes = 0
 
+  /** A REPLY on `link` to call `id`. */
   reply(link: Link, id: number, body: Uint8Array): void {
     const call = this.answerable(link, id)
     if (call === undefined) return
@@ -270,9 +272,10 @@ export class OutgoingCalls {
         id,
         link.peer,
         new BilateralError('BAD_REPLY', `undecodable reply from ${link.peer}`, { peer: link.peer, cause: error }),
+        arrival(link),
       )
     }
-    this.settle(call, link.peer, { from: link.peer, ok: true, reply: value })
+    this.settle(call, link.peer, { from: link.peer, ok: true, reply: value }, arrival(link))
   }
 
   /** An ERROR on `link` for its call. Only the codes a peer may send are taken as such. */
@@ -297,7 +300,7 @@ export class OutgoingCalls {
         `${peer} answered with error code ${JSON.stringify(clip(code, MAX_CODE_LENGTH))}, which peers may not send: ${text}`,
         { peer },
       )
-    this.fail(id, peer, error)
+    this.fail(id, peer, error, arrival(link))
   }
 
   /** An ERROR's optional body field (its details, its path), decoded under the body limits; undefined if absent or undecodable. */
@@ -319,10 +322,10 @@ export class OutgoingCalls {
   }
 
   /** An error entry for `peer` in call `id`. */
-  fail(id: number, peer: string, error: BilateralError): void {
+  fail(id: number, peer: string, error: BilateralError, at?: number): void {
     const call = this.calls.get(id)
     if (call === undefined) return
-    this.settle(call, peer, { from: peer, ok: false, error: withCallerStack(error, call.site) })
+    this.settle(call, peer, { from: peer, ok: false, error: withCallerStack(error, call.site) }, at)
   }
 
   /** Fail every call that waits for `peer` (for example, it left). */
@@ -354,27 +357,25 @@ export class OutgoingCalls {
     return call
   }
 
-  private settle(call: Call, peer: string, result: CallResult): void {
+  /** `at`: when the message that settles it arrived (clock ms), if known, for its interceptors. */
+  private settle(call: Call, peer: string, result: CallResult, at?: number): void {
     if (!call.take(peer)) return
     const n = (this.perPeer.get(peer) ?? 1) - 1
     if (n === 0) this.perPeer.delete(peer)
     else this.perPeer.set(peer, n)
-    this.record(call, result)
+    this.record(call, result, at)
     if (call.done) this.finish(call)
     else if (call.policy !== undefined && !call.stopping) this.check(call)
   }
 
   /** A result reaches the sink and the tally. */
-  private record(call: Call, result: CallResult): void {
+  private record(call: Call, result: CallResult, at?: number): void {
     if (result.ok) call.ok++
     call.seen?.push(result)
-    if (call.watch !== undefined) this.tell(call.watch, result)
+    if (call.observers !== undefined) {
+      report(call.observers, result, (at ?? this.clock.now()) - call.began, result.ok ? this.replyBytes : 0, call.intercepted!)
+    }
     call.sink.result(result)
-  }
-
-  /** Tell a call's interceptors of one result, with its time and the reply's size; an observer's throw stays its own. */
-  private tell(watch: Watch, result: CallResult): void {
-    report(watch.observers, result, this.clock.now() - watch.began, result.ok ? this.replyBytes : 0, watch.call)
   }
 
   /** Ask the call's `until` whether it is done; if so, cancel the peers left. */
@@ -520,6 +521,9 @@ export function sameProcess(a: Link, b: Link, assume: boolean): boolean {
   if (a.incarnation === undefined || b.incarnation === undefined) return assume && a.incarnation === b.incarnation
   return Buffer.compare(a.incarnation, b.incarnation) === 0
 }
+
+/** When `link`'s last message arrived, clock ms: a live link's last-heard time; undefined otherwise (the clock is read then). */
+const arrival = (link: Link): number | undefined => (link.state === 'live' ? link.lastHeard : undefined)
 
 /** Why a signal aborted, for the CANCELLED entries it leaves: its reason's message, or the reason itself. */
 export function abortMessage(signal: AbortSignal): string {

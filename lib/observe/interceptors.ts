@@ -56,36 +56,70 @@ export interface Interceptor {
 }
 
 /**
- * Run `hooks` on `call` in order, gathering what they return. A throw
- * refuses the call: the observers gathered so far are told (`refused`), then
- * it is rethrown to the caller of this. A hook that returns a promise (an
- * async interceptor) refuses the call too: it could not refuse it in time,
- * and letting the call through unchecked would make an async authorisation
- * check pass everything.
+ * The interceptors of one direction, in the order added. `run` runs them on
+ * a call, gathering the observers they return. The gathered list is reused
+ * from one call to the next while the hooks return the same observers (as
+ * the metrics do), so a call pays for no array of its own; a list handed
+ * out is never changed.
  */
-export function intercept<C, R>(
-  hooks: readonly ((call: C) => R | void)[],
-  call: C,
-  refused: (gathered: readonly R[], error: unknown) => void,
-): R[] | undefined {
-  let seen: R[] | undefined
-  for (const hook of hooks) {
-    let observer: R | void
-    try {
-      observer = hook(call)
-      if (isThenable(observer)) {
-        observer.then(undefined, () => {})
-        throw new TypeError(
-          'an interceptor returned a promise: interceptors run synchronously (an async one cannot refuse a call in time), so the call was refused',
-        )
-      }
-    } catch (error) {
-      if (seen !== undefined) refused(seen, error)
-      throw error
-    }
-    if (typeof observer === 'function') (seen ??= []).push(observer)
+export class Chain<C, R> {
+  private hooks: readonly ((call: C) => R | void)[] = []
+  /** What the last run gathered. */
+  private last: readonly R[] = []
+
+  get length(): number {
+    return this.hooks.length
   }
-  return seen
+
+  /** Add `hook`; returns a function that removes it. */
+  add(hook: (call: C) => R | void): () => void {
+    this.hooks = [...this.hooks, hook]
+    return () => {
+      this.hooks = this.hooks.filter((h) => h !== hook)
+    }
+  }
+
+  /**
+   * Run the hooks on `call` in order and return the observers they gave
+   * (undefined if none did). A throw refuses the call: the observers
+   * gathered so far are told (`refused(context, gathered, error)`), then it
+   * is rethrown to the caller of this. A hook that returns a promise (an
+   * async interceptor) refuses the call too: it could not refuse it in
+   * time, and letting the call through unchecked would make an async
+   * authorisation check pass everything.
+   */
+  run<X>(call: C, refused: (context: X, gathered: readonly R[], error: unknown) => void, context: X): readonly R[] | undefined {
+    const last = this.last
+    // Observers gathered: the first n of `last` while they match it, then `fresh`.
+    let n = 0
+    let fresh: R[] | undefined
+    for (const hook of this.hooks) {
+      let observer: R | void
+      try {
+        observer = hook(call)
+        if (isThenable(observer)) {
+          observer.then(undefined, () => {})
+          throw new TypeError(
+            'an interceptor returned a promise: interceptors run synchronously (an async one cannot refuse a call in time), so the call was refused',
+          )
+        }
+      } catch (error) {
+        const gathered = fresh ?? last.slice(0, n)
+        if (gathered.length > 0) refused(context, gathered, error)
+        throw error
+      }
+      if (typeof observer !== 'function') continue
+      if (fresh === undefined && last[n] === observer) n++
+      else (fresh ??= last.slice(0, n)).push(observer)
+    }
+    if (fresh === undefined) {
+      if (n === 0) return undefined
+      if (n === last.length) return last
+      fresh = last.slice(0, n)
+    }
+    this.last = fresh
+    return fresh
+  }
 }
 
 /** Is `value` a promise or another thenable? */
