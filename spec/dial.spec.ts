@@ -1,7 +1,9 @@
 // dial(address): connecting to a node by its address alone, its name learnt
 // from its STAY. Real nodes on loopback.
 import { afterEach, describe, expect, it } from 'vitest'
+import { Router } from 'zeromq'
 import { BilateralError, generateKeypair } from '../lib/index.js'
+import { encodeStay } from '../lib/wire/frames.js'
 import { closeAll, makeNode, nextEvent } from './helpers.js'
 
 afterEach(closeAll)
@@ -102,5 +104,26 @@ describe('dial(address)', () => {
     // @ts-expect-error a misspelt option
     await expect(a.dial('tcp://127.0.0.1:1', { timout: 5 })).rejects.toThrow(/timeout/)
     expect(a.peers()).toEqual([])
+  })
+
+  it.each([
+    ['our own name', 'a'],
+    ['an empty name', ''],
+    ['a name of 256 bytes', 'x'.repeat(256)],
+  ])('a listener answering with %s is refused, and the dial stops', async (_, name) => {
+    const router = new Router({ linger: 0 })
+    await router.bind('tcp://127.0.0.1:*')
+    void (async () => {
+      for await (const [id] of router)
+        await router.send([id!, encodeStay({ network: 'test', name, incarnation: new Uint8Array(16).fill(7) })])
+    })().catch(() => {})
+    try {
+      const a = makeNode('a', { network: 'test' })
+      await expect(a.dial(router.lastEndpoint!, { timeout: 10_000 })).rejects.toMatchObject({ code: 'WRONG_NAME' })
+      expect(a.peers()).toEqual([])
+      expect(a.activeConnections()).toEqual([])
+    } finally {
+      router.close()
+    }
   })
 })

@@ -558,6 +558,9 @@ export class Mesh {
       checkStay: (peer: string | undefined, address: string, stay: Stay): { code: ErrorCode; message: string } | undefined => {
         if (peer !== undefined && stay.name !== peer)
           return { code: 'WRONG_NAME', message: `expected ${peer} at ${address}, found ${JSON.stringify(clip(stay.name, 64))}` }
+        // A listener of ours would have refused our JOIN (LOOPBACK); one that answers under our name is not one.
+        if (peer === undefined && stay.name === this.options.name)
+          return { code: 'WRONG_NAME', message: `the node at ${address} answered under our own name` }
         if (peer === undefined && (stay.name.length === 0 || Buffer.byteLength(stay.name) > 255))
           return {
             code: 'WRONG_NAME',
