@@ -38,9 +38,16 @@ export interface MetricsSnapshot {
   inbound: { methods: Record<string, Figures>; peers: Record<string, Figures> }
 }
 
-const fresh = (): Figures => ({
+/** A row as it is counted: successes apart from the errors by code, so the common outcome is one increment. */
+interface Row extends Omit<Figures, 'outcomes'> {
+  ok: number
+  errors: Record<string, number>
+}
+
+const fresh = (): Row => ({
   calls: 0,
-  outcomes: {},
+  ok: 0,
+  errors: {},
   inflight: 0,
   bytesOut: 0,
   bytesIn: 0,
@@ -48,9 +55,14 @@ const fresh = (): Figures => ({
   totalMs: 0,
 })
 
+/** A row's outcomes as {@link Figures} gives them: `OK` first, then each error code. */
+function outcomesOf(row: Row): Record<string, number> {
+  return row.ok > 0 ? { OK: row.ok, ...row.errors } : { ...row.errors }
+}
+
 class Table {
-  private readonly rows = new Map<string, Figures>()
-  row(key: string): Figures {
+  private readonly rows = new Map<string, Row>()
+  row(key: string): Row {
     let row = this.rows.get(key)
     if (row === undefined) {
       if (this.rows.size >= MAX_KEYS) key = OTHER
@@ -61,23 +73,28 @@ class Table {
   }
   snapshot(): Record<string, Figures> {
     const out: Record<string, Figures> = {}
-    for (const [key, row] of this.rows) out[key] = { ...row, outcomes: { ...row.outcomes }, buckets: [...row.buckets] }
+    for (const [key, row] of this.rows) {
+      const { calls, inflight, bytesOut, bytesIn, buckets, totalMs } = row
+      out[key] = { calls, outcomes: outcomesOf(row), inflight, bytesOut, bytesIn, buckets: [...buckets], totalMs }
+    }
     return out
   }
-  entries(): IterableIterator<[string, Figures]> {
+  entries(): IterableIterator<[string, Row]> {
     return this.rows.entries()
   }
 }
 
-function started(row: Figures, bytes: number): void {
+function started(row: Row, bytes: number): void {
   row.calls++
   row.inflight++
   row.bytesOut += bytes
 }
 
-function settle(row: Figures, outcome: string, ms: number, bytesIn: number): void {
+/** Count one settled call: `code` undefined for a success. */
+function settle(row: Row, code: string | undefined, ms: number, bytesIn: number): void {
   row.inflight--
-  row.outcomes[outcome] = (row.outcomes[outcome] ?? 0) + 1
+  if (code === undefined) row.ok++
+  else row.errors[code] = (row.errors[code] ?? 0) + 1
   row.bytesIn += bytesIn
   row.totalMs += ms
   let i = 0
@@ -106,9 +123,9 @@ export class Metrics implements Interceptor {
 
   /** One peer's result: the method's outcomes count every peer's result (its calls, each call once); a peer's, its own. */
   private readonly settled: OutboundResult = (result, ms, bytes, call) => {
-    const outcome = result.ok ? 'OK' : result.error.code
-    settle(this.out.methods.row(call.method), outcome, ms, bytes)
-    settle(this.out.peers.row(result.from), outcome, ms, bytes)
+    const code = result.ok ? undefined : result.error.code
+    settle(this.out.methods.row(call.method), code, ms, bytes)
+    settle(this.out.peers.row(result.from), code, ms, bytes)
   }
 
   inbound(call: InboundCall): InboundEnd {
@@ -118,7 +135,7 @@ export class Metrics implements Interceptor {
   }
 
   private readonly ended: InboundEnd = (outcome, call) => {
-    const code = outcome.ok ? 'OK' : (outcome.code ?? 'ERROR')
+    const code = outcome.ok ? undefined : (outcome.code ?? 'ERROR')
     settle(this.in.methods.row(call.method), code, outcome.ms, outcome.bytes)
     settle(this.in.peers.row(call.from), code, outcome.ms, outcome.bytes)
   }
@@ -127,7 +144,7 @@ export class Metrics implements Interceptor {
   refused(from: string, method: string, code: string, known: boolean): void {
     for (const row of [this.in.methods.row(known ? method : OTHER), this.in.peers.row(from)]) {
       row.calls++
-      row.outcomes[code] = (row.outcomes[code] ?? 0) + 1
+      row.errors[code] = (row.errors[code] ?? 0) + 1
     }
   }
 
@@ -143,7 +160,7 @@ export class Metrics implements Interceptor {
     const lines: string[] = []
     const family = (name: string, type: string, help: string) =>
       lines.push(`# HELP ${prefix}_${name} ${help}`, `# TYPE ${prefix}_${name} ${type}`)
-    const each = (fn: (labels: string, row: Figures) => void) => {
+    const each = (fn: (labels: string, row: Row) => void) => {
       for (const [direction, tables] of [
         ['out', this.out],
         ['in', this.in],
@@ -162,7 +179,7 @@ export class Metrics implements Interceptor {
       'Results of calls made (direction out, one a peer) or served (in), by method and by peer, and how they ended.',
     )
     each((labels, row) => {
-      for (const [outcome, n] of Object.entries(row.outcomes))
+      for (const [outcome, n] of Object.entries(outcomesOf(row)))
         lines.push(`${prefix}_calls_total{${labels},outcome="${label(outcome)}"} ${n}`)
     })
     family(
