@@ -1,17 +1,12 @@
 /**
- * The mesh: which link serves each peer, and the rules that decide it
- * (PROTOCOL.md 12). It owns the ROUTER and the diallers, and tells the node
- * above about peers coming and going and about data frames, each with the
- * link that carried it. Calls and replies pass through it untouched.
- *
- * A peer is reached over at most one live link: an outbound one (our
- * dialler's, after its JOIN was answered STAY) or an inbound one (the peer's
- * dial, whose JOIN we answered STAY). When both sides dial each other the
- * first link to become live stays: a JOIN never replaces a live link. Only
- * when each side accepted the other's JOIN before either saw a STAY do both
- * links come up; then the one dialled by the node whose name sorts first
- * survives and the other is parted with CROSS and retired. Both sides apply
- * the same rules to the same events, so they agree without random back-off.
+ * The mesh: it owns the ROUTER and the diallers, and tells the node above
+ * about peers coming and going and about data frames, each with the link
+ * that carried it. Calls and replies pass through it untouched. Its parts
+ * are state machines of their own, each behind a narrow host interface: the
+ * dialling side (dial.ts, PROTOCOL.md 10.1), the accepting side (accept.ts,
+ * 10.2), liveness (liveness.ts, 11) and the peer table with its cross-dial
+ * rule (peers.ts, 12); this file wires them to the sockets and to each
+ * other.
  */
 import type { Clock } from '../clock.js'
 import { BilateralError, clip, type ErrorCode } from '../errors.js'
@@ -35,6 +30,9 @@ import { Admission } from './admission.js'
 import { Dialler, handshakeError, type DialHost, type DialPort, type DialState } from './dial.js'
 import { FDS_PER_CONNECTION, FDS_PER_DIAL, fdBudget } from './fds.js'
 import { Link, type LinkOptions } from './link.js'
+import { PeerTable, type DownReason } from './peers.js'
+
+export type { DownReason } from './peers.js'
 import { Liveness, type LivenessHost } from './liveness.js'
 import { DealerPort, RouterPort, type DealerEvents, type Delivery, type SocketSettings } from './sockets.js'
 
@@ -95,30 +93,6 @@ export interface PeerSnapshot {
   refusal?: ErrorCode | undefined
 }
 
-/** Why a peer went down. */
-export type DownReason =
-  /** It sent PART: it closed, disconnected, or restarted and forgot us. */
-  | 'PART'
-  /**
-   * The connection died: the peer's host closed it (the process exited or
-   * was killed), or ZeroMQ's heartbeats (answered by libzmq's I/O thread,
-   * not JavaScript) went unanswered for `peerTimeout`, so the host or the
-   * network is gone.
-   */
-  | 'HEARTBEAT'
-  /** The connection is alive but the peer has answered no ping for `stallTimeout`: its event loop is stuck. */
-  | 'TIMEOUT'
-  /** A key was refused: the peer no longer admits ours, or we no longer admit its (`authorizedKeys` changed, or we disconnected from it). */
-  | 'AUTH'
-  /** Its connection was found closed when it came back under the same name. */
-  | 'LOST'
-  /** It broke the protocol (a message beyond every limit): its connection is ignored from now on. */
-  | 'PROTOCOL'
-  /** We called `disconnect()`. */
-  | 'DISCONNECT'
-  /** We called `close()`. */
-  | 'CLOSED'
-
 /** What the mesh tells the node above it. */
 export interface MeshEvents {
   up(peer: string, link: Link): void
@@ -169,13 +143,6 @@ export interface MeshStats {
   refusedConnections: number
 }
 
-interface Peer {
-  readonly name: string
-  dialler: Dialler | undefined
-  /** The live link, if the peer is active. */
-  live: Link | undefined
-}
-
 /** A dial by address alone, until its first STAY names the peer (plaintext only: an encrypted dial needs the peer's key). */
 interface Unnamed {
   readonly dialler: Dialler
@@ -184,7 +151,7 @@ interface Unnamed {
 }
 
 export class Mesh {
-  private readonly peers = new Map<string, Peer>()
+  private readonly table: PeerTable<Dialler>
   /** Dials by address alone, by address, until named. */
   private readonly unnamed = new Map<string, Unnamed>()
   private readonly router: RouterPort
@@ -192,7 +159,6 @@ export class Mesh {
   private readonly admission: Admission
   private readonly liveness: Liveness
   private readonly settings: SocketSettings
-  private readonly nameBytes: Buffer
   private readonly linkOptions: LinkOptions
   private readonly fds = fdBudget()
   private readonly dialHost: DialHost
@@ -212,7 +178,6 @@ export class Mesh {
     readonly identity: Identity | undefined,
     private readonly limits: MeshLimits,
   ) {
-    this.nameBytes = Buffer.from(options.name)
     this.linkOptions = { window: limits.window, backlog: limits.backlog, queue: limits.sendQueue }
     this.settings = {
       linger: options.linger,
@@ -230,6 +195,17 @@ export class Mesh {
     }
     if (identity !== undefined) this.settings.curve = { publicKey: identity.publicKey, secretKey: options.keypair!.secretKey }
     const mesh = this
+    this.table = new PeerTable<Dialler>({
+      name: options.name,
+      get closing() {
+        return mesh.closed
+      },
+      up: (peer, link) => events.up(peer, link),
+      down: (peer, reason, link) => events.down(peer, reason, link),
+      retireInbound: (inbound) => this.acceptor.retire(inbound),
+      withdraw: (outbound) => void outbound.send([encodePart(Part.CROSS, 'the other connection between us wins')]),
+      holdsInbound: (name) => this.acceptor.linkOf(name) !== undefined,
+    })
     this.admission = new Admission(options, {
       clock,
       admitsKey: (key) => identity?.admitsKey(key) ?? true,
@@ -261,7 +237,7 @@ export class Mesh {
 
   /** Start dialling `name` at `address` and keep the link up until {@link stop}. Throws SOCKET when no socket can be made. */
   dial(name: string, address: string): void {
-    const peer = this.peer(name)
+    const peer = this.table.entry(name)
     if (peer.dialler !== undefined) {
       throw new BilateralError('ALREADY_CONNECTED', `already connecting to ${name}`, { peer: name })
     }
@@ -271,7 +247,7 @@ export class Mesh {
       if (peer.live !== undefined) dialler.standby()
       else dialler.start(true)
     } catch (error) {
-      this.forgetIfUnused(peer)
+      this.table.forgetIfUnused(peer)
       throw error
     }
     // The JOIN's proof needs the crypto library (ready about 50 ms into a process): until then the socket connects, and the JOIN waits.
@@ -309,7 +285,7 @@ export class Mesh {
 
   /** The name of the peer we dial at `address` (by name, or by address once named), if any. */
   dialledAt(address: string): string | undefined {
-    for (const peer of this.peers.values()) if (peer.dialler?.address === address && peer.dialler.state !== 'stopped') return peer.name
+    for (const peer of this.table.values()) if (peer.dialler?.address === address && peer.dialler.state !== 'stopped') return peer.name
     return undefined
   }
 
@@ -318,7 +294,7 @@ export class Mesh {
     const entry = this.unnamed.get(dialler.address)
     if (entry?.dialler !== dialler) return false
     this.unnamed.delete(dialler.address)
-    const peer = this.peer(name)
+    const peer = this.table.entry(name)
     const goesOn = peer.dialler === undefined
     if (goesOn) peer.dialler = dialler
     else this.releaseIfIdle()
@@ -328,25 +304,25 @@ export class Mesh {
 
   /** Let the process exit once we dial no one. */
   private releaseIfIdle(): void {
-    if (this.unnamed.size > 0 || [...this.peers.values()].some((p) => p.dialler !== undefined)) return
+    if (this.unnamed.size > 0 || [...this.table.values()].some((p) => p.dialler !== undefined)) return
     this.release?.()
     this.release = undefined
   }
 
   /** Is `name` something we dial? */
   isDialling(name: string): boolean {
-    return this.peers.get(name)?.dialler !== undefined
+    return this.table.get(name)?.dialler !== undefined
   }
 
   /** Our dialler's state for `name`, and why its last attempt failed. */
   dialState(name: string): { state: DialState; failure: string | undefined; refusal: ErrorCode | undefined; refusals: number } | undefined {
-    const d = this.peers.get(name)?.dialler ?? this.unnamed.get(name)?.dialler
+    const d = this.table.get(name)?.dialler ?? this.unnamed.get(name)?.dialler
     return d === undefined ? undefined : { state: d.state, failure: d.lastFailure, refusal: d.lastRefusal, refusals: d.refusals }
   }
 
   /** Stop dialling `name`; part the link if it is ours. The trust the dial gave its key ends with it. */
   stop(name: string): void {
-    const peer = this.peers.get(name)
+    const peer = this.table.get(name)
     const dialler = peer?.dialler
     if (peer === undefined || dialler === undefined) return
     const link = dialler.link
@@ -354,31 +330,31 @@ export class Mesh {
     if (wasLive) void link.send([encodePart(Part.CLOSE, 'disconnect')])
     peer.dialler = undefined
     dialler.stop()
-    if (wasLive) this.lost(link, 'DISCONNECT')
+    if (wasLive) this.table.lost(link, 'DISCONNECT')
     this.releaseIfIdle()
     // The key was admitted because we dialled it: an inbound link of it may not be allowed any more.
     if (this.identity !== undefined) for (const l of [...this.acceptor.links()]) if (l.peer === name) this.recheck(l)
-    this.forgetIfUnused(peer)
+    this.table.forgetIfUnused(peer)
   }
 
   /** Names of the active peers. */
   activeNames(): string[] {
     const names: string[] = []
-    for (const peer of this.peers.values()) if (peer.live !== undefined) names.push(peer.name)
+    for (const peer of this.table.values()) if (peer.live !== undefined) names.push(peer.name)
     return names
   }
 
   /** Each active peer and which side dialled the link that serves it. */
   links(): { peer: string; direction: 'outbound' | 'inbound' }[] {
     const out: { peer: string; direction: 'outbound' | 'inbound' }[] = []
-    for (const peer of this.peers.values()) if (peer.live !== undefined) out.push({ peer: peer.name, direction: peer.live.direction })
+    for (const peer of this.table.values()) if (peer.live !== undefined) out.push({ peer: peer.name, direction: peer.live.direction })
     return out
   }
 
   /** Every peer known (up, dialled, or being dialled; a dial by address alone under its address until named) and where it stands; clock ms. */
   snapshot(): PeerSnapshot[] {
     const out: PeerSnapshot[] = []
-    for (const peer of this.peers.values()) {
+    for (const peer of this.table.values()) {
       const { live, dialler } = peer
       if (live !== undefined) {
         out.push({ name: peer.name, state: 'up', direction: live.direction, address: dialler?.address, since: live.opened, rtt: live.rtt })
@@ -390,7 +366,7 @@ export class Mesh {
 
   /** The live link to `name`, if any. */
   linkTo(name: string): Link | undefined {
-    return this.peers.get(name)?.live
+    return this.table.get(name)?.live
   }
 
   /** Part every link, stop every dialler, close the sockets. */
@@ -401,7 +377,7 @@ export class Mesh {
     this.release?.()
     this.release = undefined
     const part = encodePart(Part.CLOSE, 'closing')
-    for (const peer of [...this.peers.values()]) {
+    for (const peer of [...this.table.values()]) {
       const link = peer.live
       if (link !== undefined) {
         void link.send([part])
@@ -412,7 +388,7 @@ export class Mesh {
     }
     for (const { dialler } of this.unnamed.values()) dialler.stop()
     this.unnamed.clear()
-    this.peers.clear()
+    this.table.clear()
     this.acceptor.close()
     this.router.close()
   }
@@ -420,7 +396,7 @@ export class Mesh {
   stats(): MeshStats {
     const c = this.acceptor.counts()
     return {
-      peers: this.peers.size,
+      peers: this.table.size,
       inbound: c.inbound,
       connections: c.connections,
       unjoined: c.unjoined,
@@ -432,73 +408,18 @@ export class Mesh {
 
   // --- links ---------------------------------------------------------------
 
-  /** `link` has just been accepted (STAY sent or received): it serves the peer, or the tie-break parts one of two (section 12). */
-  private up(link: Link): void {
-    const peer = this.peer(link.peer)
-    const current = peer.live
-    if (current === undefined || current.state === 'closed') {
-      peer.live = link
-      // D25: an inbound link came up; a dialler that would lose to it stops joining.
-      if (link.direction === 'inbound' && peer.dialler !== undefined && !this.weDialFirst(peer.name)) peer.dialler.standby()
-      this.events.up(peer.name, link)
-      return
-    }
-    if (current === link) return
-    // Both links are up (D4, A20): the one dialled by the node whose name sorts first survives.
-    const outbound = link.direction === 'outbound' ? link : current
-    const inbound = link.direction === 'inbound' ? link : current
-    const keep = this.weDialFirst(peer.name) ? outbound : inbound
-    peer.live = keep
-    if (keep === outbound) this.acceptor.retire(inbound)
-    else {
-      void outbound.send([encodePart(Part.CROSS, 'the other connection between us wins')])
-      peer.dialler?.standby()
-    }
-  }
-
-  /** `link` is gone for `reason`; the peer is down unless another link serves it. */
-  private lost(link: Link, reason: DownReason): void {
-    link.close()
-    const peer = this.peers.get(link.peer)
-    if (peer === undefined || peer.live !== link) return
-    peer.live = undefined
-    this.events.down(peer.name, reason, link)
-    // D24: our dialler standing by takes over.
-    const dialler = peer.dialler
-    if (!this.closed && dialler !== undefined && link.direction === 'inbound' && dialler.state === 'standby') dialler.resume()
-    this.forgetIfUnused(peer)
-  }
-
   /** Encrypted nodes: cut `link` if its key is no longer allowed (PART AUTH on it; down AUTH). */
   private recheck(link: Link): boolean {
     if (this.identity === undefined || link.state === 'closed' || this.identity.allows(link.peer)) return false
     void link.send([encodePart(Part.AUTH, 'your key is no longer authorised here')])
     if (link.direction === 'inbound') {
       this.acceptor.drop(link)
-      this.lost(link, 'AUTH')
+      this.table.lost(link, 'AUTH')
     } else {
-      this.lost(link, 'AUTH')
-      this.peers.get(link.peer)?.dialler?.resume()
+      this.table.lost(link, 'AUTH')
+      this.table.get(link.peer)?.dialler?.resume()
     }
     return true
-  }
-
-  /** Does the link we dial win over the one `name` dials? */
-  private weDialFirst(name: string): boolean {
-    return Buffer.compare(this.nameBytes, Buffer.from(name)) < 0
-  }
-
-  private peer(name: string): Peer {
-    let peer = this.peers.get(name)
-    if (peer === undefined) {
-      peer = { name, dialler: undefined, live: undefined }
-      this.peers.set(name, peer)
-    }
-    return peer
-  }
-
-  private forgetIfUnused(peer: Peer): void {
-    if (peer.dialler === undefined && peer.live === undefined && this.acceptor.linkOf(peer.name) === undefined) this.peers.delete(peer.name)
   }
 
   /** What JOIN and STAY announce as callTimeout: the deadline our CALLs without one carry (they are sent with their remaining time otherwise). */
@@ -572,10 +493,10 @@ export class Mesh {
       },
       named: (dialler, name) => this.nameDial(dialler, name),
       makeLink: (peer, address, stay, write) => this.makeLink(peer, 'outbound', stay, write, address),
-      up: (_dialler, link) => this.up(link),
-      lost: (link, reason) => this.lost(link, reason),
+      up: (_dialler, link) => this.table.up(link),
+      lost: (link, reason) => this.table.lost(link, reason),
       served: (peer) => {
-        const live = this.peers.get(peer)?.live
+        const live = this.table.get(peer)?.live
         return live !== undefined && live.direction === 'inbound'
       },
       refused: (peer, error) => this.events.refused(peer, error),
@@ -592,7 +513,6 @@ export class Mesh {
   }
 
   private acceptHost(): AcceptHost {
-    const mesh = this
     return {
       clock: this.clock,
       timing: this.options,
@@ -615,25 +535,16 @@ export class Mesh {
           stallTimeout: Math.min(Math.ceil(this.options.stallTimeout), MAX_UINT32),
         }),
       makeLink: (join, write) => this.makeLink(join.name, 'inbound', join, write),
-      peerCount: () => {
-        let n = 0
-        for (const p of mesh.peers.values()) if (p.live !== undefined) n++
-        return n
-      },
-      isPeer: (name) => this.peers.get(name)?.live !== undefined,
-      servedByDial: (name) => this.peers.get(name)?.live?.direction === 'outbound',
-      dialState: (name) => this.peers.get(name)?.dialler?.state,
-      up: (link) => this.up(link),
-      lost: (link, reason) => this.lost(link, reason),
+      peerCount: () => this.table.activeCount(),
+      isPeer: (name) => this.table.get(name)?.live !== undefined,
+      servedByDial: (name) => this.table.get(name)?.live?.direction === 'outbound',
+      dialState: (name) => this.table.get(name)?.dialler?.state,
+      up: (link) => this.table.up(link),
+      lost: (link, reason) => this.table.lost(link, reason),
       crossed: (link) => {
-        const peer = this.peers.get(link.peer)
+        // A17: it no longer serves the peer; it stays open a moment for stragglers.
         this.acceptor.crossedLink(link)
-        if (peer?.live === link) {
-          // A17: it no longer serves the peer; it stays open a moment for stragglers.
-          peer.live = undefined
-          this.events.down(peer.name, 'PART', link)
-          if (!this.closed && peer.dialler?.state === 'standby') peer.dialler.resume()
-        }
+        this.table.crossed(link)
       },
       data: (link, frame) => this.events.data(link, frame),
       consumed: (link, bytes) => link.consumed(bytes),
@@ -649,11 +560,11 @@ export class Mesh {
     return {
       clock: this.clock,
       *live() {
-        for (const p of mesh.peers.values()) if (p.live !== undefined) yield p.live
+        for (const p of mesh.table.values()) if (p.live !== undefined) yield p.live
       },
       *links() {
         yield* mesh.acceptor.links()
-        for (const p of mesh.peers.values()) {
+        for (const p of mesh.table.values()) {
           const l = p.dialler?.link
           if (l !== undefined && l.state !== 'closed') yield l
         }
@@ -661,8 +572,8 @@ export class Mesh {
       tick: (link) => void link.send([TICK]),
       stalled: (link) => {
         if (link.direction === 'inbound') this.acceptor.drop(link)
-        this.lost(link, 'TIMEOUT')
-        if (link.direction === 'outbound') this.peers.get(link.peer)?.dialler?.resume()
+        this.table.lost(link, 'TIMEOUT')
+        if (link.direction === 'outbound') this.table.get(link.peer)?.dialler?.resume()
       },
       recheck: (link) => void this.recheck(link),
       expire: (now) => this.acceptor.expire(now),
@@ -674,6 +585,6 @@ export class Mesh {
   }
 
   private *livenessHostLinks(): Iterable<Link> {
-    for (const p of this.peers.values()) if (p.live !== undefined) yield p.live
+    for (const p of this.table.values()) if (p.live !== undefined) yield p.live
   }
 }
