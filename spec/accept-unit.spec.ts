@@ -121,7 +121,14 @@ function rig(options: { maxPeers?: number; verifier?: JoinVerifier; dialState?: 
     }
   }
   const settle = () => new Promise((resolve) => setImmediate(resolve))
-  return { clock, acceptor, events, live, state, connection, settle, of: (t: string) => events.filter((e) => e[0] === t) }
+  /** A connection whose JOIN (with `fields`) was handled. */
+  const joined = async (fields: Partial<Join> = {}) => {
+    const c = connection()
+    c.send(join(fields))
+    await settle()
+    return c
+  }
+  return { clock, acceptor, events, live, state, connection, joined, settle, of: (t: string) => events.filter((e) => e[0] === t) }
 }
 
 const join = (fields: Partial<Join> = {}): Uint8Array =>
@@ -190,9 +197,7 @@ describe('accepting side, PROTOCOL.md 10.2', () => {
 
   it('A6: a JOIN again on the joined connection is answered STAY; one under another name is PROTOCOL', async () => {
     const r = rig()
-    const c = r.connection()
-    c.send(join())
-    await r.settle()
+    const c = await r.joined()
     c.send(join())
     expect(c.types()).toEqual([FrameType.STAY, FrameType.STAY])
     c.send(join({ name: 'other' }))
@@ -240,9 +245,7 @@ describe('accepting side, PROTOCOL.md 10.2', () => {
 
   it('A9: a JOIN from a peer whose live link we dialled is parted CROSS, whatever the names, and nothing is reported', async () => {
     const r = rig({ servedByDial: true })
-    const c = r.connection()
-    c.send(join())
-    await r.settle()
+    const c = await r.joined()
     expect(c.parts()).toEqual([Part.CROSS])
     expect(r.events).toEqual([])
   })
@@ -276,9 +279,7 @@ describe('accepting side, PROTOCOL.md 10.2', () => {
 
   it('A13, A14: a joined TICK is answered TOCK (unless the key is revoked); TOCK, STAY and CHALLENGE do nothing', async () => {
     const r = rig()
-    const c = r.connection()
-    c.send(join())
-    await r.settle()
+    const c = await r.joined()
     c.send(TICK)
     c.send(TOCK)
     c.send(encodeStay({ network: 'unit', name: 'them' }))
@@ -291,9 +292,7 @@ describe('accepting side, PROTOCOL.md 10.2', () => {
 
   it('A15, A21: data frames are handled as from the joined peer, after last-heard is set', async () => {
     const r = rig()
-    const c = r.connection()
-    c.send(join())
-    await r.settle()
+    const c = await r.joined()
     r.clock.advance(300)
     c.send(...call(7))
     expect(r.of('data')).toEqual([['data', 'them', FrameType.CALL, 'live']])
@@ -309,9 +308,7 @@ describe('accepting side, PROTOCOL.md 10.2', () => {
     expect(joining.of('crossed')).toEqual([])
     expect(joining.acceptor.linkOf('them')).toBeDefined()
     const r = rig({ dialState: 'active' })
-    const c = r.connection()
-    c.send(join())
-    await r.settle()
+    const c = await r.joined()
     const link = r.live.get('them')!
     c.send(encodePart(Part.CROSS, 'x'))
     expect(r.of('crossed')).toEqual([['crossed', 'them']])
@@ -321,9 +318,7 @@ describe('accepting side, PROTOCOL.md 10.2', () => {
 
   it('A18: PART for any other reason ends the link, the peer down, and frames after it in the message are not read', async () => {
     const r = rig()
-    const c = r.connection()
-    c.send(join())
-    await r.settle()
+    const c = await r.joined()
     const link = r.live.get('them')!
     c.send(encodePart(Part.CLOSE, 'bye'), encodeCall(1, 'A.B'), encode(null))
     expect(r.of('lost')).toEqual([['lost', 'them', 'PART']])
@@ -334,9 +329,7 @@ describe('accepting side, PROTOCOL.md 10.2', () => {
 
   it('A20: our dial won: PART CROSS on the inbound link, which is retired', async () => {
     const r = rig()
-    const c = r.connection()
-    c.send(join())
-    await r.settle()
+    const c = await r.joined()
     const link = r.live.get('them')!
     r.acceptor.retire(link)
     expect(c.parts()).toEqual([Part.CROSS])
@@ -362,9 +355,7 @@ describe('accepting side, PROTOCOL.md 10.2', () => {
 
   it('A24–A26, A28, A29: a retired link still carries data; TICK, PART and undecodable messages change nothing; it ends after 2 × joinInterval', async () => {
     const r = rig()
-    const c = r.connection()
-    c.send(join())
-    await r.settle()
+    const c = await r.joined()
     const link = r.live.get('them')!
     r.acceptor.retire(link)
     const before = c.received().length
@@ -384,9 +375,7 @@ describe('accepting side, PROTOCOL.md 10.2', () => {
 
   it('A27: a JOIN on a retired connection ends the retired link and is read as a first JOIN', async () => {
     const r = rig()
-    const c = r.connection()
-    c.send(join())
-    await r.settle()
+    const c = await r.joined()
     const link = r.live.get('them')!
     r.acceptor.retire(link)
     r.live.delete('them')
@@ -411,9 +400,7 @@ describe('accepting side, PROTOCOL.md 10.2', () => {
 
   it('A33: a message beyond every limit ends the link, down(PROTOCOL), and the connection is ignored', async () => {
     const r = rig()
-    const c = r.connection()
-    c.send(join())
-    await r.settle()
+    const c = await r.joined()
     c.send(...Array.from({ length: 1025 }, () => new Uint8Array(1)))
     expect(r.of('lost')).toEqual([['lost', 'them', 'PROTOCOL']])
     expect(r.of('dropped')).toEqual([['dropped', 'PROTOCOL']])
@@ -424,9 +411,7 @@ describe('accepting side, PROTOCOL.md 10.2', () => {
 
   it('A35, A36: the disconnect notification forgets the connection and a joined peer is down(HEARTBEAT); a faked one is not believed', async () => {
     const r = rig()
-    const c = r.connection()
-    c.send(join())
-    await r.settle()
+    const c = await r.joined()
     r.acceptor.disconnected(c.id)
     expect(r.of('lost')).toEqual([['lost', 'them', 'HEARTBEAT']])
     expect(r.acceptor.counts().connections).toBe(0)
@@ -448,9 +433,7 @@ describe('accepting side, PROTOCOL.md 10.2', () => {
 
   it('A39: CREDIT on a joined link grows its credit', async () => {
     const r = rig()
-    const c = r.connection()
-    c.send(join())
-    await r.settle()
+    const c = await r.joined()
     c.send(encodeCredit(3, 300))
     const credit = (r.live.get('them') as unknown as { credit: { messages: number; bytes: number } }).credit
     expect(credit).toEqual({ messages: 64 + 3, bytes: (1 << 20) + 300 })
@@ -458,9 +441,7 @@ describe('accepting side, PROTOCOL.md 10.2', () => {
 
   it('A30: close() ends every link and forgets every connection', async () => {
     const r = rig()
-    const c = r.connection()
-    c.send(join())
-    await r.settle()
+    const c = await r.joined()
     const link = r.live.get('them')!
     r.acceptor.close()
     expect(link.state).toBe('closed')
