@@ -191,7 +191,8 @@ async function main(argv) {
 
 /** NAME@ADDRESS, the name a key literal or @FILE when encrypted; plaintext, ADDRESS alone (its name undefined until dialled). */
 function parsePeer(text, encrypted) {
-  if (/^[a-z]+:\/\/[^@]+$/.test(text)) {
+  // An endpoint alone (ipc://@name included): NAME@ADDRESS never starts with a transport.
+  if (/^[a-z]+:\/\//.test(text)) {
     if (encrypted) throw new Usage(`an encrypted peer is KEY@ADDRESS (KEY its public key or @FILE), not ${JSON.stringify(text)} alone`)
     return { name: undefined, address: text, shown: text }
   }

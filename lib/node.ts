@@ -118,12 +118,10 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   private readonly mesh: Mesh
   private closed = false
   private readonly waiters = new Set<Waiter>()
+  /** dial()s by address alone not settled yet, by address. */
+  private readonly addressDials = new Map<string, Promise<string>>()
   private readonly clock: Clock
-  /**
-   * The interceptors' hooks, in the order they were added (empty while none
-   * is in use). Replaced, never changed in place: hooks that add or remove
-   * interceptors while the hooks run do not disturb that run.
-   */
+  /** The interceptors of each direction, in the order added (a Chain's hooks are replaced, never changed in place, so a hook adding or removing one does not disturb the run it is in). */
   private readonly outboundHooks = new Chain<OutboundCall, OutboundResult>()
   private readonly inboundHooks = new Chain<InboundCall, InboundEnd>()
   /** The `metrics` option's counters, if on. */
@@ -442,46 +440,70 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     }
     const known = this.mesh.dialledAt(address)
     if (known !== undefined) return this.waitForPeers([known], { timeout }).then(() => known)
+    // The same address dialled again before the first learnt its name: the same answer.
+    const pending = this.addressDials.get(address)
+    if (pending !== undefined) return pending
+    const dialled = this.dialAddress(address, timeout)
+    this.addressDials.set(address, dialled)
+    const forget = (): void => void this.addressDials.delete(address)
+    dialled.then(forget, forget)
+    return dialled
+  }
+
+  /** dial(): start a dial by address alone and wait for its peer to come up, within `timeout`. */
+  private dialAddress(address: string, timeout: number): Promise<string> {
     return new Promise((resolve, reject) => {
       let name: string | undefined
+      /** Whether the dial waited for is this one (false: a connect() of the same address is). */
       let ours = true
       const waiter: Waiter = {
         up: (peer) => {
           if (peer === name) waiter.settle()
         },
         down: () => {},
-        refused: (peer, error) => {
-          if (peer === (name ?? address) && this.refusedForGood(peer, error.code)) waiter.settle(finalRefusal(peer, error))
-        },
+        // Refusals come from the dial itself (below), not from what anyone else's JOIN claims.
+        refused: () => {},
         settle: (error) => {
-          clearTimeout(timer)
+          this.clock.clearTimer(timer)
           this.waiters.delete(waiter)
           if (error === undefined) return resolve(name!)
-          // The caller has no name to disconnect() with: a dial that failed stops here.
-          if (this.closed) {
-            // close() stops every dial.
-          } else if (name === undefined) this.mesh.stopAddress(address)
-          else if (ours) this.mesh.stop(name)
+          // The caller has no name to disconnect() with: a dial that failed stops here (close() stops them all).
+          if (!this.closed) {
+            if (name === undefined) this.mesh.stopAddress(address)
+            else if (ours) this.mesh.stop(name)
+          }
           reject(error)
         },
       }
-      const timer = setTimeout(() => {
-        const label = name ?? address
+      const timer = this.clock.setTimer(() => {
         const what = name === undefined ? `no node answered at ${address}` : `${name} at ${address} is not active`
-        waiter.settle(new BilateralError('TIMEOUT', `${what} after ${timeout} ms (${this.lastState(label)})`, { peer: name }))
+        waiter.settle(new BilateralError('TIMEOUT', `${what} after ${timeout} ms (${this.lastState(name ?? address)})`, { peer: name }))
       }, timeout)
-      timer.unref()
       this.waiters.add(waiter)
       try {
-        this.mesh.dialAddress(address, (peer, goesOn) => {
-          name = peer
-          ours = goesOn
-          if (this.mesh.linkTo(peer) !== undefined) waiter.settle()
+        this.mesh.dialAddress(address, {
+          named: (peer) => {
+            name = peer
+            if (this.mesh.linkTo(peer) !== undefined) waiter.settle()
+          },
+          refused: (error) => {
+            if (error.code !== 'ALREADY_CONNECTED') {
+              if (this.refusedForGood(address, error.code)) waiter.settle(finalRefusal(address, error))
+              return
+            }
+            // The node there is one of our peers: the one it names, if we are linked to it, or the one a connect() of ours dials at this address.
+            this.mesh.stopAddress(address)
+            const claimed =
+              error.peer !== undefined && error.peer !== address && this.mesh.linkTo(error.peer) !== undefined ? error.peer : undefined
+            const known = claimed ?? this.mesh.dialledAt(address)
+            if (known === undefined) return waiter.settle(error)
+            name = known
+            ours = false
+            if (this.mesh.linkTo(known) !== undefined) waiter.settle()
+          },
         })
       } catch (error) {
-        clearTimeout(timer)
-        this.waiters.delete(waiter)
-        reject(error)
+        waiter.settle(error as Error)
       }
     })
   }

@@ -90,7 +90,7 @@ class FakePort implements DialPort {
 type Event = [string, ...unknown[]]
 
 /** A dialler of `peer` at `address` with a host that records, its sockets fake. */
-function rig(options: { named?: boolean; served?: boolean; goesOn?: boolean } = {}) {
+function rig(options: { named?: boolean; served?: boolean } = {}) {
   const clock = manualClock()
   const ports: FakePort[] = []
   const events: Event[] = []
@@ -114,7 +114,7 @@ function rig(options: { named?: boolean; served?: boolean; goesOn?: boolean } = 
       if (stay.network !== NETWORK) return { code: 'NETWORK_MISMATCH', message: 'not our network' }
       return undefined
     },
-    named: (_dialler, name) => (events.push(['named', name]), options.goesOn ?? true),
+    named: (dialler) => void events.push(['named', dialler.peer]),
     makeLink: (peer, address, stay, write) =>
       new Link(
         peer,
@@ -139,7 +139,7 @@ function rig(options: { named?: boolean; served?: boolean; goesOn?: boolean } = 
     },
   }
   const named = options.named ?? true
-  const dialler = new Dialler(host, named ? 'peer' : 'tcp://10.0.0.9:7000', 'tcp://10.0.0.9:7000', named)
+  const dialler = new Dialler(host, named ? 'peer' : undefined, 'tcp://10.0.0.9:7000')
   const port = (): FakePort => ports[ports.length - 1]!
   const of = (type: string): Event[] => events.filter((e) => e[0] === type)
   return {
@@ -537,13 +537,22 @@ describe('dialling side, PROTOCOL.md 10.1', () => {
     expect(r.joins.at(-1)!.target).toBe('found')
   })
 
-  it('a dial by address alone whose peer is dialled under its name already: PART CLOSE, and it stops', () => {
-    const r = rig({ named: false, goesOn: false })
-    r.dialler.start(true)
-    r.port().receive(stay('found'))
-    expect(r.port().types()).toEqual([FrameType.JOIN, FrameType.PART])
-    expect(r.port().sent[1]![0]).toMatchObject({ reason: Part.CLOSE })
-    expect(r.dialler.state).toBe('stopped')
-    expect(r.of('up')).toEqual([])
-  })
+  it.each([Part.CROSS, Part.DUPLICATE])(
+    'a dial by address alone answered PART %s: the node there is one of our peers already; ALREADY_CONNECTED, and it stops',
+    (reason) => {
+      const r = rig({ named: false })
+      r.dialler.start(true)
+      expect(r.dialler.peer).toBe('tcp://10.0.0.9:7000')
+      expect(r.dialler.unnamed).toBe(true)
+      r.port().receive(part(reason))
+      expect(r.of('refused')).toEqual([['refused', 'ALREADY_CONNECTED']])
+      expect(r.dialler.state).toBe('stopped')
+      expect(r.dialler.lastFailure).toContain('one of our peers, linked to us already')
+      // One of this release says who it is.
+      const told = rig({ named: false })
+      told.dialler.start(true)
+      told.port().receive(encodePart(reason, 'x', 'found'))
+      expect(told.dialler.lastFailure).toContain('"found", linked to us already')
+    },
+  )
 })

@@ -255,13 +255,13 @@ export class IncomingCalls {
       return this.refuse(link, method, id, 'BAD_REQUEST', `undecodable arguments for ${method}: ${(error as Error).message}`, error)
     }
     // Counted from receipt: a live link's lastHeard is the clock reading taken as this message arrived (no second reading per call).
-    const receivedAt = left === undefined ? 0 : link.state === 'live' ? link.lastHeard : this.clock.now()
+    const receivedAt = left === undefined ? 0 : (link.arrived ?? this.clock.now())
     const run = new Running(this.clock, link, id, method, body.length, left === undefined ? undefined : receivedAt + left)
     const ctx = new Context(peer, method, id === undefined, meta, run, this.host.caller)
     const hooks = this.host.inbound
     if (hooks.length > 0) {
       // From its arrival, as its deadline is: on a live link, the reading taken as its message came.
-      run.began = link.state === 'live' ? link.lastHeard : this.clock.now()
+      run.began = link.arrived ?? this.clock.now()
       try {
         run.seen = { method, from: peer, cast: id === undefined, bytes: body.length, ctx }
         run.ends = hooks.run(run.seen, this.refusedBy, run)

@@ -272,10 +272,10 @@ export class OutgoingCalls {
         id,
         link.peer,
         new BilateralError('BAD_REPLY', `undecodable reply from ${link.peer}`, { peer: link.peer, cause: error }),
-        arrival(link),
+        link.arrived,
       )
     }
-    this.settle(call, link.peer, { from: link.peer, ok: true, reply: value }, arrival(link))
+    this.settle(call, link.peer, { from: link.peer, ok: true, reply: value }, link.arrived)
   }
 
   /** An ERROR on `link` for its call. Only the codes a peer may send are taken as such. */
@@ -300,7 +300,7 @@ export class OutgoingCalls {
         `${peer} answered with error code ${JSON.stringify(clip(code, MAX_CODE_LENGTH))}, which peers may not send: ${text}`,
         { peer },
       )
-    this.fail(id, peer, error, arrival(link))
+    this.fail(id, peer, error, link.arrived)
   }
 
   /** An ERROR's optional body field (its details, its path), decoded under the body limits; undefined if absent or undecodable. */
@@ -373,7 +373,8 @@ export class OutgoingCalls {
     if (result.ok) call.ok++
     call.seen?.push(result)
     if (call.observers !== undefined) {
-      report(call.observers, result, (at ?? this.clock.now()) - call.began, result.ok ? this.replyBytes : 0, call.intercepted!)
+      // Never negative: a peer may pack an answer to a call made while its message was being handled.
+      report(call.observers, result, Math.max(0, (at ?? this.clock.now()) - call.began), result.ok ? this.replyBytes : 0, call.intercepted!)
     }
     call.sink.result(result)
   }
@@ -521,9 +522,6 @@ export function sameProcess(a: Link, b: Link, assume: boolean): boolean {
   if (a.incarnation === undefined || b.incarnation === undefined) return assume && a.incarnation === b.incarnation
   return Buffer.compare(a.incarnation, b.incarnation) === 0
 }
-
-/** When `link`'s last message arrived, clock ms: a live link's last-heard time; undefined otherwise (the clock is read then). */
-const arrival = (link: Link): number | undefined => (link.state === 'live' ? link.lastHeard : undefined)
 
 /** Why a signal aborted, for the CANCELLED entries it leaves: its reason's message, or the reason itself. */
 export function abortMessage(signal: AbortSignal): string {

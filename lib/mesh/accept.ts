@@ -479,7 +479,16 @@ export class Acceptor {
       if (c.state !== 'joining' || this.connections.get(c.key) !== c) return
       c.state = 'unjoined'
       if (this.byName.get(join.name) === other && other.state === 'joined') {
-        if (alive) return this.refuse(c, join.name, Part.DUPLICATE, 'DUPLICATE', `${quote(join.name)} is already connected`)
+        // A dial by address alone is told who we are (4.1): it is linked to us already, and cannot tell through which peer.
+        if (alive)
+          return this.refuse(
+            c,
+            join.name,
+            Part.DUPLICATE,
+            'DUPLICATE',
+            `${quote(join.name)} is already connected`,
+            join.target === undefined,
+          )
         this.forget(other)
         const lost = other.link!
         this.unjoinedAgain(other)
@@ -490,7 +499,9 @@ export class Acceptor {
     }
     if (this.host.servedByDial(join.name)) {
       // A9: a live link we dialled is never replaced by a JOIN: the peer's own redundant dial, which yields, or an impostor.
-      void this.host.send(c.routingId, [encodePart(Part.CROSS, 'the connection we dialled is live')])
+      void this.host.send(c.routingId, [
+        encodePart(Part.CROSS, 'the connection we dialled is live', join.target === undefined ? name : undefined),
+      ])
       return
     }
     // A10
@@ -504,9 +515,9 @@ export class Acceptor {
     this.host.up(link)
   }
 
-  /** Refuse a JOIN with PART `reason`; report it; a new challenge for the next attempt (encrypted). */
-  private refuse(c: Connection, claimed: string, reason: string, code: ErrorCode, message: string): void {
-    void this.host.send(c.routingId, [encodePart(reason, message)])
+  /** Refuse a JOIN with PART `reason` (`sayName`: with our name, 4.1); report it; a new challenge for the next attempt (encrypted). */
+  private refuse(c: Connection, claimed: string, reason: string, code: ErrorCode, message: string, sayName = false): void {
+    void this.host.send(c.routingId, [encodePart(reason, message, sayName ? this.host.name : undefined)])
     this.host.refused(clip(claimed, MAX_NAME_BYTES), new BilateralError(code, message, { peer: clip(claimed, MAX_NAME_BYTES) }))
     if (c.state === 'unjoined') this.challenge(c)
   }

@@ -43,8 +43,8 @@ export interface DialHost {
   join(peer: string | undefined, challenge: Uint8Array | undefined): Uint8Array | undefined
   /** Does the STAY come from the node we dialled (`peer`; undefined: any node but us), on our network? The refusal's code and message, or undefined. */
   checkStay(peer: string | undefined, address: string, stay: Stay): { code: ErrorCode; message: string } | undefined
-  /** A dial by address alone learnt its peer's name from a STAY: false if it is not to go on (the peer is dialled under that name already). */
-  named(dialler: Dialler, name: string): boolean
+  /** A dial by address alone learnt its peer's name (`dialler.peer`) from a STAY; its link follows. */
+  named(dialler: Dialler): void
   /** A link for a STAY on our socket to `address`. */
   makeLink(peer: string, address: string, stay: Stay, write: (parts: Uint8Array[]) => Promise<Delivery>): Link
   /** Our link is up (STAY accepted); the host decides whether it serves the peer. */
@@ -93,17 +93,25 @@ export class Dialler {
   private readonly codec = new Codec()
 
   /**
-   * `peer`: the name we dial, or, for a dial by address alone (`named`
-   * false), the address until the first STAY names the peer; from then on
-   * it dials that name.
+   * `name`: the peer we dial, or undefined for a dial by address alone,
+   * which takes the name the first STAY gives and dials that from then on.
    */
   constructor(
     private readonly host: DialHost,
-    public peer: string,
+    private name: string | undefined,
     readonly address: string,
-    private named = true,
   ) {
     this.since = host.clock.now()
+  }
+
+  /** The peer's name, or (a dial by address alone, not yet named) its address. */
+  get peer(): string {
+    return this.name ?? this.address
+  }
+
+  /** Is it a dial by address alone that has not learnt its peer's name? */
+  get unnamed(): boolean {
+    return this.name === undefined
   }
 
   /**
@@ -230,7 +238,7 @@ export class Dialler {
           this.onStay(frame)
           break
         case FrameType.PART:
-          this.onPart(frame.reason, frame.message)
+          this.onPart(frame.reason, frame.message, frame.name)
           break
         case FrameType.TICK:
           void this.port?.send([TOCK])
@@ -261,7 +269,7 @@ export class Dialler {
   /** D4–D6, D20: a STAY on our socket. */
   private onStay(stay: Stay): void {
     if (this.state !== 'joining' && this.state !== 'standby') return
-    const refusal = this.host.checkStay(this.named ? this.peer : undefined, this.address, stay)
+    const refusal = this.host.checkStay(this.name, this.address, stay)
     if (refusal !== undefined) {
       void this.port?.send([encodePart(refusal.code, refusal.message)])
       const error = new BilateralError(refusal.code, refusal.message, { peer: this.peer })
@@ -273,15 +281,9 @@ export class Dialler {
       }
       return
     }
-    if (!this.named) {
-      if (!this.host.named(this, stay.name)) {
-        // Dialled under its name already: that dial serves it; this one leaves.
-        void this.port?.send([encodePart(Part.CLOSE, 'already connected to you')])
-        this.stop()
-        return
-      }
-      this.peer = stay.name
-      this.named = true
+    if (this.name === undefined) {
+      this.name = stay.name
+      this.host.named(this)
     }
     const port = this.port!
     const link = this.host.makeLink(this.peer, this.address, stay, (parts) => port.send(parts))
@@ -309,11 +311,18 @@ export class Dialler {
   }
 
   /** D7–D10, D12, D14–D17, D19: a PART on our socket. */
-  private onPart(reason: string, message: string): void {
+  private onPart(reason: string, message: string, name: string | undefined): void {
     // D19: a dialler standing by has no join in progress to refuse or restart.
     if (this.state === 'standby' || this.state === 'stopped') return
     const link = this.link
     const live = this.state === 'active' && link !== undefined && link.state === 'live'
+    if (this.name === undefined && (reason === Part.CROSS || reason === Part.DUPLICATE)) {
+      // A dial by address alone met a node we are linked to already (A8, A9), which says its name (4.1) if it is of this release.
+      const who = name === undefined ? 'one of our peers' : JSON.stringify(clip(name, 64))
+      this.lastFailure = `the node at ${this.address} is ${who}, linked to us already (${reason})`
+      this.host.refused(this.peer, new BilateralError('ALREADY_CONNECTED', this.lastFailure, { peer: name ?? this.peer }))
+      return this.stop()
+    }
     if (reason === Part.CROSS) {
       // D7, D12: our link lost (or never won) the tie-break: the peer's own dial serves it.
       if (live) this.host.lost(link, 'PART')
@@ -382,7 +391,7 @@ export class Dialler {
     if (this.state !== 'joining') return
     this.setTimer(this.host.timing.joinInterval, () => this.sendJoin())
     if (this.joinQueued && this.port?.connected !== true) return
-    const join = this.host.join(this.named ? this.peer : undefined, this.challenge)
+    const join = this.host.join(this.name, this.challenge)
     if (join === undefined) return // No proof yet: joinNow() sends it when there is one.
     this.joinQueued = true
     void this.port?.send([join])

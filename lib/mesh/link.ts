@@ -95,6 +95,11 @@ export class Link {
    * @param peer the peer's name.
    * @param terms what the peer announced in its JOIN or STAY.
    */
+  /** When its last message arrived (clock ms), if it is live; undefined otherwise, when the clock is to be read instead. */
+  get arrived(): number | undefined {
+    return this.state === 'live' ? this.lastHeard : undefined
+  }
+
   constructor(
     readonly peer: string,
     readonly direction: Direction,

@@ -13,6 +13,7 @@ import { BilateralError, clip, type ErrorCode } from '../errors.js'
 import type { ResolvedOptions } from '../options.js'
 import type { CodecError } from '../wire/codec.js'
 import {
+  MAX_NAME_BYTES,
   MAX_UINT32,
   Part,
   TICK,
@@ -146,8 +147,15 @@ export interface MeshStats {
 /** A dial by address alone, until its first STAY names the peer (plaintext only: an encrypted dial needs the peer's key). */
 interface Unnamed {
   readonly dialler: Dialler
-  /** Told the name once a STAY gives it, and whether this dial goes on under it (false: a dial of that name serves it). */
-  readonly named: (name: string, goesOn: boolean) => void
+  readonly watch: AddressDial
+}
+
+/** Who started a dial by address alone hears of it through this (mesh events name such a dial by its address). */
+export interface AddressDial {
+  /** A STAY named the peer: from now on this is the dial of that name (its link comes up next). */
+  named(name: string): void
+  /** Its own attempt was refused, or failed (ALREADY_CONNECTED: the node there is one of our peers already). */
+  refused(error: BilateralError): void
 }
 
 export class Mesh {
@@ -260,17 +268,17 @@ export class Mesh {
 
   /**
    * Dial whichever node listens at `address` (plaintext): its JOIN names no
-   * target, and the first STAY names the peer. `named` is told that name;
-   * from then on it is the dial of that name, as {@link dial} makes, unless
-   * that name is dialled already (that dial serves it, and this one leaves).
-   * Throws SOCKET when no socket can be made, ALREADY_CONNECTED if this
-   * address is being dialled so already.
+   * target, and the first STAY names the peer; from then on it is the dial
+   * of that name, as {@link dial} makes (one of that name that has not come
+   * up yet gives way to it). `watch` hears of it. Throws SOCKET when no
+   * socket can be made, ALREADY_CONNECTED if this address is being dialled
+   * so already.
    */
-  dialAddress(address: string, named: (name: string, goesOn: boolean) => void): void {
+  dialAddress(address: string, watch: AddressDial): void {
     if (this.unnamed.has(address)) throw new BilateralError('ALREADY_CONNECTED', `already dialling ${address}`)
-    const dialler = new Dialler(this.dialHost, address, address, false)
+    const dialler = new Dialler(this.dialHost, undefined, address)
     dialler.start(true)
-    this.unnamed.set(address, { dialler, named })
+    this.unnamed.set(address, { dialler, watch })
     this.release ??= this.clock.hold()
   }
 
@@ -289,17 +297,41 @@ export class Mesh {
     return undefined
   }
 
-  /** A dial by address alone got its first STAY: it dials that name from now on, unless it is dialled already. */
-  private nameDial(dialler: Dialler, name: string): boolean {
+  /**
+   * A dial by address alone got its first STAY: it dials that name from now
+   * on. A dial of that name already here has not come up (checkStay refused
+   * a STAY naming a peer with a live link): this one, whose link is about to,
+   * takes its place.
+   */
+  private nameDial(dialler: Dialler): void {
     const entry = this.unnamed.get(dialler.address)
-    if (entry?.dialler !== dialler) return false
+    if (entry?.dialler !== dialler) return
     this.unnamed.delete(dialler.address)
-    const peer = this.table.entry(name)
-    const goesOn = peer.dialler === undefined
-    if (goesOn) peer.dialler = dialler
-    else this.releaseIfIdle()
-    entry.named(name, goesOn)
-    return goesOn
+    const peer = this.table.entry(dialler.peer)
+    if (peer.dialler !== undefined && peer.dialler !== dialler) peer.dialler.stop()
+    peer.dialler = dialler
+    entry.watch.named(dialler.peer)
+  }
+
+  /**
+   * The name a STAY gives a dial by address alone. A listener of ours would
+   * have refused our JOIN under its own name (LOOPBACK), and a node we are
+   * linked to answers it CROSS or DUPLICATE, not STAY: a STAY under our name,
+   * or under a name linked to us already, is another node's.
+   */
+  private checkUnnamedStay(address: string, name: string): { code: ErrorCode; message: string } | undefined {
+    const shown = JSON.stringify(clip(name, 64))
+    if (name.length === 0 || Buffer.byteLength(name) > MAX_NAME_BYTES) {
+      return {
+        code: 'WRONG_NAME',
+        message: `the node at ${address} gave a name of ${Buffer.byteLength(name)} bytes (1 to ${MAX_NAME_BYTES} allowed)`,
+      }
+    }
+    if (name === this.options.name) return { code: 'WRONG_NAME', message: `the node at ${address} answered under our own name` }
+    if (this.table.liveLink(name) !== undefined) {
+      return { code: 'DUPLICATE', message: `the node at ${address} says it is ${shown}, which is linked to us already` }
+    }
+    return undefined
   }
 
   /** Let the process exit once we dial no one. */
@@ -396,7 +428,7 @@ export class Mesh {
   stats(): MeshStats {
     const c = this.acceptor.counts()
     return {
-      peers: this.table.size,
+      peers: this.table.size + this.unnamed.size,
       inbound: c.inbound,
       connections: c.connections,
       unjoined: c.unjoined,
@@ -479,19 +511,11 @@ export class Mesh {
       checkStay: (peer: string | undefined, address: string, stay: Stay): { code: ErrorCode; message: string } | undefined => {
         if (peer !== undefined && stay.name !== peer)
           return { code: 'WRONG_NAME', message: `expected ${peer} at ${address}, found ${JSON.stringify(clip(stay.name, 64))}` }
-        // A listener of ours would have refused our JOIN (LOOPBACK); one that answers under our name is not one.
-        if (peer === undefined && stay.name === this.options.name)
-          return { code: 'WRONG_NAME', message: `the node at ${address} answered under our own name` }
-        if (peer === undefined && (stay.name.length === 0 || Buffer.byteLength(stay.name) > 255))
-          return {
-            code: 'WRONG_NAME',
-            message: `the node at ${address} gave a name of ${Buffer.byteLength(stay.name)} bytes (1 to 255 allowed)`,
-          }
         if (stay.network !== this.options.network)
           return { code: 'NETWORK_MISMATCH', message: `network ${JSON.stringify(clip(stay.network, 64))} is not ours` }
-        return undefined
+        return peer === undefined ? this.checkUnnamedStay(address, stay.name) : undefined
       },
-      named: (dialler, name) => this.nameDial(dialler, name),
+      named: (dialler) => this.nameDial(dialler),
       makeLink: (peer, address, stay, write) => this.makeLink(peer, 'outbound', stay, write, address),
       up: (_dialler, link) => this.table.up(link),
       lost: (link, reason) => this.table.lost(link, reason),
@@ -499,7 +523,10 @@ export class Mesh {
         const live = this.table.get(peer)?.live
         return live !== undefined && live.direction === 'inbound'
       },
-      refused: (peer, error) => this.events.refused(peer, error),
+      refused: (peer, error) => {
+        this.unnamed.get(peer)?.watch.refused(error)
+        this.events.refused(peer, error)
+      },
       attempt: (peer, address) => this.events.dialling(peer, address),
       backoff: (peer, ms) => this.events.backingOff(peer, ms),
       data: (link, frame) => this.events.data(link, frame),

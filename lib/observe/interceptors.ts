@@ -74,8 +74,11 @@ export class Chain<C, R> {
   /** Add `hook`; returns a function that removes it. */
   add(hook: (call: C) => R | void): () => void {
     this.hooks = [...this.hooks, hook]
+    this.last = []
     return () => {
       this.hooks = this.hooks.filter((h) => h !== hook)
+      // Observers of a removed hook are not kept alive by the list reused for the next call.
+      this.last = []
     }
   }
 

@@ -374,8 +374,11 @@ function readFrame(e: unknown[], body: () => Uint8Array): Frame {
       if (given(e, 6)) window(e, 6, frame)
       return frame
     }
-    case FrameType.PART:
-      return { type, reason: str(e, 2), message: str(e, 3) }
+    case FrameType.PART: {
+      const frame: Frame = { type, reason: str(e, 2), message: str(e, 3) }
+      if (given(e, 4)) frame.name = str(e, 4)
+      return frame
+    }
     case FrameType.TICK:
     case FrameType.TOCK:
       return { type }

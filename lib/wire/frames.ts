@@ -71,7 +71,8 @@ export interface Stay {
 export type Frame =
   | ({ type: FrameType.JOIN } & Join)
   | ({ type: FrameType.STAY } & Stay)
-  | { type: FrameType.PART; reason: string; message: string }
+  /** `name`: the sender's, on a CROSS or DUPLICATE answering a JOIN that named no target (PROTOCOL.md 4.1). */
+  | { type: FrameType.PART; reason: string; message: string; name?: string }
   | { type: FrameType.TICK }
   | { type: FrameType.TOCK }
   | { type: FrameType.CALL; id: number; method: string; body: Uint8Array; deadline?: number; meta?: Uint8Array }
@@ -198,7 +199,10 @@ export const encodeStay = (stay: Stay): Uint8Array =>
     ),
   )
 
-export const encodePart = (reason: string, message: string): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.PART, reason, message])
+export const encodePart = (reason: string, message: string, name?: string): Uint8Array =>
+  envelope(
+    name === undefined ? [PROTOCOL_VERSION, FrameType.PART, reason, message] : [PROTOCOL_VERSION, FrameType.PART, reason, message, name],
+  )
 export const TICK: Uint8Array = envelope([PROTOCOL_VERSION, FrameType.TICK])
 export const TOCK: Uint8Array = envelope([PROTOCOL_VERSION, FrameType.TOCK])
 export const encodeChallenge = (nonce: Uint8Array): Uint8Array => envelope([PROTOCOL_VERSION, FrameType.CHALLENGE, nonce])
@@ -340,7 +344,7 @@ export function encodeFrame(frame: Frame): Uint8Array[] {
     case FrameType.STAY:
       return [encodeStay(frame)]
     case FrameType.PART:
-      return [encodePart(frame.reason, frame.message)]
+      return [encodePart(frame.reason, frame.message, frame.name)]
     case FrameType.TICK:
       return [TICK]
     case FrameType.TOCK:
