@@ -18,6 +18,7 @@ import { BilateralError, type ErrorCode } from './errors.js'
 import { describeValue, unknownOption } from './misuse.js'
 import type { Logger, LogLevel } from './log.js'
 import { Metrics, type MetricsSnapshot } from './observe/metrics.js'
+import { Membership, type MemberInfo } from './membership/membership.js'
 import {
   Chain,
   report,
@@ -126,6 +127,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   private readonly inboundHooks = new Chain<InboundCall, InboundEnd>()
   /** The `metrics` option's counters, if on. */
   private readonly counters: Metrics | undefined
+  /** The `seeds` option's membership, if on. */
+  private readonly membership: Membership | undefined
   /** The endpoints this node listens on. */
   private readonly endpoints: string[] = []
   /** Peers that went down and are not dialled, most recent last: what peers() shows of them (at most MAX_DOWNS). */
@@ -196,6 +199,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       {
         up: (peer, link) => {
           log?.('info', 'peer up', { peer, direction: link.direction })
+          this.membership?.up(peer)
           this.downs.delete(peer)
           for (const waiter of [...this.waiters]) waiter.up(peer)
           this.emit('peer:up', peer)
@@ -212,6 +216,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
           this.downs.set(peer, { reason, at: this.clock.now(), direction: link.direction, address: link.address })
           if (this.downs.size > MAX_DOWNS) this.downs.delete(this.downs.keys().next().value!)
           for (const waiter of this.waiters) waiter.down(peer)
+          this.membership?.down(peer)
           this.emit('peer:down', peer, reason)
         },
         refused: (peer, error) => {
@@ -247,6 +252,45 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         incarnation: run,
       },
     )
+    this.membership = o.seeds === undefined ? undefined : this.joinMembership(o.seeds, o.advertise, o.gossipInterval)
+  }
+
+  /** Membership (the `seeds` option): its table, `$mesh` for the other members, and its rounds. */
+  private joinMembership(seeds: readonly string[], advertise: readonly string[] | undefined, gossipInterval: number): Membership {
+    const membership = new Membership(
+      {
+        name: this.name,
+        clock: this.clock,
+        addresses: () => [...this.endpoints],
+        connect: (name, address) => this.connect(name, address),
+        disconnect: (name) => this.disconnect(name),
+        dial: (address, options) => this.dial(address, options),
+        dialling: (name) => this.mesh.isDialling(name),
+        isUp: (name) => this.mesh.linkTo(name) !== undefined,
+        upNames: () => this.mesh.activeNames(),
+        request: (peer, method, args, options) => this.request(peer, method, args, options),
+        cast: (to, method, args) => this.cast(to, method, args),
+      },
+      { seeds, advertise, gossipInterval, suspectTimeout: this.options.peerTimeout },
+    )
+    // Every member may ask: membership is how the mesh holds together, whatever defaultExposure says of receivers.
+    this.registry.register(membership.receiver(), '$mesh', { peers: () => true }, true)
+    membership.start()
+    return membership
+  }
+
+  /**
+   * Every member this node knows (the `seeds` option), itself first, and
+   * where each stands: `self`, `known` (no link yet), `connecting`, `up`,
+   * `suspect` (its link went down), `gone` (not back within `peerTimeout`;
+   * no longer dialled), `left` (it said so). Throws INVALID_ARGUMENT
+   * without membership.
+   */
+  members(): MemberInfo[] {
+    if (this.membership === undefined) {
+      throw new BilateralError('INVALID_ARGUMENT', 'membership is off: new Bilateral({ ..., seeds: [...] }) ([] for the first member)')
+    }
+    return this.membership.members()
   }
 
   /** Whether this node encrypts its traffic (it was given a keypair). */
@@ -845,6 +889,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * socket and timer. Late results of running handlers are discarded.
    */
   async close(): Promise<void> {
+    if (this.closed) return
+    // Members are told first that we leave, so they do not wait for us to come back.
+    if (this.membership?.leaving === false) await this.membership.leave()
     if (this.closed) return
     this.closed = true
     this.outgoing.failAll('CLOSED', 'the node was closed')

@@ -7,6 +7,7 @@ import { DEFAULT_FORWARD_META, MAX_META_BYTES, META_KEY } from './calls/meta.js'
 
 /** Default per-call timeout, ms. */
 export const DEFAULT_CALL_TIMEOUT = 2000
+export const DEFAULT_GOSSIP_INTERVAL = 1000
 /** Default interval between TICKs sent by the dialling side, ms. */
 export const DEFAULT_PING_INTERVAL = 2000
 /** Default silence after which an active peer is declared down, ms. */
@@ -168,10 +169,23 @@ export interface BilateralOptions {
    * calls pay nothing for it.
    */
   metrics?: boolean
+  /**
+   * Join a mesh that forms itself: the addresses of members to ask first
+   * (any one that answers is enough; `[]` for the first member). With it
+   * the node keeps a table of members by gossip and connects to each, and
+   * `members()` shows them. Plaintext nodes only, for now. Default: off.
+   */
+  seeds?: readonly string[]
+  /** The addresses members are told to reach us at, instead of the ones we listen on (binding 0.0.0.0, NAT). At most 8. */
+  advertise?: readonly string[]
+  /** How often membership compares tables with two random members, ms. Default 1000. */
+  gossipInterval?: number
 }
 
-export type ResolvedOptions = Required<Omit<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure' | 'logger'>> &
-  Pick<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure' | 'logger'>
+export type ResolvedOptions = Required<
+  Omit<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure' | 'logger' | 'seeds' | 'advertise'>
+> &
+  Pick<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure' | 'logger' | 'seeds' | 'advertise'>
 
 /** Merge `options` with the defaults and validate every field, naming the one at fault. */
 export function resolveOptions(options: BilateralOptions): ResolvedOptions {
@@ -221,7 +235,11 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
     logger: options.logger ?? (wantsDebug() ? lineLogger() : undefined),
     introspection: options.introspection === undefined ? {} : options.introspection,
     metrics: options.metrics ?? false,
+    seeds: options.seeds,
+    advertise: options.advertise,
+    gossipInterval: options.gossipInterval ?? DEFAULT_GOSSIP_INTERVAL,
   }
+  checkMembership(resolved)
   checkIntrospection(resolved.introspection)
   if (resolved.logger !== undefined && !isLogger(resolved.logger)) {
     throw invalid('logger', 'must have debug, info, warn and error methods (pino, bunyan and console do)')
@@ -289,6 +307,31 @@ function checkTime(key: string, value: unknown): void {
   }
 }
 
+/** Most seeds a node is given. */
+const MAX_SEEDS = 64
+
+/** seeds, advertise and gossipInterval. */
+function checkMembership(o: ResolvedOptions): void {
+  const endpoints = (key: 'seeds' | 'advertise', list: unknown, max: number): void => {
+    if (list === undefined) return
+    if (
+      !Array.isArray(list) ||
+      list.length > max ||
+      !list.every((a) => typeof a === 'string' && /^[a-z]+:\/\/./.test(a) && Buffer.byteLength(a) <= 256)
+    ) {
+      throw invalid(key, `must be an array of at most ${max} ZeroMQ endpoints (tcp://host:port), each at most 256 bytes`)
+    }
+  }
+  endpoints('seeds', o.seeds, MAX_SEEDS)
+  endpoints('advertise', o.advertise, 8)
+  checkTime('gossipInterval', o.gossipInterval)
+  if (o.advertise !== undefined && o.seeds === undefined)
+    throw invalid('advertise', 'is for membership: give seeds too ([] for the first member)')
+  if (o.seeds !== undefined && o.keypair !== undefined) {
+    throw invalid('seeds', 'are for plaintext meshes for now: on an encrypted mesh, connect(key, address) to each member')
+  }
+}
+
 function checkInteger(key: string, value: unknown, min: number, max: number, minWhy = ''): void {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     throw invalid(key, `must be an integer from ${min}${minWhy === '' ? '' : ` ${minWhy}`} to ${max}`)
@@ -344,6 +387,9 @@ const OPTION_NAMES: ReadonlySet<string> = new Set(
     logger: 1,
     introspection: 1,
     metrics: 1,
+    seeds: 1,
+    advertise: 1,
+    gossipInterval: 1,
   } satisfies Record<keyof BilateralOptions, 1>),
 )
 

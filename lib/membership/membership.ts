@@ -1,0 +1,416 @@
+/**
+ * Membership: a node that reaches one seed learns every other member and
+ * connects to it, so nodes started with one seed each form a full mesh.
+ *
+ * Each member keeps a table of records (records.ts). Every
+ * `gossipInterval` (with jitter) it asks up to {@link FANOUT} random peers,
+ * through the reserved receiver `$mesh`, whether their table is the same as
+ * its own (one hash each way); only when it is not do they swap digests and
+ * then the records each lacks. At rest that is two small calls a node a
+ * round, whatever the size of the mesh; a change spreads in a number of
+ * rounds that grows like log N.
+ *
+ * From the table it connects: to a member it has no link to, if that member
+ * listens and either we do not or our name sorts first (so two members do
+ * not both dial), or if the member has not come up after two rounds. A
+ * member that leaves says so (`$mesh.Leave`) before it parts, and the left
+ * record spreads; one whose link goes down without that is suspect, and
+ * gone once it has not come back within `suspectTimeout`, when our dial to it
+ * stops. A later run of a member (a higher incarnation) replaces its record.
+ *
+ * It sees the node through {@link MemberHost} only; the mesh knows nothing
+ * of it.
+ */
+import { createHash } from 'node:crypto'
+import type { Clock } from '../clock.js'
+import { BilateralError } from '../errors.js'
+import {
+  MAX_MEMBERS,
+  MAX_RECORDS_PER_EXCHANGE,
+  checkDigest,
+  checkRecords,
+  digestOf,
+  fromDigest,
+  newer,
+  type DigestEntry,
+  type MemberRecord,
+} from './records.js'
+
+/** Peers asked each round. */
+export const FANOUT = 2
+/** How long a gone or left member's record is kept, so gossip does not bring it back, ms. */
+export const TOMBSTONE_MS = 60_000
+/** Longest close() waits for the news that we leave to be handed over, ms. */
+const LEAVE_WAIT = 250
+/** Longest wait between attempts on a seed that does not answer, ms. */
+const MAX_SEED_BACKOFF = 30_000
+
+/** What membership needs of its node. */
+export interface MemberHost {
+  readonly name: string
+  readonly clock: Clock
+  /** Where the node listens now. */
+  addresses(): string[]
+  connect(name: string, address: string): void
+  disconnect(name: string): Promise<void>
+  /** Connect to whoever listens at `address`; its name once up. */
+  dial(address: string, options: { timeout: number }): Promise<string>
+  /** Do we dial `name`? */
+  dialling(name: string): boolean
+  isUp(name: string): boolean
+  upNames(): string[]
+  request(peer: string, method: string, args: unknown, options: { timeout: number }): Promise<unknown>
+  cast(to: string[], method: string, args: unknown): Promise<string[]>
+}
+
+export interface MembershipOptions {
+  readonly seeds: readonly string[]
+  /** The addresses to announce instead of the ones the node listens on. */
+  readonly advertise: readonly string[] | undefined
+  readonly gossipInterval: number
+  /** How long a member may be down (or not come up) before it is gone, ms. */
+  readonly suspectTimeout: number
+}
+
+/** `known`: in the table, no link yet. `connecting`: we dial it. `up`: linked. `suspect`: its link went down. `gone`: not back in time. `left`: it said it left. */
+export type MemberState = 'self' | 'known' | 'connecting' | 'up' | 'suspect' | 'gone' | 'left'
+
+/** A member as members() shows it. */
+export interface MemberInfo {
+  name: string
+  state: MemberState
+  addresses: string[]
+  incarnation: number
+  /** When it entered its state, ms since the epoch. */
+  since: number
+}
+
+interface Entry {
+  record: MemberRecord
+  state: MemberState
+  /** When it entered its state (clock ms). */
+  since: number
+}
+
+/** What `$mesh` answers. */
+export interface MeshReceiver {
+  Sync(args: unknown): { same: true } | { digest: DigestEntry[] }
+  Exchange(args: unknown): { records: MemberRecord[] }
+  Leave(args: unknown, ctx: { from: string }): void
+}
+
+export class Membership {
+  private readonly entries = new Map<string, Entry>()
+  private self: MemberRecord
+  private hash: string | undefined
+  private timer: unknown
+  private stopped = false
+
+  /** Whether leave() has begun. */
+  get leaving(): boolean {
+    return this.stopped
+  }
+  /** Peers that answered `$mesh` with NO_SUCH_METHOD: plain peers, not asked again. */
+  private readonly plain = new Set<string>()
+  /** Each seed not reached yet: when to try it next (clock ms), and how many tries failed. */
+  private readonly seeds = new Map<string, { next: number; failures: number; trying: boolean }>()
+  /** Records for new names dropped because the table was full. */
+  dropped = 0
+  /** Rounds run, and exchanges that found the tables differ. */
+  readonly counts = { rounds: 0, exchanges: 0 }
+
+  constructor(
+    private readonly host: MemberHost,
+    private readonly options: MembershipOptions,
+  ) {
+    this.self = { name: host.name, addresses: this.ownAddresses(), incarnation: Date.now(), version: 0, left: false }
+    for (const seed of options.seeds) this.seeds.set(seed, { next: 0, failures: 0, trying: false })
+  }
+
+  start(): void {
+    this.schedule(0)
+  }
+
+  /** Say we leave to every peer that runs membership, then stop. */
+  async leave(): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    this.host.clock.clearTimer(this.timer)
+    const to = this.host.upNames().filter((name) => !this.plain.has(name))
+    if (to.length === 0) return
+    // Handed over (or not) within a bound: a member that is not reading does not hold up our close().
+    let timer: unknown
+    const bound = new Promise<void>((resolve) => (timer = this.host.clock.setTimer(resolve, LEAVE_WAIT)))
+    await Promise.race([this.host.cast(to, '$mesh.Leave', { incarnation: this.self.incarnation }).catch(() => []), bound])
+    this.host.clock.clearTimer(timer)
+  }
+
+  /** The table now, ourselves first. */
+  members(): MemberInfo[] {
+    const show = (record: MemberRecord, state: MemberState, since: number): MemberInfo => ({
+      name: record.name,
+      state,
+      addresses: [...record.addresses],
+      incarnation: record.incarnation,
+      since: Math.round(since + this.offsetFromClock()),
+    })
+    const out = [show(this.self, 'self', this.host.clock.now())]
+    for (const e of this.entries.values()) out.push(show(e.record, e.state, e.since))
+    return out
+  }
+
+  /** The `$mesh` receiver. */
+  receiver(): MeshReceiver {
+    return {
+      Sync: (args) => {
+        const hash = (args as { hash?: unknown } | null)?.hash
+        return hash === this.tableHash() ? { same: true } : { digest: this.digest() }
+      },
+      Exchange: (args) => {
+        const { records, want } = (args ?? {}) as { records?: unknown; want?: unknown }
+        this.merge(checkRecords(records))
+        if (!Array.isArray(want) || want.length > MAX_RECORDS_PER_EXCHANGE || !want.every((n) => typeof n === 'string')) {
+          throw new BilateralError('INVALID_ARGUMENT', `want lists at most ${MAX_RECORDS_PER_EXCHANGE} names`)
+        }
+        return { records: want.map((name) => this.recordOf(name)).filter((r): r is MemberRecord => r !== undefined) }
+      },
+      Leave: (args, ctx) => {
+        const incarnation = (args as { incarnation?: unknown } | null)?.incarnation
+        const e = this.entries.get(ctx.from)
+        if (e === undefined || e.record.incarnation !== incarnation) return
+        this.setRecord(e, { ...e.record, left: true })
+        this.enter(e, 'left')
+        void this.stopDialling(ctx.from)
+      },
+    }
+  }
+
+  /** A link to `name` came up. */
+  up(name: string): void {
+    const e = this.entries.get(name)
+    if (e !== undefined && e.state !== 'left') this.enter(e, 'up')
+    // A new link: ask it at once rather than at the next round.
+    if (!this.stopped && !this.plain.has(name)) void this.gossipWith(name)
+  }
+
+  /** The link to `name` went down. */
+  down(name: string): void {
+    const e = this.entries.get(name)
+    if (e !== undefined && e.state === 'up') this.enter(e, 'suspect')
+  }
+
+  // --- rounds -----------------------------------------------------------------
+
+  private schedule(ms: number): void {
+    if (this.stopped) return
+    this.timer = this.host.clock.setTimer(() => this.round(), ms)
+  }
+
+  private round(): void {
+    if (this.stopped) return
+    this.counts.rounds++
+    const now = this.host.clock.now()
+    this.refreshSelf()
+    this.trySeeds(now)
+    const candidates = this.host.upNames().filter((name) => !this.plain.has(name))
+    for (const name of pick(candidates, FANOUT)) void this.gossipWith(name)
+    this.connectAndExpire(now)
+    const { gossipInterval } = this.options
+    this.schedule(gossipInterval * (0.75 + Math.random() / 2))
+  }
+
+  /** Our own record follows our addresses. */
+  private refreshSelf(): void {
+    const addresses = this.ownAddresses()
+    if (addresses.length === this.self.addresses.length && addresses.every((a, i) => a === this.self.addresses[i])) return
+    this.self = { ...this.self, addresses, version: this.self.version + 1 }
+    this.hash = undefined
+  }
+
+  private ownAddresses(): string[] {
+    return [...(this.options.advertise ?? this.host.addresses())]
+  }
+
+  /** While no member is up, dial each seed not being tried, backing off on failures. */
+  private trySeeds(now: number): void {
+    if (this.host.upNames().some((name) => !this.plain.has(name))) return
+    for (const [address, seed] of this.seeds) {
+      if (seed.trying || seed.next > now) continue
+      seed.trying = true
+      const timeout = Math.max(1000, 2 * this.options.gossipInterval)
+      this.host.dial(address, { timeout }).then(
+        () => {
+          seed.trying = false
+          seed.failures = 0
+        },
+        (error: unknown) => {
+          seed.trying = false
+          // Our own address given as a seed (a common deployment): not a seed for us.
+          if (error instanceof BilateralError && error.code === 'LOOPBACK') return void this.seeds.delete(address)
+          seed.failures++
+          seed.next = this.host.clock.now() + Math.min(MAX_SEED_BACKOFF, this.options.gossipInterval * 2 ** seed.failures)
+        },
+      )
+    }
+  }
+
+  /** One exchange with `peer`: hashes, then (if they differ) digests, then the records each lacks. */
+  private async gossipWith(peer: string): Promise<void> {
+    const timeout = Math.max(1000, this.options.gossipInterval)
+    try {
+      const answer = (await this.host.request(peer, '$mesh.Sync', { hash: this.tableHash() }, { timeout })) as
+        { same?: unknown; digest?: unknown } | undefined
+      if (answer?.same === true || this.stopped) return
+      this.counts.exchanges++
+      const theirs = new Map(checkDigest(answer?.digest).map((entry) => [entry[0], fromDigest(entry)]))
+      const send: MemberRecord[] = []
+      for (const record of this.allRecords()) {
+        const known = theirs.get(record.name)
+        if (known === undefined || newer(record, known)) send.push(record)
+      }
+      const want: string[] = []
+      for (const [name, record] of theirs) {
+        const mine = name === this.self.name ? this.self : this.entries.get(name)?.record
+        if (mine === undefined || newer(record, mine)) want.push(name)
+      }
+      const reply = (await this.host.request(
+        peer,
+        '$mesh.Exchange',
+        { records: send.slice(0, MAX_RECORDS_PER_EXCHANGE), want: want.slice(0, MAX_RECORDS_PER_EXCHANGE) },
+        { timeout },
+      )) as { records?: unknown } | undefined
+      this.merge(checkRecords(reply?.records))
+    } catch (error) {
+      // A plain peer has no $mesh: it is not asked again. Anything else: the next round tries again.
+      if (error instanceof BilateralError && error.code === 'NO_SUCH_METHOD') this.plain.add(peer)
+    }
+  }
+
+  /** Connect to members we should dial; expire suspects, members that never came up, and old tombstones. */
+  private connectAndExpire(now: number): void {
+    const { suspectTimeout, gossipInterval } = this.options
+    const listening = this.self.addresses.length > 0
+    for (const [name, e] of this.entries) {
+      switch (e.state) {
+        case 'known': {
+          if (this.host.isUp(name)) {
+            this.enter(e, 'up')
+            break
+          }
+          const address = e.record.addresses[0]
+          // The member that sorts first dials, unless only one side listens, or the other has not dialled within two rounds.
+          const ours =
+            !listening || Buffer.compare(Buffer.from(this.self.name), Buffer.from(name)) < 0 || now - e.since > 2 * gossipInterval
+          if (address !== undefined && ours && !this.host.dialling(name)) {
+            this.host.connect(name, address)
+            this.enter(e, 'connecting')
+          } else if (now - e.since > suspectTimeout + 2 * gossipInterval) this.enter(e, 'gone')
+          break
+        }
+        case 'connecting':
+        case 'suspect':
+          if (this.host.isUp(name)) this.enter(e, 'up')
+          else if (now - e.since > suspectTimeout) {
+            this.enter(e, 'gone')
+            void this.stopDialling(name)
+          }
+          break
+        case 'gone':
+        case 'left':
+          if (now - e.since > TOMBSTONE_MS) {
+            this.entries.delete(name)
+            this.hash = undefined
+          }
+          break
+      }
+    }
+  }
+
+  // --- the table --------------------------------------------------------------
+
+  /** Take in records from a peer: each replaces ours if newer. A record of ourselves newer than ours is answered with a newer one. */
+  private merge(records: readonly MemberRecord[]): void {
+    for (const record of records) {
+      if (record.name === this.self.name) {
+        if (newer(record, this.self) || record.left) this.refute(record)
+        continue
+      }
+      const e = this.entries.get(record.name)
+      if (e === undefined) {
+        if (this.entries.size >= MAX_MEMBERS) {
+          this.dropped++
+          continue
+        }
+        const state: MemberState = record.left ? 'left' : this.host.isUp(record.name) ? 'up' : 'known'
+        this.entries.set(record.name, { record, state, since: this.host.clock.now() })
+        this.hash = undefined
+        continue
+      }
+      if (!newer(record, e.record)) continue
+      const revived = e.record.incarnation !== record.incarnation || e.record.version !== record.version
+      this.setRecord(e, record)
+      if (record.left) {
+        this.enter(e, 'left')
+        void this.stopDialling(record.name)
+      } else if (revived && (e.state === 'gone' || e.state === 'left')) this.enter(e, this.host.isUp(record.name) ? 'up' : 'known')
+    }
+  }
+
+  /** Someone holds a record of us newer than ours, or one saying we left: ours goes past it. */
+  private refute(record: MemberRecord): void {
+    const incarnation = Math.max(record.incarnation, this.self.incarnation)
+    const version = incarnation === record.incarnation ? Math.max(record.version, this.self.version) + 1 : this.self.version + 1
+    this.self = { ...this.self, incarnation, version, left: false }
+    this.hash = undefined
+  }
+
+  private setRecord(e: Entry, record: MemberRecord): void {
+    e.record = record
+    this.hash = undefined
+  }
+
+  private enter(e: Entry, state: MemberState): void {
+    if (e.state === state) return
+    e.state = state
+    e.since = this.host.clock.now()
+  }
+
+  private async stopDialling(name: string): Promise<void> {
+    if (this.host.dialling(name)) await this.host.disconnect(name).catch(() => {})
+  }
+
+  private recordOf(name: string): MemberRecord | undefined {
+    return name === this.self.name ? this.self : this.entries.get(name)?.record
+  }
+
+  private *allRecords(): Iterable<MemberRecord> {
+    yield this.self
+    for (const e of this.entries.values()) yield e.record
+  }
+
+  private digest(): DigestEntry[] {
+    return [...this.allRecords()].map(digestOf)
+  }
+
+  /** A hash of every record's digest entry, in name order: equal tables, equal hashes. */
+  private tableHash(): string {
+    if (this.hash !== undefined) return this.hash
+    const entries = this.digest().sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+    this.hash = createHash('sha256').update(JSON.stringify(entries)).digest('base64').slice(0, 22)
+    return this.hash
+  }
+
+  private offsetFromClock(): number {
+    return Date.now() - this.host.clock.now()
+  }
+}
+
+/** Up to `n` of `items`, chosen at random. */
+function pick<T>(items: readonly T[], n: number): T[] {
+  const copy = [...items]
+  for (let i = copy.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    ;[copy[i], copy[j]] = [copy[j]!, copy[i]!]
+  }
+  return copy.slice(0, n)
+}

@@ -1,0 +1,153 @@
+// Membership (the seeds option): a mesh that forms itself from one seed each,
+// members that leave, die or restart, and peers that send it nonsense. Real
+// nodes on loopback; the killed member is a child process.
+import { fork } from 'node:child_process'
+import { afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { Bilateral, BilateralError, type BilateralOptions, type MemberInfo } from '../lib/index.js'
+import { FAST, closeAll, ensureBuilt, makeNode, within } from './helpers.js'
+
+beforeAll(ensureBuilt)
+afterEach(closeAll)
+
+/** Poll `check` every 20 ms until it holds, within `ms`. */
+async function until(check: () => boolean, ms: number, what: string): Promise<void> {
+  await within(
+    (async () => {
+      while (!check()) await new Promise((resolve) => setTimeout(resolve, 20))
+    })(),
+    ms,
+    what,
+  )
+}
+
+const member = (name: string, seeds: string[], options: Partial<BilateralOptions> = {}): Bilateral =>
+  makeNode(name, { seeds, gossipInterval: 100, ...options })
+
+const stateOf = (node: Bilateral, name: string): MemberInfo['state'] | undefined => node.members().find((m) => m.name === name)?.state
+
+describe('membership', () => {
+  it('ten nodes, each given only the previous one as its seed, form a full mesh', async () => {
+    const nodes: Bilateral[] = []
+    let previous: string | undefined
+    for (let i = 0; i < 10; i++) {
+      const node = member(`m${i}`, previous === undefined ? [] : [previous])
+      previous = await node.listen('tcp://127.0.0.1:*')
+      nodes.push(node)
+    }
+    await until(() => nodes.every((n) => n.activeConnections().length === 9), 20_000, 'a full mesh')
+    for (const node of nodes) {
+      const members = node.members()
+      expect(members).toHaveLength(10)
+      expect(members[0]).toMatchObject({ name: node.name, state: 'self' })
+      expect(members.filter((m) => m.state === 'up')).toHaveLength(9)
+      expect(members.every((m) => m.addresses.length === 1 && m.addresses[0]!.startsWith('tcp://127.0.0.1:'))).toBe(true)
+    }
+    // One link a pair: whoever sorts first dialled.
+    const links = nodes.flatMap((n) => n.links().filter((l) => l.direction === 'outbound'))
+    expect(links).toHaveLength(45)
+    expect(await nodes[0]!.request('m9', '$node.Ping', undefined)).toMatchObject({ name: 'm9' })
+  })
+
+  it('a member that never listens joins through its seed and is called back over its own links', async () => {
+    const a = member('a', [])
+    const b = member('b', [await a.listen('tcp://127.0.0.1:*')])
+    // It knows only b, and nobody can dial it.
+    const quiet = member('quiet', [await b.listen('tcp://127.0.0.1:*')])
+    await until(() => quiet.activeConnections().length === 2 && a.activeConnections().includes('quiet'), 10_000, 'quiet in the mesh')
+    expect(stateOf(a, 'quiet')).toBe('up')
+    expect(a.members().find((m) => m.name === 'quiet')!.addresses).toEqual([])
+    expect(await a.request('quiet', '$node.Ping', undefined)).toMatchObject({ name: 'quiet' })
+  })
+
+  it('a member that closes is left everywhere at once, and no one dials it again', async () => {
+    const a = member('a', [])
+    const seed = await a.listen('tcp://127.0.0.1:*')
+    const b = member('b', [seed])
+    const c = member('c', [seed])
+    await Promise.all([b.listen('tcp://127.0.0.1:*'), c.listen('tcp://127.0.0.1:*')])
+    await until(() => [a, b, c].every((n) => n.activeConnections().length === 2), 10_000, 'a mesh of three')
+    await c.close()
+    await until(() => stateOf(a, 'c') === 'left' && stateOf(b, 'c') === 'left', 2000, 'c left')
+    expect(a.peers().filter((p) => p.name === 'c' && p.state !== 'down')).toEqual([])
+    expect(b.peers().filter((p) => p.name === 'c' && p.state !== 'down')).toEqual([])
+  })
+
+  it('a member killed with SIGKILL is gone from every view within 2 × peerTimeout; its restart (a later incarnation) replaces its record', async () => {
+    const a = member('a', [])
+    const seed = await a.listen('tcp://127.0.0.1:*')
+    const b = member('b', [seed])
+    await b.listen('tcp://127.0.0.1:*')
+    const start = () => {
+      const child = fork(new URL('./fixtures/member.mjs', import.meta.url).pathname, [seed, JSON.stringify(FAST)], { stdio: 'ignore' })
+      return child
+    }
+    let child = start()
+    try {
+      await until(() => stateOf(a, 'k') === 'up' && stateOf(b, 'k') === 'up', 15_000, 'k up')
+      const first = a.members().find((m) => m.name === 'k')!.incarnation
+      child.kill('SIGKILL')
+      const killed = performance.now()
+      await until(() => stateOf(a, 'k') === 'gone' && stateOf(b, 'k') === 'gone', 4 * FAST.peerTimeout + 5000, 'k gone')
+      // The bound README states, with room for the poll and this machine's noise.
+      expect(performance.now() - killed).toBeLessThan(2 * FAST.peerTimeout + 2000)
+      expect(a.peers().filter((p) => p.name === 'k' && p.state !== 'down')).toEqual([])
+      child = start()
+      await until(() => stateOf(a, 'k') === 'up' && stateOf(b, 'k') === 'up', 15_000, 'k back')
+      expect(a.members().find((m) => m.name === 'k')!.incarnation).toBeGreaterThan(first)
+    } finally {
+      child.kill('SIGKILL')
+    }
+  })
+
+  it('hostile records and digests are refused with coded errors, and the node goes on serving', async () => {
+    const a = member('a', [])
+    const plain = makeNode('plain')
+    plain.connect('a', await a.listen('tcp://127.0.0.1:*'))
+    await plain.waitForPeers(['a'], { timeout: 5000 })
+    const refusedWith = async (method: string, args: unknown): Promise<string | undefined> => {
+      try {
+        await plain.request('a', method, args)
+        return undefined
+      } catch (error) {
+        return (error as BilateralError & { remoteCode?: string }).remoteCode
+      }
+    }
+    const record = { name: 'x', addresses: ['tcp://127.0.0.1:1'], incarnation: 1, version: 0, left: false }
+    expect(await refusedWith('$mesh.Exchange', { records: 'no', want: [] })).toBe('INVALID_ARGUMENT')
+    expect(await refusedWith('$mesh.Exchange', { records: Array.from({ length: 257 }, () => record), want: [] })).toBe('INVALID_ARGUMENT')
+    expect(await refusedWith('$mesh.Exchange', { records: [{ ...record, name: 'n'.repeat(256) }], want: [] })).toBe('INVALID_ARGUMENT')
+    expect(await refusedWith('$mesh.Exchange', { records: [{ ...record, addresses: Array(9).fill('tcp://h:1') }], want: [] })).toBe(
+      'INVALID_ARGUMENT',
+    )
+    expect(await refusedWith('$mesh.Exchange', { records: [{ ...record, addresses: ['not an endpoint'] }], want: [] })).toBe(
+      'INVALID_ARGUMENT',
+    )
+    expect(await refusedWith('$mesh.Exchange', { records: [{ ...record, incarnation: -1 }], want: [] })).toBe('INVALID_ARGUMENT')
+    expect(await refusedWith('$mesh.Exchange', { records: [], want: Array(300).fill('x') })).toBe('INVALID_ARGUMENT')
+    // A flood of well-formed records for new names: at most MAX_MEMBERS kept, the rest dropped.
+    for (let batch = 0; batch < 5; batch++) {
+      const records = Array.from({ length: 256 }, (_, i) => ({ ...record, name: `fake-${batch}-${i}`, addresses: [] }))
+      await plain.request('a', '$mesh.Exchange', { records, want: [] })
+    }
+    expect(a.members().length).toBeLessThanOrEqual(1 + 1024)
+    // A record claiming to be a later a is answered by a going past it.
+    const mine = a.members()[0]!
+    await plain.request('a', '$mesh.Exchange', {
+      records: [{ ...record, name: 'a', incarnation: mine.incarnation, version: 50, left: true }],
+      want: [],
+    })
+    const { records } = (await plain.request('a', '$mesh.Exchange', { records: [], want: ['a'] })) as {
+      records: { version: number; left: boolean }[]
+    }
+    expect(records[0]).toMatchObject({ left: false })
+    expect(records[0]!.version).toBeGreaterThan(50)
+    // Still serving.
+    expect(await plain.request('a', '$node.Ping', undefined)).toMatchObject({ name: 'a' })
+  })
+
+  it('options are checked: seeds are endpoints, advertise needs seeds, and encrypted nodes are told it is not there yet', () => {
+    expect(() => new Bilateral({ network: 'n', name: 'x', seeds: ['127.0.0.1:7000'] })).toThrow(/seeds must be an array/)
+    expect(() => new Bilateral({ network: 'n', name: 'x', advertise: ['tcp://h:1'] })).toThrow(/give seeds too/)
+    expect(() => new Bilateral({ network: 'n', name: 'x' }).members()).toThrow(/membership is off/)
+  })
+})
