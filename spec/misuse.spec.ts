@@ -33,6 +33,7 @@ describe('timers beyond what setTimeout can wait', () => {
       'reconnectMax',
       'joinTimeout',
       'linger',
+      'gossipInterval',
     ]) {
       expect(() => makeNode('x', { [key]: 2 ** 31 })).toThrow(
         expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringContaining(`option ${key}`) }),

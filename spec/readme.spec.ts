@@ -30,6 +30,7 @@ const promised: string[][] = [
   ["beta { '$node': [ 'Ping', 'Info', 'Health' ], Public: [ 'Rate' ] }"],
   ['bilateral_calls_total{direction="in",method="Arith.SumDiff",outcome="OK"} 1'],
   ["NETWORK_MISMATCH\n[ 'peer refused gamma NETWORK_MISMATCH' ]"],
+  ['m0 self, m1 up, m2 up, m3 up, m4 up', 'm4 left'],
   ['ok: true', 'hello '],
   ['true\ntrue'],
 ]

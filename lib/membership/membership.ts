@@ -21,7 +21,6 @@
  * It sees the node through {@link MemberHost} only; the mesh knows nothing
  * of it.
  */
-import { createHash } from 'node:crypto'
 import type { Clock } from '../clock.js'
 import { BilateralError } from '../errors.js'
 import {
@@ -31,6 +30,7 @@ import {
   checkRecords,
   digestOf,
   fromDigest,
+  hashOf,
   newer,
   type DigestEntry,
   type MemberRecord,
@@ -392,12 +392,9 @@ export class Membership {
     return [...this.allRecords()].map(digestOf)
   }
 
-  /** A hash of every record's digest entry, in name order: equal tables, equal hashes. */
+  /** The hash of our table (records.ts hashOf), kept until the table changes. */
   private tableHash(): string {
-    if (this.hash !== undefined) return this.hash
-    const entries = this.digest().sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-    this.hash = createHash('sha256').update(JSON.stringify(entries)).digest('base64').slice(0, 22)
-    return this.hash
+    return (this.hash ??= hashOf(this.digest()))
   }
 
   private offsetFromClock(): number {

@@ -7,9 +7,11 @@
  * Everything a peer sends is checked against the bounds below before it is
  * kept.
  */
+import { createHash } from 'node:crypto'
+import { encode } from '@msgpack/msgpack'
 import { BilateralError } from '../errors.js'
 
-/** One member, as gossip carries it (PROTOCOL.md 16). */
+/** One member, as gossip carries it (PROTOCOL.md 20). */
 export interface MemberRecord {
   readonly name: string
   /** Where it listens (ZeroMQ endpoints); empty for a member that only dials. */
@@ -89,6 +91,17 @@ export function checkDigest(value: unknown): DigestEntry[] {
     }
     return [name, incarnation, version, left]
   })
+}
+
+/**
+ * A table's hash, as `$mesh.Sync` compares it (PROTOCOL.md 20): SHA-256 of
+ * the msgpack encoding (shortest forms) of its digest entries sorted by the
+ * UTF-8 bytes of their names, in base64, its first 22 characters. Equal
+ * tables have equal hashes, whichever member computes them.
+ */
+export function hashOf(digest: readonly DigestEntry[]): string {
+  const sorted = [...digest].sort((a, b) => Buffer.compare(Buffer.from(a[0]), Buffer.from(b[0])))
+  return createHash('sha256').update(encode(sorted)).digest('base64').slice(0, 22)
 }
 
 /** Records from a peer: at most {@link MAX_RECORDS_PER_EXCHANGE}, each checked. */
