@@ -113,6 +113,19 @@ describe('membership', () => {
       }
     }
     const record = { name: 'x', addresses: ['tcp://127.0.0.1:1'], incarnation: 1, version: 0, left: false }
+    // A record whose address ZeroMQ cannot dial, then one of a real node: connecting to the first throws every
+    // round; the round goes on to the second (in table order), so the node reaches it and keeps serving.
+    const c = makeNode('c')
+    const ec = await c.listen('tcp://127.0.0.1:*')
+    await plain.request('a', '$mesh.Exchange', {
+      records: [
+        { ...record, name: 'b-bad', addresses: ['tcp://not an endpoint'] },
+        { ...record, name: 'c', addresses: [ec] },
+      ],
+      want: [],
+    })
+    await until(() => a.activeConnections().includes('c'), 5000, 'a reaching c')
+    expect(stateOf(a, 'b-bad')).toBe('known')
     expect(await refusedWith('$mesh.Exchange', { records: 'no', want: [] })).toBe('INVALID_ARGUMENT')
     expect(await refusedWith('$mesh.Exchange', { records: Array.from({ length: 257 }, () => record), want: [] })).toBe('INVALID_ARGUMENT')
     expect(await refusedWith('$mesh.Exchange', { records: [{ ...record, name: 'n'.repeat(256) }], want: [] })).toBe('INVALID_ARGUMENT')

@@ -40,6 +40,8 @@ import {
 export const FANOUT = 2
 /** How long a gone or left member's record is kept, so gossip does not bring it back, ms. */
 export const TOMBSTONE_MS = 60_000
+/** Least time between two spreads of news outside the rounds, ms. */
+const EAGER_SPACING = 50
 /** Longest close() waits for the news that we leave to be handed over, ms. */
 const LEAVE_WAIT = 250
 /** Longest wait between attempts on a seed that does not answer, ms. */
@@ -103,8 +105,13 @@ export class Membership {
   private readonly entries = new Map<string, Entry>()
   private self: MemberRecord
   private hash: string | undefined
+  /** Changes to the table so far. */
+  private changes = 0
   private timer: unknown
   private stopped = false
+  /** The pending spread of news, and when the last one ran (clock ms). */
+  private eager: unknown
+  private lastEager = -Infinity
 
   /** Whether leave() has begun. */
   get leaving(): boolean {
@@ -116,6 +123,9 @@ export class Membership {
   private readonly seeds = new Map<string, { next: number; failures: number; trying: boolean }>()
   /** Records for new names dropped because the table was full. */
   dropped = 0
+  /** Connections to members that could not even be attempted (no socket to be had), and why the last one could not. */
+  failures = 0
+  lastFailure: string | undefined
   /** Rounds run, and exchanges that found the tables differ. */
   readonly counts = { rounds: 0, exchanges: 0 }
 
@@ -136,6 +146,7 @@ export class Membership {
     if (this.stopped) return
     this.stopped = true
     this.host.clock.clearTimer(this.timer)
+    if (this.eager !== undefined) this.host.clock.clearTimer(this.eager)
     const to = this.host.upNames().filter((name) => !this.plain.has(name))
     if (to.length === 0) return
     // Handed over (or not) within a bound: a member that is not reading does not hold up our close().
@@ -212,11 +223,32 @@ export class Membership {
     const now = this.host.clock.now()
     this.refreshSelf()
     this.trySeeds(now)
+    this.spread(now)
+    const { gossipInterval } = this.options
+    this.schedule(gossipInterval * (0.75 + Math.random() / 2))
+  }
+
+  /** Compare tables with up to FANOUT random members, and connect to those we should. */
+  private spread(now: number): void {
     const candidates = this.host.upNames().filter((name) => !this.plain.has(name))
     for (const name of pick(candidates, FANOUT)) void this.gossipWith(name)
     this.connectAndExpire(now)
-    const { gossipInterval } = this.options
-    this.schedule(gossipInterval * (0.75 + Math.random() / 2))
+  }
+
+  /**
+   * The table changed: pass it on now rather than at the next round, at most
+   * once every {@link EAGER_SPACING} ms, so news crosses the mesh in network
+   * round trips and a table at rest costs nothing more.
+   */
+  private news(): void {
+    if (this.eager !== undefined || this.stopped) return
+    const wait = Math.max(0, this.lastEager + EAGER_SPACING - this.host.clock.now())
+    this.eager = this.host.clock.setTimer(() => {
+      this.eager = undefined
+      if (this.stopped) return
+      this.lastEager = this.host.clock.now()
+      this.spread(this.lastEager)
+    }, wait)
   }
 
   /** Our own record follows our addresses. */
@@ -224,7 +256,7 @@ export class Membership {
     const addresses = this.ownAddresses()
     if (addresses.length === this.self.addresses.length && addresses.every((a, i) => a === this.self.addresses[i])) return
     this.self = { ...this.self, addresses, version: this.self.version + 1 }
-    this.hash = undefined
+    this.changed()
   }
 
   private ownAddresses(): string[] {
@@ -302,8 +334,14 @@ export class Membership {
           const ours =
             !listening || Buffer.compare(Buffer.from(this.self.name), Buffer.from(name)) < 0 || now - e.since > 2 * gossipInterval
           if (address !== undefined && ours && !this.host.dialling(name)) {
-            this.host.connect(name, address)
-            this.enter(e, 'connecting')
+            try {
+              this.host.connect(name, address)
+              this.enter(e, 'connecting')
+            } catch (error) {
+              // No socket to be had now (file descriptors), or an address the node refuses: the next round tries again.
+              this.failures++
+              this.lastFailure = error instanceof Error ? error.message : String(error)
+            }
           } else if (now - e.since > suspectTimeout + 2 * gossipInterval) this.enter(e, 'gone')
           break
         }
@@ -319,7 +357,7 @@ export class Membership {
         case 'left':
           if (now - e.since > TOMBSTONE_MS) {
             this.entries.delete(name)
-            this.hash = undefined
+            this.changed()
           }
           break
       }
@@ -330,6 +368,12 @@ export class Membership {
 
   /** Take in records from a peer: each replaces ours if newer. A record of ourselves newer than ours is answered with a newer one. */
   private merge(records: readonly MemberRecord[]): void {
+    const before = this.changes
+    this.mergeEach(records)
+    if (this.changes !== before) this.news()
+  }
+
+  private mergeEach(records: readonly MemberRecord[]): void {
     for (const record of records) {
       if (record.name === this.self.name) {
         if (newer(record, this.self) || record.left) this.refute(record)
@@ -343,7 +387,7 @@ export class Membership {
         }
         const state: MemberState = record.left ? 'left' : this.host.isUp(record.name) ? 'up' : 'known'
         this.entries.set(record.name, { record, state, since: this.host.clock.now() })
-        this.hash = undefined
+        this.changed()
         continue
       }
       if (!newer(record, e.record)) continue
@@ -361,12 +405,18 @@ export class Membership {
     const incarnation = Math.max(record.incarnation, this.self.incarnation)
     const version = incarnation === record.incarnation ? Math.max(record.version, this.self.version) + 1 : this.self.version + 1
     this.self = { ...this.self, incarnation, version, left: false }
+    this.changed()
+  }
+
+  /** The table changed: its hash is to be computed again. */
+  private changed(): void {
     this.hash = undefined
+    this.changes++
   }
 
   private setRecord(e: Entry, record: MemberRecord): void {
     e.record = record
-    this.hash = undefined
+    this.changed()
   }
 
   private enter(e: Entry, state: MemberState): void {
