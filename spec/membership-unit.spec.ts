@@ -49,6 +49,8 @@ describe('member records', () => {
     ['a negative incarnation', { incarnation: -1 }],
     ['a fractional version', { version: 0.5 }],
     ['left as a string', { left: 'yes' }],
+    ['a version beyond 2^32 - 1', { version: 2 ** 32 }],
+    ['an incarnation more than an hour ahead of our clock', { incarnation: Date.now() + 2 * 60 * 60 * 1000 }],
   ])('a record with %s is refused INVALID_ARGUMENT', (_, fields) => {
     expect(() => checkRecord({ ...record(), ...fields })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }))
   })

@@ -154,6 +154,15 @@ describe('membership', () => {
     }
     expect(records[0]).toMatchObject({ left: false })
     expect(records[0]!.version).toBeGreaterThan(50)
+    // One at the last version: a goes on in a new incarnation.
+    await plain.request('a', '$mesh.Exchange', {
+      records: [{ ...record, name: 'a', incarnation: mine.incarnation, version: 2 ** 32 - 1, left: true }],
+      want: [],
+    })
+    const after = (await plain.request('a', '$mesh.Exchange', { records: [], want: ['a'] })) as {
+      records: { incarnation: number; version: number; left: boolean }[]
+    }
+    expect(after.records[0]).toMatchObject({ incarnation: mine.incarnation + 1, version: 0, left: false })
     // Still serving.
     expect(await plain.request('a', '$node.Ping', undefined)).toMatchObject({ name: 'a' })
   })

@@ -26,6 +26,7 @@ import { BilateralError } from '../errors.js'
 import {
   MAX_MEMBERS,
   MAX_RECORDS_PER_EXCHANGE,
+  MAX_VERSION,
   checkDigest,
   checkRecords,
   digestOf,
@@ -402,8 +403,13 @@ export class Membership {
 
   /** Someone holds a record of us newer than ours, or one saying we left: ours goes past it. */
   private refute(record: MemberRecord): void {
-    const incarnation = Math.max(record.incarnation, this.self.incarnation)
-    const version = incarnation === record.incarnation ? Math.max(record.version, this.self.version) + 1 : this.self.version + 1
+    let incarnation = Math.max(record.incarnation, this.self.incarnation)
+    let version = incarnation === record.incarnation ? Math.max(record.version, this.self.version) + 1 : this.self.version + 1
+    // Versions are bounded: past the last one, a new incarnation (others take it once it is within their MAX_SKEW).
+    if (version > MAX_VERSION) {
+      incarnation++
+      version = 0
+    }
     this.self = { ...this.self, incarnation, version, left: false }
     this.changed()
   }

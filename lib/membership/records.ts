@@ -29,6 +29,10 @@ export const MAX_MEMBERS = 1024
 /** Most addresses in one record, and the longest one, bytes. */
 export const MAX_ADDRESSES = 8
 export const MAX_ADDRESS_BYTES = 256
+/** Highest version a record may have (then a member starts a new incarnation instead). */
+export const MAX_VERSION = 0xffff_ffff
+/** How far ahead of our clock a record's incarnation may be, ms: a forged one cannot stay newer than its member for long. */
+export const MAX_SKEW = 60 * 60 * 1000
 /** Most records in one exchange (a larger table takes more rounds). */
 export const MAX_RECORDS_PER_EXCHANGE = 256
 
@@ -72,7 +76,10 @@ export function checkRecord(value: unknown): MemberRecord {
       throw bad(`has an address that is not an endpoint of at most ${MAX_ADDRESS_BYTES} bytes`)
     }
   }
-  if (!isCount(incarnation) || !isCount(version)) throw bad('needs incarnation and version as non-negative integers')
+  if (!isCount(incarnation) || !isCount(version) || version > MAX_VERSION) {
+    throw bad(`needs incarnation and version as non-negative integers (version at most ${MAX_VERSION})`)
+  }
+  if (incarnation > Date.now() + MAX_SKEW) throw bad('has an incarnation more than an hour ahead of our clock')
   if (typeof left !== 'boolean') throw bad('needs left as a boolean')
   return { name, addresses: [...(addresses as string[])], incarnation, version, left }
 }
