@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { checkDigest, checkRecord, hashOf, newer, type DigestEntry, type MemberRecord } from '../lib/membership/records.js'
+import { checkDigest, checkRecord, hashOf, newer, tooLate, type DigestEntry, type MemberRecord } from '../lib/membership/records.js'
 
 const vectors = JSON.parse(readFileSync(new URL('./vectors/membership.json', import.meta.url), 'utf8')) as {
   name: string
@@ -17,7 +17,7 @@ const record = (fields: Partial<MemberRecord> = {}): MemberRecord => ({
   addresses: ['tcp://127.0.0.1:7000'],
   incarnation: 100,
   version: 0,
-  left: false,
+  status: 0,
   ...fields,
 })
 
@@ -32,11 +32,12 @@ describe('member records', () => {
     })
   }
 
-  it('newer: a later incarnation, then a later version, then left over not left', () => {
-    expect(newer(record({ incarnation: 101 }), record({ version: 9 }))).toBe(true)
-    expect(newer(record({ version: 1 }), record())).toBe(true)
-    expect(newer(record({ left: true }), record())).toBe(true)
-    expect(newer(record(), record({ left: true }))).toBe(false)
+  it('newer: a later incarnation, then a later version, then the higher status (left over dead over alive)', () => {
+    expect(newer(record({ incarnation: 101 }), record({ version: 9, status: 2 }))).toBe(true)
+    expect(newer(record({ version: 1 }), record({ status: 2 }))).toBe(true)
+    expect(newer(record({ status: 1 }), record())).toBe(true)
+    expect(newer(record({ status: 2 }), record({ status: 1 }))).toBe(true)
+    expect(newer(record(), record({ status: 1 }))).toBe(false)
     expect(newer(record(), record())).toBe(false)
   })
 
@@ -48,17 +49,28 @@ describe('member records', () => {
     ['an address of 257 bytes', { addresses: [`tcp://${'h'.repeat(251)}`] }],
     ['a negative incarnation', { incarnation: -1 }],
     ['a fractional version', { version: 0.5 }],
-    ['left as a string', { left: 'yes' }],
+    ['a status of 3', { status: 3 }],
+    ['a status as a string', { status: 'alive' }],
     ['a version beyond 2^32 - 1', { version: 2 ** 32 }],
-    ['an incarnation more than an hour ahead of our clock', { incarnation: Date.now() + 2 * 60 * 60 * 1000 }],
+    ['a name that is an endpoint', { name: 'tcp://10.0.0.1:7000' }],
   ])('a record with %s is refused INVALID_ARGUMENT', (_, fields) => {
     expect(() => checkRecord({ ...record(), ...fields })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }))
   })
 
-  it('a digest is at most 1024 entries of [name, incarnation, version, left]', () => {
-    expect(checkDigest([['a', 1, 0, false]])).toEqual([['a', 1, 0, false]])
-    expect(() => checkDigest(Array(1025).fill(['a', 1, 0, false]))).toThrow(/at most 1024/)
+  it('counts may come as BigInt (a 64-bit msgpack integer) or an integral float; one far ahead of our clock is only too late', () => {
+    expect(checkRecord({ ...record(), incarnation: 1764600000000n, version: 2n })).toMatchObject({ incarnation: 1764600000000, version: 2 })
+    expect(checkRecord({ ...record(), incarnation: 1764600000000.0 })).toMatchObject({ incarnation: 1764600000000 })
+    expect(() => checkRecord({ ...record(), incarnation: 2n ** 60n })).toThrow(/incarnation and version/)
+    expect(tooLate(record({ incarnation: Date.now() + 6 * 60 * 1000 }))).toBe(true)
+    expect(tooLate(record({ incarnation: Date.now() + 60 * 1000 }))).toBe(false)
+  })
+
+  it('a digest is at most 1025 entries (a full table and its owner) of [name, incarnation, version, status]', () => {
+    expect(checkDigest([['a', 1, 0, 1]])).toEqual([['a', 1, 0, 1]])
+    expect(checkDigest(Array(1025).fill(['a', 1, 0, 0]))).toHaveLength(1025)
+    expect(() => checkDigest(Array(1026).fill(['a', 1, 0, 0]))).toThrow(/at most 1025/)
+    expect(() => checkDigest([['a', 1, 0, false]])).toThrow(/digest entry/)
     expect(() => checkDigest([['a', 1, 0]])).toThrow(/digest entry/)
-    expect(() => checkDigest('x')).toThrow(/at most 1024/)
+    expect(() => checkDigest('x')).toThrow(/at most 1025/)
   })
 })

@@ -112,7 +112,7 @@ describe('membership', () => {
         return (error as BilateralError & { remoteCode?: string }).remoteCode
       }
     }
-    const record = { name: 'x', addresses: ['tcp://127.0.0.1:1'], incarnation: 1, version: 0, left: false }
+    const record = { name: 'x', addresses: ['tcp://127.0.0.1:1'], incarnation: 1, version: 0, status: 0 }
     // A record whose address ZeroMQ cannot dial, then one of a real node: connecting to the first throws every
     // round; the round goes on to the second (in table order), so the node reaches it and keeps serving.
     const c = makeNode('c')
@@ -146,25 +146,44 @@ describe('membership', () => {
     // A record claiming to be a later a is answered by a going past it.
     const mine = a.members()[0]!
     await plain.request('a', '$mesh.Exchange', {
-      records: [{ ...record, name: 'a', incarnation: mine.incarnation, version: 50, left: true }],
+      records: [{ ...record, name: 'a', incarnation: mine.incarnation, version: 50, status: 2 }],
       want: [],
     })
     const { records } = (await plain.request('a', '$mesh.Exchange', { records: [], want: ['a'] })) as {
-      records: { version: number; left: boolean }[]
+      records: { version: number; status: number }[]
     }
-    expect(records[0]).toMatchObject({ left: false })
+    expect(records[0]).toMatchObject({ status: 0 })
     expect(records[0]!.version).toBeGreaterThan(50)
     // One at the last version: a goes on in a new incarnation.
     await plain.request('a', '$mesh.Exchange', {
-      records: [{ ...record, name: 'a', incarnation: mine.incarnation, version: 2 ** 32 - 1, left: true }],
+      records: [{ ...record, name: 'a', incarnation: mine.incarnation, version: 2 ** 32 - 1, status: 2 }],
       want: [],
     })
     const after = (await plain.request('a', '$mesh.Exchange', { records: [], want: ['a'] })) as {
-      records: { incarnation: number; version: number; left: boolean }[]
+      records: { incarnation: number; version: number; status: number }[]
     }
-    expect(after.records[0]).toMatchObject({ incarnation: mine.incarnation + 1, version: 0, left: false })
+    expect(after.records[0]).toMatchObject({ incarnation: mine.incarnation + 1, version: 0, status: 0 })
     // Still serving.
     expect(await plain.request('a', '$node.Ping', undefined)).toMatchObject({ name: 'a' })
+  })
+
+  it('a table filled with made-up records still takes real members: tombstones and members never reached make room', async () => {
+    const a = member('a', [])
+    const seed = await a.listen('tcp://127.0.0.1:*')
+    const plain = makeNode('plain')
+    plain.connect('a', seed)
+    await plain.waitForPeers(['a'], { timeout: 5000 })
+    const fake = { addresses: [], incarnation: 1, version: 0, status: 0 }
+    for (let batch = 0; batch < 4; batch++) {
+      const records = Array.from({ length: 256 }, (_, i) => ({ ...fake, name: `fake-${batch}-${i}` }))
+      await plain.request('a', '$mesh.Exchange', { records, want: [] })
+    }
+    expect(a.members()).toHaveLength(1025)
+    const b = member('b', [seed])
+    const c = member('c', [seed])
+    await Promise.all([b.listen('tcp://127.0.0.1:*'), c.listen('tcp://127.0.0.1:*')])
+    await until(() => stateOf(b, 'c') === 'up' && stateOf(c, 'b') === 'up', 10_000, 'b and c meeting through a full table')
+    expect(a.members().length).toBeLessThanOrEqual(1025)
   })
 
   it('options are checked: seeds are endpoints, advertise needs seeds, and encrypted nodes are told it is not there yet', () => {

@@ -27,6 +27,11 @@ import {
   MAX_MEMBERS,
   MAX_RECORDS_PER_EXCHANGE,
   MAX_VERSION,
+  MAX_ADDRESSES,
+  tooLate,
+  ALIVE,
+  DEAD,
+  LEFT,
   checkDigest,
   checkRecords,
   digestOf,
@@ -41,10 +46,18 @@ import {
 export const FANOUT = 2
 /** How long a gone or left member's record is kept, so gossip does not bring it back, ms. */
 export const TOMBSTONE_MS = 60_000
+/** Most new dials a round (records cannot make a node dial faster than this). */
+const MAX_DIALS_PER_ROUND = 16
+/** Rounds a member lost is not dialled again, even if a newer record of it comes. */
+const HOLD_DOWN_ROUNDS = 5
+/** How many periods of suspectTimeout a member never reached is dialled before it is gone. */
+const CONNECT_PERIODS = 5
 /** Least time between two spreads of news outside the rounds, ms. */
 const EAGER_SPACING = 50
 /** Longest close() waits for the news that we leave to be handed over, ms. */
 const LEAVE_WAIT = 250
+/** Rounds between checks that a seed reached once is still up. */
+const SEED_RECHECK = 10
 /** Longest wait between attempts on a seed that does not answer, ms. */
 const MAX_SEED_BACKOFF = 30_000
 
@@ -93,6 +106,10 @@ interface Entry {
   state: MemberState
   /** When it entered its state (clock ms). */
   since: number
+  /** Periods of `suspectTimeout` spent connecting to it without its coming up (or failed attempts to connect). */
+  waited: number
+  /** When we last lost it (clock ms): it is not dialled again for HOLD_DOWN_ROUNDS rounds after. */
+  lostAt: number
 }
 
 /** What `$mesh` answers. */
@@ -121,9 +138,13 @@ export class Membership {
   /** Peers that answered `$mesh` with NO_SUCH_METHOD: plain peers, not asked again. */
   private readonly plain = new Set<string>()
   /** Each seed not reached yet: when to try it next (clock ms), and how many tries failed. */
-  private readonly seeds = new Map<string, { next: number; failures: number; trying: boolean }>()
+  private readonly seeds = new Map<string, { next: number; failures: number; trying: boolean; name?: string }>()
   /** Records for new names dropped because the table was full. */
   dropped = 0
+  /** Records skipped for an incarnation too far ahead of our clock. */
+  skipped = 0
+  /** Members forgotten to make room for new ones in a full table. */
+  evicted = 0
   /** Connections to members that could not even be attempted (no socket to be had), and why the last one could not. */
   failures = 0
   lastFailure: string | undefined
@@ -134,7 +155,7 @@ export class Membership {
     private readonly host: MemberHost,
     private readonly options: MembershipOptions,
   ) {
-    this.self = { name: host.name, addresses: this.ownAddresses(), incarnation: Date.now(), version: 0, left: false }
+    this.self = { name: host.name, addresses: this.ownAddresses(), incarnation: Date.now(), version: 0, status: ALIVE }
     for (const seed of options.seeds) this.seeds.set(seed, { next: 0, failures: 0, trying: false })
   }
 
@@ -180,19 +201,21 @@ export class Membership {
       },
       Exchange: (args) => {
         const { records, want } = (args ?? {}) as { records?: unknown; want?: unknown }
-        this.merge(checkRecords(records))
+        // Everything checked before anything is kept.
         if (!Array.isArray(want) || want.length > MAX_RECORDS_PER_EXCHANGE || !want.every((n) => typeof n === 'string')) {
-          throw new BilateralError('INVALID_ARGUMENT', `want lists at most ${MAX_RECORDS_PER_EXCHANGE} names`)
+          throw new BilateralError('INVALID_ARGUMENT', `want must be an array of at most ${MAX_RECORDS_PER_EXCHANGE} names`)
         }
+        this.merge(checkRecords(records))
         return { records: want.map((name) => this.recordOf(name)).filter((r): r is MemberRecord => r !== undefined) }
       },
       Leave: (args, ctx) => {
         const incarnation = (args as { incarnation?: unknown } | null)?.incarnation
         const e = this.entries.get(ctx.from)
         if (e === undefined || e.record.incarnation !== incarnation) return
-        this.setRecord(e, { ...e.record, left: true })
+        this.setRecord(e, { ...e.record, status: LEFT })
         this.enter(e, 'left')
         void this.stopDialling(ctx.from)
+        this.news()
       },
     }
   }
@@ -209,6 +232,8 @@ export class Membership {
   down(name: string): void {
     const e = this.entries.get(name)
     if (e !== undefined && e.state === 'up') this.enter(e, 'suspect')
+    // A peer that comes back under this name may be a member by then.
+    this.plain.delete(name)
   }
 
   // --- rounds -----------------------------------------------------------------
@@ -260,21 +285,31 @@ export class Membership {
     this.changed()
   }
 
+  /** Where we are reached: advertise, else where we listen; the first MAX_ADDRESSES, as a record holds no more. */
   private ownAddresses(): string[] {
-    return [...(this.options.advertise ?? this.host.addresses())]
+    return (this.options.advertise ?? this.host.addresses()).slice(0, MAX_ADDRESSES)
   }
 
-  /** While no member is up, dial each seed not being tried, backing off on failures. */
+  /**
+   * Dial each seed whose member is not up: at once at the start, then after
+   * a back-off on failures, and every {@link SEED_RECHECK} rounds while it
+   * is not up (a partition may have cut us off from its side of the mesh).
+   */
   private trySeeds(now: number): void {
-    if (this.host.upNames().some((name) => !this.plain.has(name))) return
     for (const [address, seed] of this.seeds) {
       if (seed.trying || seed.next > now) continue
+      if (seed.name !== undefined && this.host.isUp(seed.name)) {
+        seed.next = now + SEED_RECHECK * this.options.gossipInterval
+        continue
+      }
       seed.trying = true
       const timeout = Math.max(1000, 2 * this.options.gossipInterval)
       this.host.dial(address, { timeout }).then(
-        () => {
+        (name) => {
           seed.trying = false
           seed.failures = 0
+          seed.name = name
+          seed.next = this.host.clock.now() + SEED_RECHECK * this.options.gossipInterval
         },
         (error: unknown) => {
           seed.trying = false
@@ -323,6 +358,10 @@ export class Membership {
   private connectAndExpire(now: number): void {
     const { suspectTimeout, gossipInterval } = this.options
     const listening = this.self.addresses.length > 0
+    let dials = 0
+    // Addresses we dial or are linked to now, under any name.
+    const dialled = new Set<string>()
+    for (const e of this.entries.values()) if (e.state === 'connecting' || e.state === 'up') dialled.add(e.record.addresses[0] ?? '')
     for (const [name, e] of this.entries) {
       switch (e.state) {
         case 'known': {
@@ -334,25 +373,33 @@ export class Membership {
           // The member that sorts first dials, unless only one side listens, or the other has not dialled within two rounds.
           const ours =
             !listening || Buffer.compare(Buffer.from(this.self.name), Buffer.from(name)) < 0 || now - e.since > 2 * gossipInterval
-          if (address !== undefined && ours && !this.host.dialling(name)) {
+          // Bounds on what records make us dial: a few new dials a round, one name an address, and none for a while after losing it.
+          const allowed = dials < MAX_DIALS_PER_ROUND && now - e.lostAt >= HOLD_DOWN_ROUNDS * gossipInterval && !dialled.has(address ?? '')
+          if (address !== undefined && ours && allowed && !this.host.dialling(name)) {
+            dials++
+            dialled.add(address)
             try {
               this.host.connect(name, address)
               this.enter(e, 'connecting')
             } catch (error) {
-              // No socket to be had now (file descriptors), or an address the node refuses: the next round tries again.
+              // No socket to be had now (file descriptors), or an address the node refuses: tried again a few rounds, then lost.
               this.failures++
               this.lastFailure = error instanceof Error ? error.message : String(error)
+              if (++e.waited >= CONNECT_PERIODS) this.lost(e)
             }
-          } else if (now - e.since > suspectTimeout + 2 * gossipInterval) this.enter(e, 'gone')
+          } else if (now - e.since > suspectTimeout + 2 * gossipInterval) this.lost(e)
           break
         }
         case 'connecting':
-        case 'suspect':
+          // A member never reached yet may only be slow to answer (a mesh forming on a busy host): the dial goes on, for a while.
           if (this.host.isUp(name)) this.enter(e, 'up')
-          else if (now - e.since > suspectTimeout) {
-            this.enter(e, 'gone')
-            void this.stopDialling(name)
-          }
+          else if (now - e.since > suspectTimeout && ++e.waited < CONNECT_PERIODS) e.since = now
+          else if (now - e.since > suspectTimeout) this.lost(e)
+          break
+        case 'suspect':
+          // One that was up and went down is given suspectTimeout to come back.
+          if (this.host.isUp(name)) this.enter(e, 'up')
+          else if (now - e.since > suspectTimeout) this.lost(e)
           break
         case 'gone':
         case 'left':
@@ -376,28 +423,43 @@ export class Membership {
 
   private mergeEach(records: readonly MemberRecord[]): void {
     for (const record of records) {
+      // Far ahead of our clock: skipped (a forgery, or a clock far off), the rest of the exchange taken.
+      if (tooLate(record)) {
+        this.skipped++
+        continue
+      }
       if (record.name === this.self.name) {
-        if (newer(record, this.self) || record.left) this.refute(record)
+        // Said to be dead or gone, or a later version than ours: we are alive, and say so with a version past it (not while leaving).
+        if (!this.stopped && (newer(record, this.self) || record.status !== ALIVE)) this.refute(record)
         continue
       }
       const e = this.entries.get(record.name)
       if (e === undefined) {
-        if (this.entries.size >= MAX_MEMBERS) {
+        // News of the death or departure of a member we never knew (or forgot) is of no use: not taken, so tombstones end.
+        if (record.status !== ALIVE) continue
+        if (this.entries.size >= MAX_MEMBERS && !this.evictOne()) {
           this.dropped++
           continue
         }
-        const state: MemberState = record.left ? 'left' : this.host.isUp(record.name) ? 'up' : 'known'
-        this.entries.set(record.name, { record, state, since: this.host.clock.now() })
+        const state: MemberState = this.host.isUp(record.name) ? 'up' : 'known'
+        this.entries.set(record.name, { record, state, since: this.host.clock.now(), waited: 0, lostAt: -Infinity })
         this.changed()
         continue
       }
       if (!newer(record, e.record)) continue
-      const revived = e.record.incarnation !== record.incarnation || e.record.version !== record.version
+      // A new run of it is not held back by our having lost the last one.
+      if (record.incarnation > e.record.incarnation) e.lostAt = -Infinity
       this.setRecord(e, record)
-      if (record.left) {
+      if (record.status === LEFT) {
         this.enter(e, 'left')
         void this.stopDialling(record.name)
-      } else if (revived && (e.state === 'gone' || e.state === 'left')) this.enter(e, this.host.isUp(record.name) ? 'up' : 'known')
+      } else if (record.status === DEAD) {
+        // Lost by another member. Linked to it, we keep our link: it will hear of that record from us and answer it.
+        if (!this.host.isUp(record.name)) {
+          this.enter(e, 'gone')
+          void this.stopDialling(record.name)
+        }
+      } else if (e.state === 'gone' || e.state === 'left') this.enter(e, this.host.isUp(record.name) ? 'up' : 'known')
     }
   }
 
@@ -410,8 +472,42 @@ export class Membership {
       incarnation++
       version = 0
     }
-    this.self = { ...this.self, incarnation, version, left: false }
+    this.self = { ...this.self, incarnation, version, status: ALIVE }
     this.changed()
+  }
+
+  /**
+   * The table is full and a new member came: make room by forgetting the
+   * oldest tombstone (gone or left), else the oldest member never linked to
+   * us (so a flood of made-up records cannot keep real members out). False
+   * if every member is linked to us.
+   */
+  private evictOne(): boolean {
+    let victim: [string, Entry] | undefined
+    const rank = (e: Entry): number =>
+      e.state === 'gone' || e.state === 'left' ? 0 : e.state === 'known' || e.state === 'connecting' ? 1 : 2
+    for (const pair of this.entries) {
+      const r = rank(pair[1])
+      if (r === 2) continue
+      if (victim === undefined || r < rank(victim[1]) || (r === rank(victim[1]) && pair[1].since < victim[1].since)) victim = pair
+    }
+    if (victim === undefined) return false
+    this.entries.delete(victim[0])
+    if (victim[1].state === 'connecting') void this.stopDialling(victim[0])
+    this.evicted++
+    this.changed()
+    return true
+  }
+
+  /** We lost `e` for good: gone here, no longer dialled, and marked dead for the others (it answers that if it is alive after all). */
+  private lost(e: Entry): void {
+    this.enter(e, 'gone')
+    e.lostAt = this.host.clock.now()
+    void this.stopDialling(e.record.name)
+    if (e.record.status === ALIVE) {
+      this.setRecord(e, { ...e.record, status: DEAD })
+      this.news()
+    }
   }
 
   /** The table changed: its hash is to be computed again. */
@@ -429,6 +525,7 @@ export class Membership {
     if (e.state === state) return
     e.state = state
     e.since = this.host.clock.now()
+    e.waited = 0
   }
 
   private async stopDialling(name: string): Promise<void> {

@@ -1,15 +1,19 @@
 /**
  * Member records, as gossip carries them: what a member says of itself (its
- * name, where it can be reached, which run of it this is) and whether it has
- * left. Only a member makes its own record; everyone else keeps the newest
- * one seen. Newer means a later run (`incarnation`), then a later change
- * within it (`version`); at the same point, a record saying it left wins.
- * Everything a peer sends is checked against the bounds below before it is
- * kept.
+ * name, where it can be reached, which run of it this is) and its status:
+ * alive, dead (a member that was linked to it lost it and it did not come
+ * back), or left (it said so). Only a member makes its own alive record;
+ * another marks it dead or left at the same incarnation and version, so that
+ * news spreads as a newer record, and a member alive after all answers a
+ * dead record of itself with a later version. Newer means a later run
+ * (`incarnation`), then a later change within it (`version`), then, at the
+ * same point, the higher status. Everything a peer sends is checked against
+ * the bounds below before it is kept.
  */
 import { createHash } from 'node:crypto'
 import { encode } from '@msgpack/msgpack'
 import { BilateralError } from '../errors.js'
+import { MAX_NAME_BYTES } from '../wire/frames.js'
 
 /** One member, as gossip carries it (PROTOCOL.md 20). */
 export interface MemberRecord {
@@ -20,9 +24,14 @@ export interface MemberRecord {
   readonly incarnation: number
   /** Its changes within the run, counted from 0. */
   readonly version: number
-  /** It left: parted from a node that saw it go, and told on from there. */
-  readonly left: boolean
+  readonly status: Status
 }
+
+/** A record's status: alive, dead (lost by a member linked to it), left (it said so). Higher wins at the same incarnation and version. */
+export type Status = 0 | 1 | 2
+export const ALIVE = 0
+export const DEAD = 1
+export const LEFT = 2
 
 /** Most members a node keeps records of; a record for a new name beyond it is dropped (and counted). */
 export const MAX_MEMBERS = 1024
@@ -32,7 +41,7 @@ export const MAX_ADDRESS_BYTES = 256
 /** Highest version a record may have (then a member starts a new incarnation instead). */
 export const MAX_VERSION = 0xffff_ffff
 /** How far ahead of our clock a record's incarnation may be, ms: a forged one cannot stay newer than its member for long. */
-export const MAX_SKEW = 60 * 60 * 1000
+export const MAX_SKEW = 5 * 60 * 1000
 /** Most records in one exchange (a larger table takes more rounds). */
 export const MAX_RECORDS_PER_EXCHANGE = 256
 
@@ -40,63 +49,76 @@ export const MAX_RECORDS_PER_EXCHANGE = 256
 export function newer(a: MemberRecord, b: MemberRecord): boolean {
   if (a.incarnation !== b.incarnation) return a.incarnation > b.incarnation
   if (a.version !== b.version) return a.version > b.version
-  return a.left && !b.left
+  return a.status > b.status
 }
 
-/** A record as a digest entry: `[name, incarnation, version, left]`. */
-export type DigestEntry = [string, number, number, boolean]
+/** A record as a digest entry: `[name, incarnation, version, status]`. */
+export type DigestEntry = [string, number, number, Status]
 
-export const digestOf = (r: MemberRecord): DigestEntry => [r.name, r.incarnation, r.version, r.left]
+export const digestOf = (r: MemberRecord): DigestEntry => [r.name, r.incarnation, r.version, r.status]
 
 /** The digest entry as a record without addresses, for comparing. */
-export const fromDigest = ([name, incarnation, version, left]: DigestEntry): MemberRecord => ({
+export const fromDigest = ([name, incarnation, version, status]: DigestEntry): MemberRecord => ({
   name,
   addresses: [],
   incarnation,
   version,
-  left,
+  status,
 })
+
+const isStatus = (s: unknown): s is Status => s === ALIVE || s === DEAD || s === LEFT
 
 const bad = (what: string): BilateralError => new BilateralError('INVALID_ARGUMENT', `a member record ${what}`)
 
-const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0
-
-function checkName(name: unknown): asserts name is string {
-  if (typeof name !== 'string' || name.length === 0 || Buffer.byteLength(name) > 255) throw bad('needs a name of 1 to 255 bytes')
+/** A count: a non-negative safe integer, as a number, a BigInt (a 64-bit msgpack integer decodes so) or an integral float; else undefined. */
+function count(n: unknown): number | undefined {
+  const v = typeof n === 'bigint' && n >= 0n && n <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(n) : n
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : undefined
 }
+
+/** A member's name: 1 to 255 bytes, and not an endpoint (the mesh tells a dial by address alone by its address). */
+export const isMemberName = (name: unknown): name is string =>
+  typeof name === 'string' && name.length > 0 && Buffer.byteLength(name) <= MAX_NAME_BYTES && !ENDPOINT.test(name)
+
+/** A ZeroMQ endpoint as membership takes one: transport://something, at most MAX_ADDRESS_BYTES. */
+export const isAddress = (a: unknown): a is string => typeof a === 'string' && Buffer.byteLength(a) <= MAX_ADDRESS_BYTES && ENDPOINT.test(a)
+const ENDPOINT = /^[a-z]+:\/\/./
 
 /** A record from a peer, checked field by field; throws INVALID_ARGUMENT naming what is wrong. */
 export function checkRecord(value: unknown): MemberRecord {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad('must be a map')
-  const { name, addresses, incarnation, version, left } = value as Record<string, unknown>
-  checkName(name)
-  if (!Array.isArray(addresses) || addresses.length > MAX_ADDRESSES) throw bad(`needs at most ${MAX_ADDRESSES} addresses`)
-  for (const a of addresses) {
-    if (typeof a !== 'string' || Buffer.byteLength(a) > MAX_ADDRESS_BYTES || !/^[a-z]+:\/\/./.test(a)) {
-      throw bad(`has an address that is not an endpoint of at most ${MAX_ADDRESS_BYTES} bytes`)
-    }
+  const fields = value as Record<string, unknown>
+  const { name, addresses, status } = fields
+  if (!isMemberName(name)) throw bad(`needs a name of 1 to ${MAX_NAME_BYTES} bytes that is not an endpoint`)
+  if (!Array.isArray(addresses) || addresses.length > MAX_ADDRESSES || !addresses.every(isAddress)) {
+    throw bad(`needs at most ${MAX_ADDRESSES} addresses, each an endpoint of at most ${MAX_ADDRESS_BYTES} bytes`)
   }
-  if (!isCount(incarnation) || !isCount(version) || version > MAX_VERSION) {
+  const incarnation = count(fields.incarnation)
+  const version = count(fields.version)
+  if (incarnation === undefined || version === undefined || version > MAX_VERSION) {
     throw bad(`needs incarnation and version as non-negative integers (version at most ${MAX_VERSION})`)
   }
-  if (incarnation > Date.now() + MAX_SKEW) throw bad('has an incarnation more than an hour ahead of our clock')
-  if (typeof left !== 'boolean') throw bad('needs left as a boolean')
-  return { name, addresses: [...(addresses as string[])], incarnation, version, left }
+  if (!isStatus(status)) throw bad('needs status 0 (alive), 1 (dead) or 2 (left)')
+  return { name, addresses: [...addresses], incarnation, version, status }
 }
 
-/** A digest from a peer, checked; throws INVALID_ARGUMENT. */
+/** Is `record` too far ahead of our clock to take (a forgery, or a clock far off)? Such a record is skipped, not refused. */
+export const tooLate = (record: MemberRecord): boolean => record.incarnation > Date.now() + MAX_SKEW
+
+const badEntry = (): BilateralError => new BilateralError('INVALID_ARGUMENT', 'a digest entry is [name, incarnation, version, status]')
+
+/** A digest from a peer: at most one entry a member and one for the peer itself; throws INVALID_ARGUMENT. */
 export function checkDigest(value: unknown): DigestEntry[] {
-  if (!Array.isArray(value) || value.length > MAX_MEMBERS)
-    throw new BilateralError('INVALID_ARGUMENT', `a digest holds at most ${MAX_MEMBERS} entries`)
+  if (!Array.isArray(value) || value.length > MAX_MEMBERS + 1) {
+    throw new BilateralError('INVALID_ARGUMENT', `a digest is an array of at most ${MAX_MEMBERS + 1} entries`)
+  }
   return value.map((entry: unknown) => {
-    if (!Array.isArray(entry) || entry.length !== 4)
-      throw new BilateralError('INVALID_ARGUMENT', 'a digest entry is [name, incarnation, version, left]')
-    const [name, incarnation, version, left] = entry as unknown[]
-    checkName(name)
-    if (!isCount(incarnation) || !isCount(version) || typeof left !== 'boolean') {
-      throw new BilateralError('INVALID_ARGUMENT', 'a digest entry is [name, incarnation, version, left]')
-    }
-    return [name, incarnation, version, left]
+    if (!Array.isArray(entry) || entry.length !== 4) throw badEntry()
+    const [name, , , status] = entry as unknown[]
+    const incarnation = count(entry[1])
+    const version = count(entry[2])
+    if (!isMemberName(name) || incarnation === undefined || version === undefined || !isStatus(status)) throw badEntry()
+    return [name, incarnation, version, status]
   })
 }
 
@@ -114,7 +136,7 @@ export function hashOf(digest: readonly DigestEntry[]): string {
 /** Records from a peer: at most {@link MAX_RECORDS_PER_EXCHANGE}, each checked. */
 export function checkRecords(value: unknown): MemberRecord[] {
   if (!Array.isArray(value) || value.length > MAX_RECORDS_PER_EXCHANGE) {
-    throw new BilateralError('INVALID_ARGUMENT', `an exchange carries at most ${MAX_RECORDS_PER_EXCHANGE} records`)
+    throw new BilateralError('INVALID_ARGUMENT', `records must be an array of at most ${MAX_RECORDS_PER_EXCHANGE}`)
   }
   return value.map(checkRecord)
 }
