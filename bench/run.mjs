@@ -6,7 +6,7 @@
 //
 //   node bench/run.mjs            full run (under 3 minutes on 2 cores)
 //   node bench/run.mjs --tiny     a few hundred calls per scenario (make test)
-//   node bench/run.mjs --only calls,multicast   some groups only (calls, cast, payload, multicast, lifecycle, mesh)
+//   node bench/run.mjs --only calls,multicast   some groups only (calls, cast, payload, multicast, lifecycle, mesh, members)
 import { fork } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { connect as netConnect } from 'node:net'
@@ -17,10 +17,16 @@ import { Bilateral } from '../dist/index.js'
 import { TIMINGS, firstOk, sumDiff } from './common.mjs'
 
 const { values: flags } = parseArgs({
-  options: { tiny: { type: 'boolean' }, rounds: { type: 'string' }, out: { type: 'string' }, only: { type: 'string' } },
+  options: {
+    tiny: { type: 'boolean' },
+    rounds: { type: 'string' },
+    out: { type: 'string' },
+    only: { type: 'string' },
+    members: { type: 'string' },
+  },
 })
 const TINY = flags.tiny === true
-const GROUPS = new Set((flags.only ?? 'calls,cast,payload,multicast,lifecycle,mesh').split(','))
+const GROUPS = new Set((flags.only ?? 'calls,cast,payload,multicast,lifecycle,mesh,members').split(','))
 const ROUNDS = Number(flags.rounds ?? (TINY ? 1 : 3))
 const N_SEQ = TINY ? 200 : 5000
 const N_PIPE = TINY ? 300 : 30000
@@ -378,6 +384,57 @@ async function lifecycle() {
   await client.close()
 }
 
+/** Membership's timings: production-like pings, a short peerTimeout so the drop row does not take minutes. */
+const MEMBER_TIMINGS = { pingInterval: 1000, peerTimeout: 4000, joinInterval: 200, gossipInterval: 1000 }
+
+/**
+ * A mesh that forms itself: `total` members in `processes` processes, each
+ * seeded with the first; how long until every member sees every other up,
+ * the gossip bytes (bodies of $mesh calls) a member sends and receives a
+ * second at rest, and how long until every member drops one SIGKILLed.
+ */
+async function members(total, processes) {
+  const hosts = Array.from({ length: processes }, () => spawnServer(['--expose-gc']))
+  const victim = spawnServer()
+  const per = Math.ceil((total - 2) / processes)
+  const timings = MEMBER_TIMINGS
+  const first = await hosts[0].rpc('members', { prefix: 'first-', count: 1, timings })
+  const seed = first.nodes[0].address
+  const t0 = Date.now()
+  await Promise.all([
+    ...hosts.map((h, p) => h.rpc('members', { prefix: `m${p}-`, count: Math.min(per, total - 2 - p * per), seed, timings })),
+    victim.rpc('members', { prefix: 'victim-', count: 1, seed, timings }),
+  ])
+  const up = await Promise.all([...hosts, victim].map((h) => h.rpc('membersUp', { expect: total - 1 })))
+  const converged = (Math.max(...up.map((u) => u.at)) - t0) / 1000
+  // At rest: every table the same; a few rounds to settle, then 10 s counted.
+  await new Promise((resolve) => setTimeout(resolve, (TINY ? 1 : 3) * timings.gossipInterval))
+  const before = await Promise.all(hosts.map((h) => h.rpc('gossipBytes')))
+  const r0 = performance.now()
+  await new Promise((resolve) => setTimeout(resolve, TINY ? 1000 : 10_000))
+  const after = await Promise.all(hosts.map((h) => h.rpc('gossipBytes')))
+  const seconds = (performance.now() - r0) / 1000
+  const counted = after.reduce((n, a) => n + a.members, 0)
+  const bytes = after.reduce((n, a) => n + a.bytes, 0) - before.reduce((n, b) => n + b.bytes, 0)
+  // What one member's metrics count: the bodies of the calls it made and of those it served, both ways.
+  const restRate = bytes / counted / seconds
+  victim.child.kill('SIGKILL')
+  const killed = Date.now()
+  const dropped = await Promise.all(hosts.map((h) => h.rpc('membersDropped', { name: 'victim-0' })))
+  const dropSeconds = (Math.max(...dropped.map((d) => d.at)) - killed) / 1000
+  for (const h of hosts) h.child.send({ command: 'exit' })
+  const label = `${total} members (${processes} processes), one seed each`
+  record(`${label}: every member sees every other up`, 'seconds', 's', { bilateral: converged, better: 'lower' })
+  record(`${label}: gossip at rest, $mesh bytes a member sends and receives a second`, 'B/s', 'B/s', {
+    bilateral: restRate,
+    better: 'lower',
+  })
+  record(`${label}: a SIGKILLed member dropped by all (peerTimeout ${timings.peerTimeout} ms)`, 'seconds', 's', {
+    bilateral: dropSeconds,
+    better: 'lower',
+  })
+}
+
 /**
  * A full mesh of `total` nodes in `processes` processes, node i dialling every
  * node after it (one connection per pair): time to converge, and resident
@@ -456,6 +513,9 @@ try {
     await multicast(10, 2)
   }
   if (GROUPS.has('lifecycle')) await lifecycle()
+  if (GROUPS.has('members') && TINY) await members(6, 2)
+  else if (GROUPS.has('members'))
+    for (const total of (flags.members ?? '20,50,100').split(',').map(Number)) await members(total, Math.max(2, Math.round(total / 20)))
   if (GROUPS.has('mesh') && TINY) await scale(6, 2, { traffic: true })
   else if (GROUPS.has('mesh')) {
     await scale(20, 4, { traffic: true })

@@ -195,6 +195,49 @@ const handlers = {
     )
     return { ...(await settled()) }
   },
+  /** Membership scale: `count` members that listen, each seeded with `seed` (or the first member, with none), metrics on for $mesh bytes. */
+  async members({ prefix, count, seed, timings }) {
+    await warmUp()
+    const out = []
+    for (let i = 0; i < count; i++) {
+      const node = new Bilateral({
+        network: 'bench',
+        name: `${prefix}${i}`,
+        ...timings,
+        seeds: seed === undefined ? [] : [seed],
+        metrics: true,
+        introspection: false,
+      })
+      nodes.push(node)
+      out.push({ name: node.name, address: await node.listen('tcp://127.0.0.1:*') })
+    }
+    return { nodes: out }
+  },
+  /** Membership scale: when (Date.now()) every local member saw `expect` others up. */
+  async membersUp({ expect }) {
+    await Promise.all(nodes.map((node) => waitForCount(node, expect, 120_000)))
+    return { at: Date.now(), ...(await settled()) }
+  },
+  /** Membership scale: bytes of $mesh arguments and replies the local members sent and received so far (both directions). */
+  async gossipBytes() {
+    let bytes = 0
+    for (const node of nodes) {
+      const { outbound, inbound } = node.metrics()
+      for (const side of [outbound, inbound])
+        for (const [method, f] of Object.entries(side.methods)) if (method.startsWith('$mesh.')) bytes += f.bytesOut + f.bytesIn
+    }
+    return { bytes, members: nodes.length }
+  },
+  /** Membership scale: when (Date.now()) every local member shows `name` gone. */
+  async membersDropped({ name }) {
+    const gone = () => nodes.every((node) => node.members().find((m) => m.name === name)?.state === 'gone')
+    const deadline = Date.now() + 60_000
+    while (!gone()) {
+      if (Date.now() > deadline) throw new Error(`${name} not gone everywhere within 60 s`)
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    return { at: Date.now() }
+  },
   async rss() {
     return { rss: process.memoryUsage().rss }
   },
@@ -249,10 +292,10 @@ async function settled() {
   return { rss, live: rss - (heapTotal - heapUsed) }
 }
 
-function waitForCount(node, expect) {
+function waitForCount(node, expect, ms = 30_000) {
   if (node.connectionCount() >= expect) return Promise.resolve()
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${node.name} saw ${node.connectionCount()} of ${expect}`)), 30_000)
+    const timer = setTimeout(() => reject(new Error(`${node.name} saw ${node.connectionCount()} of ${expect}`)), ms)
     const check = () => {
       if (node.connectionCount() >= expect) {
         clearTimeout(timer)
