@@ -385,7 +385,9 @@ async function lifecycle() {
 }
 
 /** Membership's timings: production-like pings, a short peerTimeout so the drop row does not take minutes. */
-const MEMBER_TIMINGS = { pingInterval: 1000, peerTimeout: 4000, joinInterval: 200, gossipInterval: 1000 }
+const MEMBER_TIMINGS = TINY
+  ? { pingInterval: 250, peerTimeout: 1000, joinInterval: 100, gossipInterval: 200 }
+  : { pingInterval: 1000, peerTimeout: 4000, joinInterval: 200, gossipInterval: 1000 }
 
 /**
  * A mesh that forms itself: `total` members in `processes` processes, each
