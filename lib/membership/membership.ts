@@ -16,7 +16,11 @@
  * member that leaves says so (`$mesh.Leave`) before it parts, and the left
  * record spreads; one whose link goes down without that is suspect, and
  * gone once it has not come back within `suspectTimeout`, when our dial to it
- * stops. A later run of a member (a higher incarnation) replaces its record.
+ * stops and its record is marked dead for the others. A member marked dead
+ * while alive answers with a later version, and is taken back. A later run
+ * of a member (a higher incarnation) replaces its record. Changes are passed
+ * on at once as well as at the rounds, and records cannot make a node dial
+ * without bounds (see connectAndExpire).
  *
  * It sees the node through {@link MemberHost} only; the mesh knows nothing
  * of it.
@@ -88,7 +92,7 @@ export interface MembershipOptions {
   readonly suspectTimeout: number
 }
 
-/** `known`: in the table, no link yet. `connecting`: we dial it. `up`: linked. `suspect`: its link went down. `gone`: not back in time. `left`: it said it left. */
+/** `self`: this node. `known`: in the table, no link yet. `connecting`: we dial it. `up`: linked. `suspect`: its link went down. `gone`: not back in time (or marked dead by another). `left`: it said it left. */
 export type MemberState = 'self' | 'known' | 'connecting' | 'up' | 'suspect' | 'gone' | 'left'
 
 /** A member as members() shows it. */
