@@ -84,12 +84,23 @@ const COMMANDS = {
     run: bench,
   },
   serve: {
-    usage: 'bilateral serve MODULE --listen ADDRESS [--connect PEER]... [--introspect]',
-    about: "Serve MODULE's exported classes (made with no arguments) and objects as receivers, until interrupted.",
-    options: { listen: { type: 'string', multiple: true }, connect: { type: 'string', multiple: true }, introspect: { type: 'boolean' } },
+    usage: 'bilateral serve MODULE --listen ADDRESS [--connect PEER]... [--seed ADDRESS]... [--mesh] [--introspect]',
+    about:
+      "Serve MODULE's exported classes (made with no arguments) and objects as receivers, until interrupted. --seed joins a mesh that forms itself through that member; --mesh makes this the first member.",
+    options: {
+      listen: { type: 'string', multiple: true },
+      connect: { type: 'string', multiple: true },
+      seed: { type: 'string', multiple: true },
+      mesh: { type: 'boolean' },
+      introspect: { type: 'boolean' },
+    },
     positionals: [1, 1],
     // Each --connect is NAME@ADDRESS: a served node redials its peers by name.
     check: (_, o) => {
+      for (const seed of o.seed ?? [])
+        if (!/^[a-z]+:\/\/./.test(seed))
+          throw new Usage(`--seed takes an ADDRESS, such as tcp://10.0.0.5:7000, not ${JSON.stringify(seed)}`)
+      if ((o.seed !== undefined || o.mesh) && o.keypair !== undefined) throw new Usage('--seed and --mesh are for plaintext meshes for now')
       for (const text of o.connect ?? []) {
         if (parsePeer(text, o.keypair !== undefined).name === undefined)
           throw new Usage(`--connect takes NAME@ADDRESS: a served node redials its peers by name, so ${text} needs one`)
@@ -405,7 +416,8 @@ const statLines = (stats) =>
     .map(([k, v]) => `${k}\t${v}`)
 
 async function serve([module], o) {
-  if (o.listen === undefined && o.connect === undefined) throw new Usage('serve needs --listen ADDRESS or --connect PEER')
+  if (o.listen === undefined && o.connect === undefined && o.seed === undefined)
+    throw new Usage('serve needs --listen ADDRESS, --connect PEER or --seed ADDRESS')
   let exports
   try {
     exports = await import(pathToFileURL(resolve(module)).href)
@@ -416,6 +428,7 @@ async function serve([module], o) {
     network: o.network,
     ...(o.keypair ? { keypair: o.keypair } : { name: o.name ?? `bilateral-serve-${process.pid}` }),
     ...(o.introspect ? { introspection: { methods: ['Ping', 'Info', 'Health', 'Peers', 'Stats'] } } : {}),
+    ...(o.seed !== undefined || o.mesh ? { seeds: o.seed ?? [] } : {}),
   })
   const served = []
   for (const [name, value] of Object.entries(exports)) {

@@ -108,6 +108,30 @@ describe('bilateral call and cast', () => {
   })
 })
 
+describe('bilateral serve in a mesh that forms itself', () => {
+  it('--mesh makes the first member, --seed joins through it, and each served node links to every other', async () => {
+    const first = await serve('--network', 'cli-mesh', '--name', 'm1', '--mesh')
+    const [, third] = await Promise.all([
+      serve('--network', 'cli-mesh', '--name', 'm2', '--seed', first),
+      serve('--network', 'cli-mesh', '--name', 'm3', '--seed', first, '--introspect'),
+    ])
+    // m3 hears of m2 only through m1's gossip: ask m3 whom it is linked to, at most 20 times.
+    let up: string[] = []
+    for (let attempt = 0; attempt < 20 && up.length < 3; attempt++) {
+      const ran = await bilateral('peers', `m3@${third}`, '--network', 'cli-mesh', '--json')
+      up =
+        ran.code === 0
+          ? (JSON.parse(ran.stdout) as { name: string; state: string }[]).filter((p) => p.state === 'up').map((p) => p.name)
+          : []
+    }
+    // Its peers: m1, m2, and the command's own short-lived node.
+    expect(up.filter((n) => !n.startsWith('bilateral-cli-')).sort()).toEqual(['m1', 'm2'])
+    const bad = await bilateral('serve', SERVICE, '--seed', 'm1', '--network', 'cli-mesh')
+    expect(bad.code).toBe(2)
+    expect(bad.stderr).toMatch(/^bilateral: --seed takes an ADDRESS/)
+  })
+})
+
 describe('bilateral ping, methods, peers, stats', () => {
   it('ping times round trips', async () => {
     const ran = await bilateral('ping', `svc@${plain}`, '--network', 'cli', '--count', '2', '--json')
