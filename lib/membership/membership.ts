@@ -405,9 +405,15 @@ export class Membership {
           if (this.host.isUp(name)) this.enter(e, 'up')
           else if (now - e.since > suspectTimeout) this.lost(e)
           break
+        case 'up':
+          // Its down event is what moves it on; should the state and the link ever disagree, the link wins.
+          if (!this.host.isUp(name)) this.enter(e, 'suspect')
+          break
         case 'gone':
         case 'left':
-          if (now - e.since > TOMBSTONE_MS) {
+          // Gone, yet linked (it dialled us, or a dial got through): up. Left stays left until a newer record.
+          if (e.state === 'gone' && this.host.isUp(name)) this.enter(e, 'up')
+          else if (now - e.since > TOMBSTONE_MS) {
             this.entries.delete(name)
             this.changed()
           }
