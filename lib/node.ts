@@ -42,7 +42,7 @@ import {
 import { z85Encode } from './z85.js'
 import type { Link } from './mesh/link.js'
 import { Mesh, type DownReason, type Identity, type MeshStats } from './mesh/mesh.js'
-import { checkName, checkTimeout, resolveOptions, type BilateralOptions, type ResolvedOptions } from './options.js'
+import { checkName, checkTimeout, isEndpoint, resolveOptions, type BilateralOptions, type ResolvedOptions } from './options.js'
 import { Codec } from './wire/codec.js'
 import { FrameType, MAX_METHOD_BYTES, NONCE_BYTES, encodeCall, encodeCast, type DataFrame } from './wire/frames.js'
 
@@ -445,7 +445,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         peer: name,
       })
     }
-    if (/^[a-z]+:\/\/./.test(name) && typeof address === 'string' && !/^[a-z]+:\/\/./.test(address)) {
+    if (isEndpoint(name) && typeof address === 'string' && !isEndpoint(address)) {
       throw new BilateralError(
         'INVALID_ARGUMENT',
         `connect(name, address) takes the peer's name first: connect(${JSON.stringify(address)}, ${JSON.stringify(name)})?`,
@@ -1201,7 +1201,7 @@ interface Waiter {
 
 /** An address must be a ZeroMQ endpoint; `127.0.0.1:7000` is told to add `tcp://`. */
 function checkEndpoint(address: unknown): asserts address is string {
-  if (typeof address === 'string' && /^[a-z]+:\/\/./.test(address)) return
+  if (isEndpoint(address)) return
   const hint = typeof address === 'string' && /^[^/]*:\d+$|^[^/]*:\*$/.test(address) ? `; write tcp://${address}` : ''
   throw new BilateralError(
     'INVALID_ARGUMENT',

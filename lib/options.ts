@@ -4,6 +4,9 @@ import { isLogger, lineLogger, wantsDebug, type Logger } from './log.js'
 import { unknownOption } from './misuse.js'
 import type { PeerRule } from './calls/registry.js'
 import { DEFAULT_FORWARD_META, MAX_META_BYTES, META_KEY } from './calls/meta.js'
+import { MAX_ADDRESSES, MAX_ADDRESS_BYTES, isAddress } from './membership/records.js'
+
+export { isEndpoint } from './membership/records.js'
 
 /** Default per-call timeout, ms. */
 export const DEFAULT_CALL_TIMEOUT = 2000
@@ -314,16 +317,12 @@ const MAX_SEEDS = 64
 function checkMembership(o: ResolvedOptions): void {
   const endpoints = (key: 'seeds' | 'advertise', list: unknown, max: number): void => {
     if (list === undefined) return
-    if (
-      !Array.isArray(list) ||
-      list.length > max ||
-      !list.every((a) => typeof a === 'string' && /^[a-z]+:\/\/./.test(a) && Buffer.byteLength(a) <= 256)
-    ) {
-      throw invalid(key, `must be an array of at most ${max} ZeroMQ endpoints (tcp://host:port), each at most 256 bytes`)
+    if (!Array.isArray(list) || list.length > max || !list.every(isAddress)) {
+      throw invalid(key, `must be an array of at most ${max} ZeroMQ endpoints (tcp://host:port), each at most ${MAX_ADDRESS_BYTES} bytes`)
     }
   }
   endpoints('seeds', o.seeds, MAX_SEEDS)
-  endpoints('advertise', o.advertise, 8)
+  endpoints('advertise', o.advertise, MAX_ADDRESSES)
   checkTime('gossipInterval', o.gossipInterval)
   if (o.advertise !== undefined && o.seeds === undefined)
     throw invalid('advertise', 'is for membership: give seeds too ([] for the first member)')

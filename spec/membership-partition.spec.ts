@@ -1,24 +1,19 @@
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ensureBuilt } from './helpers.js'
+import { canNetns, namespacePair } from './netns-pair.js'
 
 // A self-forming mesh across two "hosts": network namespaces joined by a veth
 // pair, each running two members in one process. The pair is cut and
 // restored. Needs root on Linux with iproute2; skipped otherwise.
-const canNetns = process.platform === 'linux' && process.getuid?.() === 0 && spawnSync('ip', ['netns', 'list']).status === 0
 const MEMBERS = fileURLToPath(new URL('./fixtures/ns-members.mjs', import.meta.url))
 /** FAST's peerTimeout, as the members in the fixture have it. */
 const PEER_TIMEOUT = 600
-const id = randomBytes(3).toString('hex')
-const ns = { a: `bm-a-${id}`, b: `bm-b-${id}` }
-const veth = { a: `bma${id}`, b: `bmb${id}` }
-const addr = { a: '10.231.78.1', b: '10.231.78.2' }
+const pair = namespacePair('bm', '10.231.78')
+const { ns, addr } = pair
 const children: ChildProcess[] = []
-
-const ip = (...args: string[]): void => void execFileSync('ip', args, { stdio: 'pipe' })
 
 type View = { event: string; node?: string; up?: string[]; gone?: string[]; endpoint?: string }
 
@@ -61,21 +56,12 @@ const sees = (names: string[], what: 'up' | 'gone', others: string[]) => (views:
 describe.skipIf(!canNetns)('membership across a partition (network namespaces joined by veth)', () => {
   beforeAll(() => {
     ensureBuilt()
-    ip('netns', 'add', ns.a)
-    ip('netns', 'add', ns.b)
-    ip('link', 'add', veth.a, 'type', 'veth', 'peer', 'name', veth.b)
-    ip('link', 'set', veth.a, 'netns', ns.a)
-    ip('link', 'set', veth.b, 'netns', ns.b)
-    for (const side of ['a', 'b'] as const) {
-      ip('-n', ns[side], 'addr', 'add', `${addr[side]}/24`, 'dev', veth[side])
-      ip('-n', ns[side], 'link', 'set', veth[side], 'up')
-      ip('-n', ns[side], 'link', 'set', 'lo', 'up')
-    }
+    pair.make()
   })
 
   afterAll(() => {
     for (const child of children) child.kill('SIGKILL')
-    for (const space of [ns.a, ns.b]) spawnSync('ip', ['netns', 'del', space])
+    pair.remove()
   })
 
   it('each side drops the other within 2 × peerTimeout, and one mesh forms again when the link is restored', async () => {
@@ -87,7 +73,7 @@ describe.skipIf(!canNetns)('membership across a partition (network namespaces jo
     await Promise.all([a.until(fullA, 20_000, 'A sees B'), b.until(fullB, 20_000, 'B sees A')])
 
     const cutAt = performance.now()
-    ip('-n', ns.a, 'link', 'set', veth.a, 'down')
+    pair.link(false)
     await Promise.all([
       a.until(sees(['a1', 'a2'], 'gone', ['b1', 'b2']), 10_000, 'A drops B'),
       b.until(sees(['b1', 'b2'], 'gone', ['a1', 'a2']), 10_000, 'B drops A'),
@@ -98,7 +84,7 @@ describe.skipIf(!canNetns)('membership across a partition (network namespaces jo
     await a.until(sees(['a1'], 'up', ['a2']), 5000, 'a1 and a2 still linked')
     await b.until(sees(['b1'], 'up', ['b2']), 5000, 'b1 and b2 still linked')
 
-    ip('-n', ns.a, 'link', 'set', veth.a, 'up')
+    pair.link(true)
     // B dials its seed (a1) again every 10 rounds while a1 is not up; the dead records are answered, and every pair links again.
     await Promise.all([a.until(fullA, 30_000, 'A sees B again'), b.until(fullB, 30_000, 'B sees A again')])
   })

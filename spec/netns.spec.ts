@@ -1,22 +1,17 @@
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ensureBuilt } from './helpers.js'
+import { canNetns, namespacePair } from './netns-pair.js'
 
 // Two "hosts": network namespaces joined by a veth pair, each running a node
 // in its own process. Needs root on Linux with iproute2; skipped otherwise.
-const canNetns = process.platform === 'linux' && process.getuid?.() === 0 && spawnSync('ip', ['netns', 'list']).status === 0
 const NODE = fileURLToPath(new URL('./fixtures/ns-node.mjs', import.meta.url))
 const PEER_TIMEOUT = 600
-const id = randomBytes(3).toString('hex')
-const ns = { a: `bl-a-${id}`, b: `bl-b-${id}` }
-const veth = { a: `bla${id}`, b: `blb${id}` }
-const addr = { a: '10.231.77.1', b: '10.231.77.2' }
+const pair = namespacePair('bl', '10.231.77')
+const { ns, addr } = pair
 const children: ChildProcess[] = []
-
-const ip = (...args: string[]): void => void execFileSync('ip', args, { stdio: 'pipe' })
 
 /** A node in namespace `space`, with its events as an async queue. */
 function host(space: string, ...args: string[]) {
@@ -48,21 +43,12 @@ function host(space: string, ...args: string[]) {
 describe.skipIf(!canNetns)('a partition between two hosts (network namespaces joined by veth)', () => {
   beforeAll(() => {
     ensureBuilt()
-    ip('netns', 'add', ns.a)
-    ip('netns', 'add', ns.b)
-    ip('link', 'add', veth.a, 'type', 'veth', 'peer', 'name', veth.b)
-    ip('link', 'set', veth.a, 'netns', ns.a)
-    ip('link', 'set', veth.b, 'netns', ns.b)
-    for (const side of ['a', 'b'] as const) {
-      ip('-n', ns[side], 'addr', 'add', `${addr[side]}/24`, 'dev', veth[side])
-      ip('-n', ns[side], 'link', 'set', veth[side], 'up')
-      ip('-n', ns[side], 'link', 'set', 'lo', 'up')
-    }
+    pair.make()
   })
 
   afterAll(() => {
     for (const child of children) child.kill('SIGKILL')
-    for (const space of [ns.a, ns.b]) spawnSync('ip', ['netns', 'del', space])
+    pair.remove()
   })
 
   it('a cut link takes the peer down on both sides within peerTimeout, and restoring it heals the mesh', async () => {
@@ -74,7 +60,7 @@ describe.skipIf(!canNetns)('a partition between two hosts (network namespaces jo
 
     const [fromA, fromB] = [alpha.mark(), beta.mark()]
     const cutAt = performance.now()
-    ip('-n', ns.a, 'link', 'set', veth.a, 'down')
+    pair.link(false)
     const downs = await Promise.all([
       alpha.next({ event: 'down', peer: 'beta' }, 5_000, fromA),
       beta.next({ event: 'down', peer: 'alpha' }, 5_000, fromB),
@@ -83,7 +69,7 @@ describe.skipIf(!canNetns)('a partition between two hosts (network namespaces jo
     expect(performance.now() - cutAt).toBeLessThan(PEER_TIMEOUT * 1.5 + 250)
 
     const [againA, againB] = [alpha.mark(), beta.mark()]
-    ip('-n', ns.a, 'link', 'set', veth.a, 'up')
+    pair.link(true)
     await Promise.all([
       alpha.next({ event: 'up', peer: 'beta' }, 10_000, againA),
       beta.next({ event: 'up', peer: 'alpha' }, 10_000, againB),

@@ -78,11 +78,13 @@ function count(n: unknown): number | undefined {
 
 /** A member's name: 1 to 255 bytes, and not an endpoint (the mesh tells a dial by address alone by its address). */
 export const isMemberName = (name: unknown): name is string =>
-  typeof name === 'string' && name.length > 0 && Buffer.byteLength(name) <= MAX_NAME_BYTES && !ENDPOINT.test(name)
+  typeof name === 'string' && name.length > 0 && Buffer.byteLength(name) <= MAX_NAME_BYTES && !isEndpoint(name)
 
 /** A ZeroMQ endpoint as membership takes one: transport://something, at most MAX_ADDRESS_BYTES. */
-export const isAddress = (a: unknown): a is string => typeof a === 'string' && Buffer.byteLength(a) <= MAX_ADDRESS_BYTES && ENDPOINT.test(a)
-const ENDPOINT = /^[a-z]+:\/\/./
+export const isAddress = (a: unknown): a is string => isEndpoint(a) && Buffer.byteLength(a) <= MAX_ADDRESS_BYTES
+
+/** Is `value` written as a ZeroMQ endpoint (`transport://something`)? The node's addresses are checked with this too. */
+export const isEndpoint = (value: unknown): value is string => typeof value === 'string' && /^[a-z]+:\/\/./.test(value)
 
 /** A record from a peer, checked field by field; throws INVALID_ARGUMENT naming what is wrong. */
 export function checkRecord(value: unknown): MemberRecord {

@@ -336,7 +336,7 @@ export class Mesh {
 
   /** Let the process exit once we dial no one. */
   private releaseIfIdle(): void {
-    if (this.unnamed.size > 0 || [...this.table.values()].some((p) => p.dialler !== undefined)) return
+    if (this.unnamed.size > 0 || this.table.dialling()) return
     this.release?.()
     this.release = undefined
   }
@@ -586,9 +586,7 @@ export class Mesh {
     const mesh = this
     return {
       clock: this.clock,
-      *live() {
-        for (const p of mesh.table.values()) if (p.live !== undefined) yield p.live
-      },
+      live: () => this.table.liveLinks(),
       *links() {
         yield* mesh.acceptor.links()
         for (const p of mesh.table.values()) {
@@ -605,13 +603,9 @@ export class Mesh {
       recheck: (link) => void this.recheck(link),
       expire: (now) => this.acceptor.expire(now),
       forgive: (late, now) => {
-        for (const link of this.livenessHostLinks()) link.lastHeard = Math.min(now, link.lastHeard + late)
+        for (const link of this.table.liveLinks()) link.lastHeard = Math.min(now, link.lastHeard + late)
         this.acceptor.forgive(late)
       },
     }
-  }
-
-  private *livenessHostLinks(): Iterable<Link> {
-    for (const p of this.table.values()) if (p.live !== undefined) yield p.live
   }
 }
