@@ -1,5 +1,6 @@
-import { execFile } from 'node:child_process'
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { execFile, spawn } from 'node:child_process'
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, expect, it } from 'vitest'
@@ -74,7 +75,62 @@ blocks.forEach(({ lang, code }, i) => {
     if (code.includes('server.key')) {
       await run(process.execPath, [fileURLToPath(new URL('bin/bilateral-keygen.js', root)), '--out', 'server.key'], { cwd })
     }
-    const { stdout } = await run(process.execPath, [file.pathname], { timeout: 15_000, cwd })
+    const stdout = await runExample(file.pathname, cwd)
     for (const text of promised[i] ?? []) expect(stdout).toContain(text)
-  })
+    // Room for a compile, and for a hung example's report (runExample).
+  }, 60_000)
 })
+
+/**
+ * Run an example; resolve with its stdout once it exits 0. One that has not
+ * exited within 15 s is asked for a diagnostic report (Node's
+ * `--report-on-signal`) before it is killed, so the failure says what kept it
+ * alive: the JavaScript stack, and the handles still open and referenced.
+ * A failure shows the exit code or signal, stdout and stderr.
+ */
+function runExample(file: string, cwd: string): Promise<string> {
+  const flags = ['--report-on-signal', '--report-signal=SIGUSR2', `--report-directory=${cwd}`, '--report-compact']
+  const child = spawn(process.execPath, [...flags, file], { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+  let hung = false
+  const reportDue = setTimeout(() => {
+    hung = true
+    child.kill('SIGUSR2')
+  }, 15_000)
+  // Killed 3 s after the report was asked for, however far it got.
+  const killDue = setTimeout(() => child.kill('SIGKILL'), 18_000)
+  return new Promise((resolve, reject) => {
+    child.on('error', reject)
+    child.on('exit', (code, signal) => {
+      clearTimeout(reportDue)
+      clearTimeout(killDue)
+      if (code === 0 && !hung) return resolve(stdout)
+      const how = hung ? 'had not exited after 15 s' : `exited with ${signal ?? `code ${code}`}`
+      reject(new Error(`${file} ${how}\n--- stdout\n${stdout}\n--- stderr\n${stderr}${hung ? `\n--- report\n${report(cwd)}` : ''}`))
+    })
+  })
+}
+
+/** What a diagnostic report in `dir` says kept the process alive. */
+function report(dir: string): string {
+  const name = readdirSync(dir).find((f) => f.startsWith('report.') && f.endsWith('.json'))
+  if (name === undefined) return '(no report was written)'
+  try {
+    const r = JSON.parse(readFileSync(join(dir, name), 'utf8')) as {
+      javascriptStack?: { message?: string; stack?: string[] }
+      libuv?: { type: string; is_active?: boolean; is_referenced?: boolean; [k: string]: unknown }[]
+    }
+    const handles = (r.libuv ?? []).filter((h) => h.is_active === true && h.is_referenced === true)
+    return [
+      `stack: ${r.javascriptStack?.message ?? ''}`,
+      ...(r.javascriptStack?.stack ?? []).slice(0, 10),
+      'active, referenced handles:',
+      ...handles.map((h) => JSON.stringify(h)),
+    ].join('\n')
+  } catch (error) {
+    return `(report unreadable: ${(error as Error).message})`
+  }
+}
