@@ -12,7 +12,8 @@ export type { Until } from './calls/policy.js'
 export type { Meta } from './calls/meta.js'
 export type { PeerRule, RegisterOptions } from './calls/registry.js'
 export type { DownReason } from './mesh/mesh.js'
-export type { MemberInfo, MemberState } from './membership/membership.js'
+export type { MemberEvent, MemberInfo, MemberSelector, MemberState } from './membership/membership.js'
+export type { Resolver } from './membership/seeds.js'
 export {
   DEFAULT_CALL_TIMEOUT,
   DEFAULT_JOIN_INTERVAL,

@@ -28,6 +28,8 @@ export type IntrospectionOptions =
 export interface Introspected {
   readonly name: string
   readonly network: string
+  /** What it is for (the `roles` option). */
+  readonly roles: readonly string[]
   /** When the node was made, ms since the epoch. */
   readonly started: number
   /** The endpoints it listens on. */
@@ -56,6 +58,7 @@ export function introspection(node: Introspected): Record<IntrospectionMethod, (
     Info: (_args, ctx) => ({
       name: node.name,
       network: node.network,
+      roles: [...node.roles],
       release: RELEASE,
       uptime: Date.now() - node.started,
       addresses: node.addresses(),

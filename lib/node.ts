@@ -18,7 +18,8 @@ import { BilateralError, type ErrorCode } from './errors.js'
 import { describeValue, unknownOption } from './misuse.js'
 import type { Logger, LogLevel } from './log.js'
 import { Metrics, type MetricsSnapshot } from './observe/metrics.js'
-import { Membership, type MemberInfo } from './membership/membership.js'
+import { Membership, type MemberInfo, type MemberSelector } from './membership/membership.js'
+import { parseSeed, systemResolver } from './membership/seeds.js'
 import {
   Chain,
   report,
@@ -42,7 +43,7 @@ import {
 import { z85Encode } from './z85.js'
 import type { Link } from './mesh/link.js'
 import { Mesh, type DownReason, type Identity, type MeshStats } from './mesh/mesh.js'
-import { checkName, checkTimeout, isEndpoint, resolveOptions, type BilateralOptions, type ResolvedOptions } from './options.js'
+import { checkName, checkTimeout, isEndpoint, isKey, resolveOptions, type BilateralOptions, type ResolvedOptions } from './options.js'
 import { Codec } from './wire/codec.js'
 import { FrameType, MAX_METHOD_BYTES, NONCE_BYTES, encodeCall, encodeCast, type DataFrame } from './wire/frames.js'
 
@@ -69,6 +70,12 @@ export interface BilateralEvents {
   'handshake:error': [error: BilateralError]
   /** A connection to our listening socket was refused during its handshake for a limit (`maxConnections`, `maxConnectionsPerAddress`, file descriptors). */
   'connection:refused': [address: string, reason: string]
+  /** Membership: a member entered the table, or came back (left or gone before). */
+  'member:join': [member: MemberInfo]
+  /** Membership: a newer record of a member changed what it says (addresses, roles, offers, a restart). */
+  'member:update': [member: MemberInfo]
+  /** Membership: a member left, is gone (`why` says why), or was forgotten to make room. */
+  'member:leave': [member: MemberInfo]
 }
 
 /** What `stats()` returns: table sizes (all zero after close()) and counters. */
@@ -150,10 +157,12 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     this.name = o.name
     this.network = o.network
     this.registry = new Registry(o.defaultExposure)
+    this.authorized = toPredicate(o.authorizedKeys ?? (() => true))
     if (o.introspection !== false) {
       const served: Introspected = {
         name: this.name,
         network: this.network,
+        roles: o.roles,
         started: Date.now(),
         addresses: () => [...this.endpoints],
         visibleTo: (peer) => this.registry.visibleTo(peer),
@@ -222,6 +231,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         refused: (peer, error) => {
           log?.('warn', 'peer refused', { peer, code: error.code, why: error.message })
           for (const waiter of [...this.waiters]) waiter.refused(peer, error)
+          if (this.membership !== undefined && this.refusedForGood(peer, error.code)) this.membership.refusedForGood(peer, error.message)
           this.emit('peer:refused', peer, error)
         },
         data: (link, frame) => this.onData(link, frame),
@@ -252,6 +262,12 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         incarnation: run,
       },
     )
+    for (const seed of o.seeds ?? []) {
+      const { key } = parseSeed(seed)
+      if (key !== undefined && !this.authorized(key)) {
+        throw new BilateralError('INVALID_ARGUMENT', `option seeds: the key of seed ${seed} is not one authorizedKeys admits`)
+      }
+    }
     this.membership = o.seeds === undefined ? undefined : this.joinMembership(o.seeds, o.advertise, o.gossipInterval)
   }
 
@@ -270,8 +286,21 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         upNames: () => this.mesh.activeNames(),
         request: (peer, method, args, options) => this.request(peer, method, args, options),
         cast: (to, method, args) => this.cast(to, method, args),
+        offers: () => [...this.registry.announced],
+        admits: (name) => this.admitsMember(name),
+        event: (kind, member) => {
+          this.log?.('debug', `member ${kind}`, { peer: member.name, state: member.state, why: member.why })
+          this.emit(`member:${kind}`, member)
+        },
       },
-      { seeds, advertise, gossipInterval, suspectTimeout: this.options.peerTimeout },
+      {
+        seeds,
+        resolver: this.options.resolver ?? systemResolver,
+        advertise,
+        roles: this.options.roles,
+        gossipInterval,
+        suspectTimeout: this.options.peerTimeout,
+      },
     )
     // Every member may ask: membership is how the mesh holds together, whatever defaultExposure says of receivers.
     this.registry.register(membership.receiver(), '$mesh', { peers: () => true }, true)
@@ -293,6 +322,16 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     return this.membership.members()
   }
 
+  /** May a member record of `name` be kept: any name on a plaintext mesh; on an encrypted one, a key `authorizedKeys` admits. */
+  private admitsMember(name: string): boolean {
+    if (this.options.keypair === undefined) return true
+    if (!isKey(name)) return false
+    return this.authorized(name)
+  }
+
+  /** `authorizedKeys` as a predicate (every key without it), not counting the trust our own dials give. */
+  private readonly authorized: (key: string) => boolean
+
   /** Whether this node encrypts its traffic (it was given a keypair). */
   get encrypted(): boolean {
     return this.options.keypair !== undefined
@@ -305,7 +344,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       throw new BilateralError('INVALID_ARGUMENT', 'option keypair: publicKey does not belong to secretKey')
     }
     const { network, legacyJoinProofs } = this.options
-    const authorized = toPredicate(this.options.authorizedKeys ?? (() => true))
+    const authorized = this.authorized
     // Keys we dial are trusted for the connection we asked for, whichever side opens it, until disconnect().
     const allows = (key: string): boolean => authorized(key) || this.mesh.isDialling(key)
     return {
@@ -383,7 +422,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    */
   register<T extends object = object>(receiver: NoInfer<Implementation<T>>, name?: string, options?: RegisterOptions): string[] {
     this.assertOpen()
-    return this.registry.register(receiver, name, options)
+    const methods = this.registry.register(receiver, name, options)
+    this.membership?.refresh()
+    return methods
   }
 
   /**
@@ -395,7 +436,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * defaults of every call it makes. Methods are not checked here: a peer
    * that has none answers `NO_SUCH_METHOD`.
    */
-  service<T>(name: string, options: ServiceOptions & { peer: string }): Unicast<T>
+  service<T>(name: string, options: ServiceOptions & { peer: string | MemberSelector }): Unicast<T>
   service<T>(name: string, options?: ServiceOptions & { peer?: undefined }): Multicast<T>
   service<T>(name: string, options?: ServiceOptions): Unicast<T> | Multicast<T>
   service<T>(name: string, options?: ServiceOptions): Unicast<T> | Multicast<T> {
@@ -413,17 +454,17 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * {@link BilateralError} it failed with (`RemoteError` for a handler's
    * error, `TIMEOUT`, `NOT_CONNECTED`, ...). The rest is as for {@link call}.
    */
-  request<R = unknown>(peer: string, method: string, args?: unknown, options: CallOptions = {}): Promise<R> {
+  request<R = unknown>(peer: string | MemberSelector, method: string, args?: unknown, options: CallOptions = {}): Promise<R> {
     try {
-      if (typeof peer !== 'string') {
+      if (typeof peer !== 'string' && !isSelector(peer)) {
         throw new BilateralError(
           'INVALID_ARGUMENT',
-          `request() takes one peer name, not ${describeValue(peer)}; call() takes a list of peers`,
+          `request() takes one peer name or a member selector, not ${describeValue(peer)}; call() takes a list of peers`,
         )
       }
       const prepared = this.prepare(method, args, options, this.request)
       const sink = (resolve: (reply: unknown) => void, reject: (error: unknown) => void) => new Single(resolve, reject)
-      return this.launched([peer], prepared, sink) as Promise<R>
+      return this.launched([typeof peer === 'string' ? peer : this.pickMember(peer, method)], prepared, sink) as Promise<R>
     } catch (error) {
       return Promise.reject(error)
     }
@@ -743,11 +784,16 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * name beyond their limits, with what an `until` function threw, and with
    * `CLOSED` after `close()`.
    */
-  call<R = unknown>(to: readonly string[] = [], method: string, args?: unknown, options: CallOptions = {}): Promise<CallResult<R>[]> {
+  call<R = unknown>(
+    to: readonly string[] | MemberSelector = [],
+    method: string,
+    args?: unknown,
+    options: CallOptions = {},
+  ): Promise<CallResult<R>[]> {
     try {
       const prepared = this.prepare(method, args, options, this.call)
       const sink = (resolve: (results: CallResult[]) => void, reject: (error: unknown) => void) => new Collector(resolve, reject)
-      return this.launched(to, prepared, sink) as Promise<CallResult<R>[]>
+      return this.launched(this.addressed(to), prepared, sink) as Promise<CallResult<R>[]>
     } catch (error) {
       return Promise.reject(error)
     }
@@ -778,7 +824,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     const began = this.clock.now()
     // Peers we connect to that are not up, unless already refused for good (they would not come up).
     const awaited =
-      to.length === 0
+      to.length === 0 && to !== NOBODY
         ? undefined
         : to.filter((name) => {
             const dial = this.mesh.linkTo(name) === undefined ? this.mesh.dialState(name) : undefined
@@ -848,10 +894,15 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * cancels every peer still to answer. Throws at once what `call()` would
    * reject with for bad arguments or options.
    */
-  stream<R = unknown>(to: readonly string[] = [], method: string, args?: unknown, options: CallOptions = {}): CallStream<R> {
+  stream<R = unknown>(
+    to: readonly string[] | MemberSelector = [],
+    method: string,
+    args?: unknown,
+    options: CallOptions = {},
+  ): CallStream<R> {
     let stream!: CallStream<R>
     const prepared = this.prepare(method, args, options, this.stream)
-    const id = this.launch(to, prepared, (targets) => (stream = new CallStream<R>(targets())).sink)
+    const id = this.launch(this.addressed(to), prepared, (targets) => (stream = new CallStream<R>(targets())).sink)
     if (id !== undefined) stream.started((why) => this.outgoing.cancelCall(id, why))
     return stream
   }
@@ -863,8 +914,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * `options.meta` goes with it (to peers of this release); a `parent`'s
    * forwarded metadata too.
    */
-  async cast(to: readonly string[] = [], method: string, args?: unknown, options: CastOptions = {}): Promise<string[]> {
+  async cast(to: readonly string[] | MemberSelector = [], method: string, args?: unknown, options: CastOptions = {}): Promise<string[]> {
     this.assertOpen()
+    to = this.addressed(to)
     checkOptions(options, CAST_OPTIONS, 'cast()')
     this.checkMethod(method)
     const parent = options.parent === undefined ? undefined : checkParent(options.parent)
@@ -1032,7 +1084,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       )
     }
     const links: Link[] = []
-    const all = to.length === 0
+    const all = to.length === 0 && to !== NOBODY
     const wanted = all ? this.mesh.activeNames() : to
     if (all && wanted.length === 0) this.warnNoPeers()
     // Names are unique when we list the active peers; a caller's list may repeat one (a Set only for long lists).
@@ -1053,6 +1105,50 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       }
     }
     return links
+  }
+
+  /**
+   * `to` as peer names: a list as given; a member selector resolved against
+   * membership now, every member it addresses that is not gone or left
+   * (NOBODY if none: an empty list would mean every peer).
+   */
+  private addressed(to: readonly string[] | MemberSelector): readonly string[] {
+    if (!isSelector(to)) return to as readonly string[]
+    const names = this.members_(to).select(to)
+    return names.length === 0 ? NOBODY : names
+  }
+
+  /**
+   * The one member a request addressed by selector goes to: of the members
+   * it addresses that are up (those announcing the method's receiver, when
+   * the selector names neither role nor receiver), the one with fewer calls
+   * of ours in flight of two chosen at random. NOT_CONNECTED if none is up.
+   */
+  private pickMember(selector: MemberSelector, method: string): string {
+    this.checkMethod(method)
+    const named = selector.role !== undefined || selector.offers !== undefined
+    const wanted = named ? selector : { offers: method.slice(0, method.lastIndexOf('.')) }
+    const up = this.members_(selector).select(wanted, true)
+    if (up.length === 0) {
+      throw new BilateralError('NOT_CONNECTED', `no member ${describeSelector(wanted)} is up`)
+    }
+    const a = up[Math.floor(Math.random() * up.length)]!
+    if (up.length === 1) return a
+    let b = up[Math.floor(Math.random() * (up.length - 1))]!
+    if (b === a) b = up[up.length - 1]!
+    return this.outgoing.inflight(b) < this.outgoing.inflight(a) ? b : a
+  }
+
+  /** Membership, for a call addressed by selector (checked): INVALID_ARGUMENT without it. */
+  private members_(selector: MemberSelector): Membership {
+    checkSelector(selector)
+    if (this.membership === undefined) {
+      throw new BilateralError(
+        'INVALID_ARGUMENT',
+        `a call addressed to members (${describeSelector(selector)}) needs membership: new Bilateral({ ..., seeds: [...] })`,
+      )
+    }
+    return this.membership
   }
 
   private warnedNoPeers = false
@@ -1211,6 +1307,30 @@ function checkEndpoint(address: unknown): asserts address is string {
 
 const CALL_OPTIONS: ReadonlySet<string> = new Set(['timeout', 'signal', 'meta', 'until', 'parent', 'detach', 'waitForPeers'])
 const CAST_OPTIONS: ReadonlySet<string> = new Set(['meta', 'parent'])
+
+/** What a selector addressing no member resolves to: no peer (an empty list means every active one). */
+const NOBODY: readonly string[] = Object.freeze([])
+
+/** A member selector, as opposed to a list of peer names. */
+const isSelector = (to: unknown): to is MemberSelector => to !== null && typeof to === 'object' && !Array.isArray(to)
+
+const SELECTOR_KEYS: ReadonlySet<string> = new Set(['role', 'offers'])
+
+function checkSelector(selector: MemberSelector): void {
+  const unknown = unknownOption(selector, SELECTOR_KEYS, 'a member selector', { roles: 'role', offer: 'offers', receiver: 'offers' })
+  if (unknown !== undefined) throw new BilateralError('INVALID_ARGUMENT', unknown)
+  for (const key of SELECTOR_KEYS) {
+    const value = (selector as Record<string, unknown>)[key]
+    if (value !== undefined && (typeof value !== 'string' || value.length === 0)) {
+      throw new BilateralError('INVALID_ARGUMENT', `a member selector's ${key} must be a non-empty string`)
+    }
+  }
+}
+
+const describeSelector = (s: MemberSelector): string =>
+  [s.role === undefined ? '' : `with role ${JSON.stringify(s.role)}`, s.offers === undefined ? '' : `offering ${s.offers}`]
+    .filter((x) => x !== '')
+    .join(' and ') || 'at all'
 const WAIT_OPTIONS: ReadonlySet<string> = new Set(['timeout'])
 const SERVICE_OPTIONS: ReadonlySet<string> = new Set([...CALL_OPTIONS, 'peer', 'peers'])
 const CALL_ALIASES = { callTimeout: 'timeout', deadline: 'timeout', abortSignal: 'signal', metadata: 'meta', headers: 'meta' }

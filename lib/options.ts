@@ -4,7 +4,8 @@ import { isLogger, lineLogger, wantsDebug, type Logger } from './log.js'
 import { unknownOption } from './misuse.js'
 import type { PeerRule } from './calls/registry.js'
 import { DEFAULT_FORWARD_META, MAX_META_BYTES, META_KEY } from './calls/meta.js'
-import { MAX_ADDRESSES, MAX_ADDRESS_BYTES, isAddress } from './membership/records.js'
+import { MAX_ADDRESSES, MAX_ADDRESS_BYTES, MAX_ROLES, MAX_ROLE_BYTES, isAddress, isRole } from './membership/records.js'
+import { parseSeed } from './membership/seeds.js'
 
 export { isEndpoint } from './membership/records.js'
 
@@ -183,12 +184,26 @@ export interface BilateralOptions {
   advertise?: readonly string[]
   /** How often membership compares tables with two random members, ms. Default 1000. */
   gossipInterval?: number
+  /**
+   * What this node is for (at most 16, each 1 to 64 bytes): members call it
+   * by role, `call({ role: 'indexer' }, ...)`, and `$node.Info` shows them.
+   */
+  roles?: readonly string[]
+  /**
+   * How a seed's host name becomes addresses (IPv4 or IPv6 literals), each
+   * tried; called again each time the seed is due. Default: the system's
+   * resolver (`dns.lookup`, every address). Inject one for tests, or for a
+   * service registry.
+   */
+  resolver?: (host: string) => Promise<readonly string[]>
 }
 
 export type ResolvedOptions = Required<
-  Omit<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure' | 'logger' | 'seeds' | 'advertise'>
+  Omit<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure' | 'logger' | 'seeds' | 'advertise' | 'roles' | 'resolver'>
 > &
-  Pick<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure' | 'logger' | 'seeds' | 'advertise'>
+  Pick<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure' | 'logger' | 'seeds' | 'advertise' | 'resolver'> & {
+    roles: readonly string[]
+  }
 
 /** Merge `options` with the defaults and validate every field, naming the one at fault. */
 export function resolveOptions(options: BilateralOptions): ResolvedOptions {
@@ -241,6 +256,8 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
     seeds: options.seeds,
     advertise: options.advertise,
     gossipInterval: options.gossipInterval ?? DEFAULT_GOSSIP_INTERVAL,
+    roles: options.roles ?? [],
+    resolver: options.resolver,
   }
   checkMembership(resolved)
   checkIntrospection(resolved.introspection)
@@ -301,7 +318,8 @@ export function checkTimeout(value: unknown): number {
   return value
 }
 
-const isKey = (s: unknown): boolean => typeof s === 'string' && /^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/.test(s)
+/** A public key as a name: 40 characters of Z85. */
+export const isKey = (s: unknown): s is string => typeof s === 'string' && /^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/.test(s)
 
 /** Every time option becomes a timer: positive, and at most what setTimeout can wait. */
 function checkTime(key: string, value: unknown): void {
@@ -321,14 +339,32 @@ function checkMembership(o: ResolvedOptions): void {
       throw invalid(key, `must be an array of at most ${max} ZeroMQ endpoints (tcp://host:port), each at most ${MAX_ADDRESS_BYTES} bytes`)
     }
   }
-  endpoints('seeds', o.seeds, MAX_SEEDS)
+  if (o.keypair === undefined) endpoints('seeds', o.seeds, MAX_SEEDS)
+  else if (o.seeds !== undefined) {
+    // An encrypted member is dialled by its key: each seed says whose it is.
+    const keyed = (seed: unknown): boolean => {
+      if (typeof seed !== 'string') return false
+      const { key, endpoint } = parseSeed(seed)
+      return isKey(key) && isAddress(endpoint)
+    }
+    if (!Array.isArray(o.seeds) || o.seeds.length > MAX_SEEDS || !o.seeds.every(keyed)) {
+      throw invalid(
+        'seeds',
+        `of an encrypted node must be an array of at most ${MAX_SEEDS} KEY@ENDPOINT (the member's public key, then where it listens)`,
+      )
+    }
+  }
   endpoints('advertise', o.advertise, MAX_ADDRESSES)
+  if (o.resolver !== undefined && typeof o.resolver !== 'function')
+    throw invalid('resolver', 'must be a function (host) => Promise<string[]>')
+  if (o.resolver !== undefined && o.seeds === undefined) throw invalid('resolver', 'is for seeds given as host names: give seeds too')
   checkTime('gossipInterval', o.gossipInterval)
+  const roles: unknown = o.roles
+  if (!Array.isArray(roles) || roles.length > MAX_ROLES || !roles.every(isRole) || new Set(roles).size !== roles.length) {
+    throw invalid('roles', `must be an array of at most ${MAX_ROLES} different names, each of 1 to ${MAX_ROLE_BYTES} bytes`)
+  }
   if (o.advertise !== undefined && o.seeds === undefined)
     throw invalid('advertise', 'is for membership: give seeds too ([] for the first member)')
-  if (o.seeds !== undefined && o.keypair !== undefined) {
-    throw invalid('seeds', 'are for plaintext meshes for now: on an encrypted mesh, connect(key, address) to each member')
-  }
 }
 
 function checkInteger(key: string, value: unknown, min: number, max: number, minWhy = ''): void {
@@ -389,6 +425,8 @@ const OPTION_NAMES: ReadonlySet<string> = new Set(
     seeds: 1,
     advertise: 1,
     gossipInterval: 1,
+    roles: 1,
+    resolver: 1,
   } satisfies Record<keyof BilateralOptions, 1>),
 )
 

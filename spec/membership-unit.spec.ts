@@ -15,6 +15,8 @@ const vectors = JSON.parse(readFileSync(new URL('./vectors/membership.json', imp
 const record = (fields: Partial<MemberRecord> = {}): MemberRecord => ({
   name: 'm',
   addresses: ['tcp://127.0.0.1:7000'],
+  roles: [],
+  offers: [],
   incarnation: 100,
   version: 0,
   status: 0,
@@ -53,8 +55,22 @@ describe('member records', () => {
     ['a status as a string', { status: 'alive' }],
     ['a version beyond 2^32 - 1', { version: 2 ** 32 }],
     ['a name that is an endpoint', { name: 'tcp://10.0.0.1:7000' }],
+    ['17 roles', { roles: Array.from({ length: 17 }, (_, i) => `r${i}`) }],
+    ['a role of 65 bytes', { roles: ['r'.repeat(65)] }],
+    ['an empty role', { roles: [''] }],
+    ['roles as a string', { roles: 'indexer' }],
+    ['65 receivers offered', { offers: Array.from({ length: 65 }, (_, i) => `R${i}`) }],
+    ['a receiver name of 65 bytes', { offers: ['R'.repeat(65)] }],
+    ['a receiver that is a number', { offers: [7] }],
   ])('a record with %s is refused INVALID_ARGUMENT', (_, fields) => {
     expect(() => checkRecord({ ...record(), ...fields })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }))
+  })
+
+  it('roles and offers are optional (absent is empty) and kept as sent when within bounds', () => {
+    const { roles: _r, offers: _o, ...bare } = record()
+    expect(checkRecord(bare)).toMatchObject({ roles: [], offers: [] })
+    const full = record({ roles: Array.from({ length: 16 }, (_, i) => `r${i}`), offers: Array.from({ length: 64 }, (_, i) => `R${i}`) })
+    expect(checkRecord(full)).toEqual(full)
   })
 
   it('counts may come as BigInt (a 64-bit msgpack integer) or an integral float; one far ahead of our clock is only too late', () => {

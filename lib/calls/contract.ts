@@ -8,6 +8,7 @@ import type { EventEmitter } from 'node:events'
 import { BilateralError } from '../errors.js'
 import type { CallContext, CallOptions } from './context.js'
 import type { CallResult } from './results.js'
+import type { MemberSelector } from '../membership/membership.js'
 
 /**
  * The methods of `T` a peer may call, as `register()` exposes them: string
@@ -56,16 +57,16 @@ export type Implementation<T> = {
 
 /** Options of `service()`: whom it calls, and the defaults of its calls. */
 export type ServiceOptions = CallOptions & {
-  /** Call this one peer: methods resolve to the result, or reject. */
-  peer?: string
-  /** Call these peers (every active peer if empty or absent): methods resolve to a result per peer. */
-  peers?: readonly string[]
+  /** Call this one peer, or one member the selector picks at each call: methods resolve to the result, or reject. */
+  peer?: string | MemberSelector
+  /** Call these peers (every active peer if empty or absent), or the members a selector addresses: methods resolve to a result per peer. */
+  peers?: readonly string[] | MemberSelector
 }
 
 /** How a service's methods reach the node. */
 export interface ServiceHost {
-  request(peer: string, method: string, args: unknown, options: CallOptions): Promise<unknown>
-  call(to: readonly string[], method: string, args: unknown, options: CallOptions): Promise<CallResult[]>
+  request(peer: string | MemberSelector, method: string, args: unknown, options: CallOptions): Promise<unknown>
+  call(to: readonly string[] | MemberSelector, method: string, args: unknown, options: CallOptions): Promise<CallResult[]>
 }
 
 const RECEIVER_NAME = /^[A-Za-z_$][\w$-]*$/
@@ -89,7 +90,9 @@ export function makeService(host: ServiceHost, receiver: string, options: Servic
   if (options === null || typeof options !== 'object') throw new TypeError('service(): options must be an object')
   const { peer, peers, ...defaults } = options
   if (peer !== undefined && peers !== undefined) throw new TypeError('service(): give peer (one) or peers (several), not both')
-  if (peer !== undefined && typeof peer !== 'string') throw new TypeError('service(): peer must be a peer name; use peers for several')
+  if (peer !== undefined && (peer === null || Array.isArray(peer) || (typeof peer !== 'string' && typeof peer !== 'object'))) {
+    throw new TypeError('service(): peer must be a peer name or a member selector ({ role, offers }); use peers for several')
+  }
   const to = peers ?? []
   const methods = new Map<string, (args?: unknown, options?: CallOptions) => Promise<unknown>>()
   const make = (name: string) => {
@@ -99,7 +102,8 @@ export function makeService(host: ServiceHost, receiver: string, options: Servic
       ? (args?: unknown, o?: CallOptions) => host.request(peer, method, args, merged(o))
       : (args?: unknown, o?: CallOptions) => host.call(to, method, args, merged(o))
   }
-  const label = `[service ${receiver}${peer !== undefined ? ` on ${peer}` : ''}]`
+  const on = peer === undefined ? '' : typeof peer === 'string' ? ` on ${peer}` : ` on one member ${JSON.stringify(peer)}`
+  const label = `[service ${receiver}${on}]`
   const show = (): string => label
   // util.inspect looks at a proxy's target, not through its traps: the target says what it is.
   return new Proxy(Object.freeze({ [INSPECT]: show, [Symbol.toStringTag]: label }), {

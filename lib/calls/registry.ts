@@ -22,6 +22,14 @@ export interface RegisterOptions {
   peers?: PeerRule
   /** Expose only these methods of the receiver. Default: all of them. */
   methods?: readonly string[]
+  /**
+   * Name it in this node's member record (the `seeds` option), so calls
+   * addressed by what members offer find it. Default: true for a receiver
+   * every peer may call, false for one restricted by `peers` or
+   * `defaultExposure` (its name would tell members that may not call it what
+   * this node does).
+   */
+  announce?: boolean
 }
 
 interface Entry {
@@ -30,12 +38,14 @@ interface Entry {
 }
 
 const RECEIVER_NAME = /^[A-Za-z_$][\w$-]*$/
-const REGISTER_OPTIONS: ReadonlySet<string> = new Set(['peers', 'methods'])
+const REGISTER_OPTIONS: ReadonlySet<string> = new Set(['peers', 'methods', 'announce'])
 const everyone = (): boolean => true
 
 export class Registry {
   private readonly methods = new Map<string, Entry>()
   private readonly receivers = new Set<string>()
+  /** Receivers named in the member record, in the order registered. */
+  readonly announced: string[] = []
 
   /** @param defaultPeers the rule for receivers registered without `peers`. */
   constructor(private readonly defaultPeers: PeerRule | undefined = undefined) {}
@@ -76,8 +86,12 @@ export class Registry {
       }
       for (const method of [...found.keys()]) if (!wanted.has(method)) found.delete(method)
     }
+    if (options.announce !== undefined && typeof options.announce !== 'boolean') {
+      throw new BilateralError('INVALID_ARGUMENT', 'register(): announce must be a boolean')
+    }
     const allows = toPredicate(options.peers ?? this.defaultPeers)
     this.receivers.add(receiverName)
+    if (!reserved && (options.announce ?? allows === everyone)) this.announced.push(receiverName)
     for (const [method, fn] of found) {
       this.methods.set(`${receiverName}.${method}`, { fn: fn.bind(receiver) as Handler, allows })
     }

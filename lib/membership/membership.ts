@@ -25,13 +25,13 @@
  * It sees the node through {@link MemberHost} only; the mesh knows nothing
  * of it.
  */
-import type { Clock } from '../clock.js'
 import { BilateralError } from '../errors.js'
 import {
   MAX_MEMBERS,
   MAX_RECORDS_PER_EXCHANGE,
   MAX_VERSION,
   MAX_ADDRESSES,
+  MAX_OFFERS,
   tooLate,
   ALIVE,
   DEAD,
@@ -45,6 +45,7 @@ import {
   type DigestEntry,
   type MemberRecord,
 } from './records.js'
+import { Seeds, type Resolver, type SeedHost } from './seeds.js'
 
 /** Peers asked each round. */
 export const FANOUT = 2
@@ -60,33 +61,40 @@ const CONNECT_PERIODS = 5
 const EAGER_SPACING = 50
 /** Longest close() waits for the news that we leave to be handed over, ms. */
 const LEAVE_WAIT = 250
-/** Rounds between checks that a seed reached once is still up. */
-const SEED_RECHECK = 10
-/** Longest wait between attempts on a seed that does not answer, ms. */
-const MAX_SEED_BACKOFF = 30_000
 
 /** What membership needs of its node. */
-export interface MemberHost {
+export interface MemberHost extends SeedHost {
   readonly name: string
-  readonly clock: Clock
   /** Where the node listens now. */
   addresses(): string[]
   connect(name: string, address: string): void
   disconnect(name: string): Promise<void>
-  /** Connect to whoever listens at `address`; its name once up. */
-  dial(address: string, options: { timeout: number }): Promise<string>
-  /** Do we dial `name`? */
-  dialling(name: string): boolean
-  isUp(name: string): boolean
+  /** May a member of this name be in the table (on an encrypted mesh: a key `authorizedKeys` admits)? */
+  admits(name: string): boolean
   upNames(): string[]
   request(peer: string, method: string, args: unknown, options: { timeout: number }): Promise<unknown>
   cast(to: string[], method: string, args: unknown): Promise<string[]>
+  /** The receivers the node announces now. */
+  offers(): string[]
+  /** A member joined the table (or came back), its record changed, or it left (or is gone). */
+  event(kind: MemberEvent, member: MemberInfo): void
+}
+
+/** What changed of a member: `join` (new to the table, or back), `update` (a newer record: addresses, roles, offers, a restart), `leave` (left, gone, or forgotten). */
+export type MemberEvent = 'join' | 'update' | 'leave'
+
+/** Which members a call is addressed to: those with the role, those that announce the receiver; both, if both are given. */
+export interface MemberSelector {
+  role?: string
+  offers?: string
 }
 
 export interface MembershipOptions {
   readonly seeds: readonly string[]
+  readonly resolver: Resolver
   /** The addresses to announce instead of the ones the node listens on. */
   readonly advertise: readonly string[] | undefined
+  readonly roles: readonly string[]
   readonly gossipInterval: number
   /** How long a member may be down (or not come up) before it is gone, ms. */
   readonly suspectTimeout: number
@@ -99,7 +107,12 @@ export type MemberState = 'self' | 'known' | 'connecting' | 'up' | 'suspect' | '
 export interface MemberInfo {
   name: string
   state: MemberState
+  /** Why it is suspect, gone or left. */
+  why?: string
   addresses: string[]
+  roles: string[]
+  /** The receivers it announces. */
+  offers: string[]
   incarnation: number
   /** When it entered its state, ms since the epoch. */
   since: number
@@ -110,6 +123,7 @@ interface Entry {
   state: MemberState
   /** When it entered its state (clock ms). */
   since: number
+  why: string | undefined
   /** Periods of `suspectTimeout` spent connecting to it without its coming up (or failed attempts to connect). */
   waited: number
   /** When we last lost it (clock ms): it is not dialled again for HOLD_DOWN_ROUNDS rounds after. */
@@ -141,12 +155,13 @@ export class Membership {
   }
   /** Peers that answered `$mesh` with NO_SUCH_METHOD: plain peers, not asked again. */
   private readonly plain = new Set<string>()
-  /** Each seed not reached yet: when to try it next (clock ms), and how many tries failed. */
-  private readonly seeds = new Map<string, { next: number; failures: number; trying: boolean; name?: string }>()
+  private readonly seeds: Seeds
   /** Records for new names dropped because the table was full. */
   dropped = 0
   /** Records skipped for an incarnation too far ahead of our clock. */
   skipped = 0
+  /** Records of members we would not admit (keys authorizedKeys refuses), not taken. */
+  refused = 0
   /** Members forgotten to make room for new ones in a full table. */
   evicted = 0
   /** Connections to members that could not even be attempted (no socket to be had), and why the last one could not. */
@@ -159,8 +174,16 @@ export class Membership {
     private readonly host: MemberHost,
     private readonly options: MembershipOptions,
   ) {
-    this.self = { name: host.name, addresses: this.ownAddresses(), incarnation: Date.now(), version: 0, status: ALIVE }
-    for (const seed of options.seeds) this.seeds.set(seed, { next: 0, failures: 0, trying: false })
+    this.self = {
+      name: host.name,
+      addresses: this.ownAddresses(),
+      roles: [...options.roles],
+      offers: host.offers().slice(0, MAX_OFFERS),
+      incarnation: Date.now(),
+      version: 0,
+      status: ALIVE,
+    }
+    this.seeds = new Seeds(host, options.seeds, options.resolver, options.gossipInterval)
   }
 
   start(): void {
@@ -184,16 +207,44 @@ export class Membership {
 
   /** The table now, ourselves first. */
   members(): MemberInfo[] {
-    const show = (record: MemberRecord, state: MemberState, since: number): MemberInfo => ({
+    const out = [this.show(this.self, 'self', this.host.clock.now(), undefined)]
+    for (const e of this.entries.values()) out.push(this.show(e.record, e.state, e.since, e.why))
+    return out
+  }
+
+  private show(record: MemberRecord, state: MemberState, since: number, why: string | undefined): MemberInfo {
+    const info: MemberInfo = {
       name: record.name,
       state,
       addresses: [...record.addresses],
+      roles: [...record.roles],
+      offers: [...record.offers],
       incarnation: record.incarnation,
       since: Math.round(since + this.offsetFromClock()),
-    })
-    const out = [show(this.self, 'self', this.host.clock.now())]
-    for (const e of this.entries.values()) out.push(show(e.record, e.state, e.since))
+    }
+    if (why !== undefined) info.why = why
+    return info
+  }
+
+  /**
+   * The members `selector` addresses, now: every one with the role and
+   * announcing the receiver it names that is not gone or left; `up`: only
+   * those linked to us. Ourselves never.
+   */
+  select(selector: MemberSelector, up = false): string[] {
+    const out: string[] = []
+    for (const [name, e] of this.entries) {
+      if (e.state === 'gone' || e.state === 'left' || (up && e.state !== 'up')) continue
+      if (selector.role !== undefined && !e.record.roles.includes(selector.role)) continue
+      if (selector.offers !== undefined && !e.record.offers.includes(selector.offers)) continue
+      out.push(name)
+    }
     return out
+  }
+
+  /** The receivers the node announces changed: the record says so at once (and the next round spreads it). */
+  refresh(): void {
+    if (!this.stopped) this.refreshSelf()
   }
 
   /** The `$mesh` receiver. */
@@ -217,7 +268,7 @@ export class Membership {
         const e = this.entries.get(ctx.from)
         if (e === undefined || e.record.incarnation !== incarnation) return
         this.setRecord(e, { ...e.record, status: LEFT })
-        this.enter(e, 'left')
+        this.enter(e, 'left', 'it said it left')
         void this.stopDialling(ctx.from)
         this.news()
       },
@@ -232,10 +283,23 @@ export class Membership {
     if (!this.stopped && !this.plain.has(name)) void this.gossipWith(name)
   }
 
+  /**
+   * Our dial to `name` was refused for a reason retrying cannot fix (another
+   * node, or another key, answers at its address; another network): it is
+   * lost now, not after its periods of trying, and held down like any lost
+   * member, so a record cannot make us dial an address that does not answer
+   * with its member's key more than once or twice a hold-down.
+   */
+  refusedForGood(name: string, why: string): void {
+    const e = this.entries.get(name)
+    if (e === undefined || (e.state !== 'connecting' && e.state !== 'known')) return
+    this.lost(e, why)
+  }
+
   /** The link to `name` went down. */
   down(name: string): void {
     const e = this.entries.get(name)
-    if (e !== undefined && e.state === 'up') this.enter(e, 'suspect')
+    if (e !== undefined && e.state === 'up') this.enter(e, 'suspect', 'its link went down')
     // A peer that comes back under this name may be a member by then.
     this.plain.delete(name)
   }
@@ -252,7 +316,7 @@ export class Membership {
     this.counts.rounds++
     const now = this.host.clock.now()
     this.refreshSelf()
-    this.trySeeds(now)
+    this.seeds.due(now)
     this.spread(now)
     const { gossipInterval } = this.options
     this.schedule(gossipInterval * (0.75 + Math.random() / 2))
@@ -281,49 +345,19 @@ export class Membership {
     }, wait)
   }
 
-  /** Our own record follows our addresses. */
+  /** Our own record follows our addresses and the receivers we announce. */
   private refreshSelf(): void {
     const addresses = this.ownAddresses()
-    if (addresses.length === this.self.addresses.length && addresses.every((a, i) => a === this.self.addresses[i])) return
-    this.self = { ...this.self, addresses, version: this.self.version + 1 }
+    const offers = this.host.offers().slice(0, MAX_OFFERS)
+    if (same(addresses, this.self.addresses) && same(offers, this.self.offers)) return
+    this.self = { ...this.self, addresses, offers, version: this.self.version + 1 }
     this.changed()
+    this.news()
   }
 
   /** Where we are reached: advertise, else where we listen; the first MAX_ADDRESSES, as a record holds no more. */
   private ownAddresses(): string[] {
     return (this.options.advertise ?? this.host.addresses()).slice(0, MAX_ADDRESSES)
-  }
-
-  /**
-   * Dial each seed whose member is not up: at once at the start, then after
-   * a back-off on failures, and every {@link SEED_RECHECK} rounds while it
-   * is not up (a partition may have cut us off from its side of the mesh).
-   */
-  private trySeeds(now: number): void {
-    for (const [address, seed] of this.seeds) {
-      if (seed.trying || seed.next > now) continue
-      if (seed.name !== undefined && this.host.isUp(seed.name)) {
-        seed.next = now + SEED_RECHECK * this.options.gossipInterval
-        continue
-      }
-      seed.trying = true
-      const timeout = Math.max(1000, 2 * this.options.gossipInterval)
-      this.host.dial(address, { timeout }).then(
-        (name) => {
-          seed.trying = false
-          seed.failures = 0
-          seed.name = name
-          seed.next = this.host.clock.now() + SEED_RECHECK * this.options.gossipInterval
-        },
-        (error: unknown) => {
-          seed.trying = false
-          // Our own address given as a seed (a common deployment): not a seed for us.
-          if (error instanceof BilateralError && error.code === 'LOOPBACK') return void this.seeds.delete(address)
-          seed.failures++
-          seed.next = this.host.clock.now() + Math.min(MAX_SEED_BACKOFF, this.options.gossipInterval * 2 ** seed.failures)
-        },
-      )
-    }
   }
 
   /** One exchange with `peer`: hashes, then (if they differ) digests, then the records each lacks. */
@@ -407,7 +441,7 @@ export class Membership {
           break
         case 'up':
           // Its down event is what moves it on; should the state and the link ever disagree, the link wins.
-          if (!this.host.isUp(name)) this.enter(e, 'suspect')
+          if (!this.host.isUp(name)) this.enter(e, 'suspect', 'its link went down')
           break
         case 'gone':
         case 'left':
@@ -438,6 +472,11 @@ export class Membership {
         this.skipped++
         continue
       }
+      // A member we would not admit (a key authorizedKeys refuses): not kept, not passed on, never dialled.
+      if (record.name !== this.self.name && !this.host.admits(record.name)) {
+        this.refused++
+        continue
+      }
       if (record.name === this.self.name) {
         // Said to be dead or gone, or a later version than ours: we are alive, and say so with a version past it (not while leaving).
         if (!this.stopped && (newer(record, this.self) || record.status !== ALIVE)) this.refute(record)
@@ -452,24 +491,29 @@ export class Membership {
           continue
         }
         const state: MemberState = this.host.isUp(record.name) ? 'up' : 'known'
-        this.entries.set(record.name, { record, state, since: this.host.clock.now(), waited: 0, lostAt: -Infinity })
+        const entry: Entry = { record, state, since: this.host.clock.now(), why: undefined, waited: 0, lostAt: -Infinity }
+        this.entries.set(record.name, entry)
         this.changed()
+        this.tell('join', entry)
         continue
       }
       if (!newer(record, e.record)) continue
       // A new run of it is not held back by our having lost the last one.
       if (record.incarnation > e.record.incarnation) e.lostAt = -Infinity
+      const was = e.record
+      const away = e.state === 'gone' || e.state === 'left'
       this.setRecord(e, record)
       if (record.status === LEFT) {
-        this.enter(e, 'left')
+        this.enter(e, 'left', 'it said it left')
         void this.stopDialling(record.name)
       } else if (record.status === DEAD) {
         // Lost by another member. Linked to it, we keep our link: it will hear of that record from us and answer it.
         if (!this.host.isUp(record.name)) {
-          this.enter(e, 'gone')
+          this.enter(e, 'gone', 'another member lost it')
           void this.stopDialling(record.name)
         }
-      } else if (e.state === 'gone' || e.state === 'left') this.enter(e, this.host.isUp(record.name) ? 'up' : 'known')
+      } else if (away) this.enter(e, this.host.isUp(record.name) ? 'up' : 'known')
+      else if (!sameContent(was, record)) this.tell('update', e)
     }
   }
 
@@ -504,14 +548,26 @@ export class Membership {
     if (victim === undefined) return false
     this.entries.delete(victim[0])
     if (victim[1].state === 'connecting') void this.stopDialling(victim[0])
+    if (rank(victim[1]) === 1) {
+      victim[1].why = 'forgotten to make room in a full table'
+      this.tell('leave', victim[1])
+    }
     this.evicted++
     this.changed()
     return true
   }
 
   /** We lost `e` for good: gone here, no longer dialled, and marked dead for the others (it answers that if it is alive after all). */
-  private lost(e: Entry): void {
-    this.enter(e, 'gone')
+  private lost(e: Entry, refusal?: string): void {
+    const why =
+      refusal !== undefined
+        ? refusal
+        : e.state === 'suspect'
+          ? `not back within ${this.options.suspectTimeout} ms`
+          : e.state === 'connecting'
+            ? `not reached within ${CONNECT_PERIODS} x ${this.options.suspectTimeout} ms`
+            : `not reached (${this.lastFailure ?? 'no link came up in time'})`
+    this.enter(e, 'gone', why)
     e.lostAt = this.host.clock.now()
     void this.stopDialling(e.record.name)
     if (e.record.status === ALIVE) {
@@ -531,11 +587,21 @@ export class Membership {
     this.changed()
   }
 
-  private enter(e: Entry, state: MemberState): void {
+  /** Move `e` to `state`; into gone or left is a leave, and out of them a join (each told once). */
+  private enter(e: Entry, state: MemberState, why?: string): void {
     if (e.state === state) return
+    const away = e.state === 'gone' || e.state === 'left'
     e.state = state
     e.since = this.host.clock.now()
     e.waited = 0
+    e.why = why
+    const gone = state === 'gone' || state === 'left'
+    if (gone && !away) this.tell('leave', e)
+    else if (!gone && away) this.tell('join', e)
+  }
+
+  private tell(kind: MemberEvent, e: Entry): void {
+    this.host.event(kind, this.show(e.record, e.state, e.since, e.why))
   }
 
   private async stopDialling(name: string): Promise<void> {
@@ -564,6 +630,12 @@ export class Membership {
     return Date.now() - this.host.clock.now()
   }
 }
+
+const same = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((x, i) => x === b[i])
+
+/** Do two records of a member say the same of it (the run, where it listens, its roles and offers)? */
+const sameContent = (a: MemberRecord, b: MemberRecord): boolean =>
+  a.incarnation === b.incarnation && same(a.addresses, b.addresses) && same(a.roles, b.roles) && same(a.offers, b.offers)
 
 /** Up to `n` of `items`, chosen at random. */
 function pick<T>(items: readonly T[], n: number): T[] {

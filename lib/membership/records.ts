@@ -20,6 +20,10 @@ export interface MemberRecord {
   readonly name: string
   /** Where it listens (ZeroMQ endpoints); empty for a member that only dials. */
   readonly addresses: readonly string[]
+  /** What it is for (the `roles` option), for calls addressed by role. */
+  readonly roles: readonly string[]
+  /** The receivers it announces (those every peer may call, unless registered with `announce`), for calls addressed by what a member offers. */
+  readonly offers: readonly string[]
   /** Which run of the member: its start time, ms since the epoch, so a restart is newer. */
   readonly incarnation: number
   /** Its changes within the run, counted from 0. */
@@ -38,6 +42,12 @@ export const MAX_MEMBERS = 1024
 /** Most addresses in one record, and the longest one, bytes. */
 export const MAX_ADDRESSES = 8
 export const MAX_ADDRESS_BYTES = 256
+/** Most roles in one record, and the longest one, bytes. */
+export const MAX_ROLES = 16
+export const MAX_ROLE_BYTES = 64
+/** Most receivers one record announces, and the longest name, bytes. */
+export const MAX_OFFERS = 64
+export const MAX_OFFER_BYTES = 64
 /** Highest version a record may have (then a member starts a new incarnation instead). */
 export const MAX_VERSION = 0xffff_ffff
 /** How far ahead of our clock a record's incarnation may be, ms: a forged one cannot stay newer than its member for long. */
@@ -61,6 +71,8 @@ export const digestOf = (r: MemberRecord): DigestEntry => [r.name, r.incarnation
 export const fromDigest = ([name, incarnation, version, status]: DigestEntry): MemberRecord => ({
   name,
   addresses: [],
+  roles: [],
+  offers: [],
   incarnation,
   version,
   status,
@@ -79,6 +91,19 @@ function count(n: unknown): number | undefined {
 /** A member's name: 1 to 255 bytes, and not an endpoint (the mesh tells a dial by address alone by its address). */
 export const isMemberName = (name: unknown): name is string =>
   typeof name === 'string' && name.length > 0 && Buffer.byteLength(name) <= MAX_NAME_BYTES && !isEndpoint(name)
+
+/** A role: 1 to MAX_ROLE_BYTES bytes. */
+export const isRole = (r: unknown): r is string => typeof r === 'string' && r.length > 0 && Buffer.byteLength(r) <= MAX_ROLE_BYTES
+
+/** A receiver name as a record announces it: 1 to MAX_OFFER_BYTES bytes. */
+const isOffer = (r: unknown): r is string => typeof r === 'string' && r.length > 0 && Buffer.byteLength(r) <= MAX_OFFER_BYTES
+
+/** An optional list field of a record: absent is empty (a record of the first membership release has neither). */
+function list(value: unknown, max: number, each: (v: unknown) => boolean, what: string): string[] {
+  if (value === undefined) return []
+  if (!Array.isArray(value) || value.length > max || !value.every(each)) throw bad(what)
+  return [...(value as string[])]
+}
 
 /** A ZeroMQ endpoint as membership takes one: transport://something, at most MAX_ADDRESS_BYTES. */
 export const isAddress = (a: unknown): a is string => isEndpoint(a) && Buffer.byteLength(a) <= MAX_ADDRESS_BYTES
@@ -101,7 +126,14 @@ export function checkRecord(value: unknown): MemberRecord {
     throw bad(`needs incarnation and version as non-negative integers (version at most ${MAX_VERSION})`)
   }
   if (!isStatus(status)) throw bad('needs status 0 (alive), 1 (dead) or 2 (left)')
-  return { name, addresses: [...addresses], incarnation, version, status }
+  const roles = list(fields.roles, MAX_ROLES, isRole, `has at most ${MAX_ROLES} roles, each of 1 to ${MAX_ROLE_BYTES} bytes`)
+  const offers = list(
+    fields.offers,
+    MAX_OFFERS,
+    isOffer,
+    `offers at most ${MAX_OFFERS} receivers, each named in 1 to ${MAX_OFFER_BYTES} bytes`,
+  )
+  return { name, addresses: [...addresses], roles, offers, incarnation, version, status }
 }
 
 /** Is `record` too far ahead of our clock to take (a forgery, or a clock far off)? Such a record is skipped, not refused. */
