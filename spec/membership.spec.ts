@@ -163,6 +163,11 @@ describe('membership', () => {
       records: { incarnation: number; version: number; status: number }[]
     }
     expect(after.records[0]).toMatchObject({ incarnation: mine.incarnation + 1, version: 0, status: 0 })
+    // A flood of $mesh calls from one peer: at most 64 a second are answered, the rest OVERLOADED
+    // (the 200 may straddle two of a's one-second windows on a slow machine: at most 128 answered then).
+    const answers = await Promise.all(Array.from({ length: 200 }, () => refusedWith('$mesh.Sync', { hash: 'x' })))
+    expect(answers.every((code) => code === undefined || code === 'OVERLOADED')).toBe(true)
+    expect(answers.filter((code) => code === undefined).length).toBeLessThanOrEqual(128)
     // Still serving.
     expect(await plain.request('a', '$node.Ping', undefined)).toMatchObject({ name: 'a' })
   })

@@ -47,6 +47,8 @@ import {
 } from './records.js'
 import { Seeds, type Resolver, type SeedHost } from './seeds.js'
 
+/** Most `$mesh` Sync and Exchange calls taken from one peer a second. */
+export const MAX_CALLS_PER_SECOND = 64
 /** Peers asked each round. */
 export const FANOUT = 2
 /** How long a gone or left member's record is kept, so gossip does not bring it back, ms. */
@@ -132,8 +134,8 @@ interface Entry {
 
 /** What `$mesh` answers. */
 export interface MeshReceiver {
-  Sync(args: unknown): { same: true } | { digest: DigestEntry[] }
-  Exchange(args: unknown): { records: MemberRecord[] }
+  Sync(args: unknown, ctx: { from: string }): { same: true } | { digest: DigestEntry[] }
+  Exchange(args: unknown, ctx: { from: string }): { records: MemberRecord[] }
   Leave(args: unknown, ctx: { from: string }): void
 }
 
@@ -250,11 +252,13 @@ export class Membership {
   /** The `$mesh` receiver. */
   receiver(): MeshReceiver {
     return {
-      Sync: (args) => {
+      Sync: (args, ctx) => {
+        this.admit(ctx.from)
         const hash = (args as { hash?: unknown } | null)?.hash
         return hash === this.tableHash() ? { same: true } : { digest: this.digest() }
       },
-      Exchange: (args) => {
+      Exchange: (args, ctx) => {
+        this.admit(ctx.from)
         const { records, want } = (args ?? {}) as { records?: unknown; want?: unknown }
         // Everything checked before anything is kept.
         if (!Array.isArray(want) || want.length > MAX_RECORDS_PER_EXCHANGE || !want.every((n) => typeof n === 'string')) {
@@ -273,6 +277,26 @@ export class Membership {
         this.news()
       },
     }
+  }
+
+  /** `$mesh` calls from each peer in the current second: when the second began (clock ms), and how many. */
+  private readonly asked = new Map<string, { since: number; calls: number }>()
+  /** `$mesh` calls refused for coming too fast. */
+  throttled = 0
+
+  /**
+   * At most {@link MAX_CALLS_PER_SECOND} `Sync` and `Exchange` calls a
+   * second from one peer (a member makes a few a round, and news at most 20
+   * a second): beyond, OVERLOADED, so a peer flooding them costs us a map
+   * lookup each, not a digest or a merge.
+   */
+  private admit(peer: string): void {
+    const now = this.host.clock.now()
+    let w = this.asked.get(peer)
+    if (w === undefined || now - w.since >= 1000) this.asked.set(peer, (w = { since: now, calls: 0 }))
+    if (++w.calls <= MAX_CALLS_PER_SECOND) return
+    this.throttled++
+    throw new BilateralError('OVERLOADED', `more than ${MAX_CALLS_PER_SECOND} $mesh calls a second from this peer`)
   }
 
   /** A link to `name` came up. */
@@ -302,6 +326,7 @@ export class Membership {
     if (e !== undefined && e.state === 'up') this.enter(e, 'suspect', 'its link went down')
     // A peer that comes back under this name may be a member by then.
     this.plain.delete(name)
+    this.asked.delete(name)
   }
 
   // --- rounds -----------------------------------------------------------------
