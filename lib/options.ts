@@ -177,7 +177,9 @@ export interface BilateralOptions {
    * Join a mesh that forms itself: the addresses of members to ask first
    * (any one that answers is enough; `[]` for the first member). With it
    * the node keeps a table of members by gossip and connects to each, and
-   * `members()` shows them. Plaintext nodes only, for now. Default: off.
+   * `members()` shows them. A host may be a name (every address it
+   * resolves to is tried); on an encrypted node each seed is
+   * `KEY@endpoint`. Default: off.
    */
   seeds?: readonly string[]
   /** The addresses members are told to reach us at, instead of the ones we listen on (binding 0.0.0.0, NAT). At most 8. */

@@ -32,6 +32,7 @@ const promised: string[][] = [
   ['bilateral_calls_total{direction="in",method="Arith.SumDiff",outcome="OK"} 1'],
   ["NETWORK_MISMATCH\n[ 'peer refused gamma NETWORK_MISMATCH' ]"],
   ['m0 self, m1 up, m2 up, m3 up, m4 up', 'm4 left'],
+  ["[ 'i1', 'i2' ]", 'true', '[]'],
   ['ok: true', 'hello '],
   ['true\ntrue'],
 ]
