@@ -2,6 +2,7 @@
 // and the table hash against the vectors PROTOCOL.md 20 gives.
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { decode, encode } from '@msgpack/msgpack'
 import { describe, expect, it } from 'vitest'
 import { checkDigest, checkRecord, hashOf, newer, tooLate, type DigestEntry, type MemberRecord } from '../lib/membership/records.js'
 
@@ -23,7 +24,22 @@ const record = (fields: Partial<MemberRecord> = {}): MemberRecord => ({
   ...fields,
 })
 
+const recordVectors = JSON.parse(readFileSync(new URL('./vectors/member-records.json', import.meta.url), 'utf8')) as {
+  name: string
+  record: MemberRecord
+  hex: string
+  read?: MemberRecord
+}[]
+
 describe('member records', () => {
+  for (const v of recordVectors) {
+    it(`record vector: ${v.name}`, () => {
+      // The bytes are the record's msgpack map; read as a peer sends it, 64-bit integers as BigInt.
+      expect(Buffer.from(encode(v.record)).toString('hex')).toBe(v.hex)
+      expect(checkRecord(decode(Buffer.from(v.hex, 'hex'), { useBigInt64: true }))).toEqual(v.read ?? v.record)
+    })
+  }
+
   for (const v of vectors) {
     it(`hash vector: ${v.name}`, () => {
       // The hash is of the sorted encoding given, computed here without the library's code...
