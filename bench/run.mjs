@@ -438,6 +438,51 @@ async function members(total, processes) {
 }
 
 /**
+ * Calls addressed to members, priced against the same calls by name: three
+ * members with role `arith` in one server process; a client member in this
+ * one. The floors are one raw request, and a raw fan-out to three.
+ */
+async function addressed() {
+  const host = spawnServer()
+  const timings = MEMBER_TIMINGS
+  const { members: servers } = await host.rpc('addressable', { count: 3, timings })
+  const raws = await Promise.all(servers.map((s) => rawDealer(s.zmq)))
+  const client = new Bilateral({ network: 'bench', name: 'caller', ...timings, seeds: [servers[0].address] })
+  const names = servers.map((s) => s.name)
+  const ready = () => client.members().filter((m) => m.state === 'up' && m.offers.includes('Arith')).length === 3
+  for (const deadline = Date.now() + 30_000; !ready(); await new Promise((r) => setTimeout(r, 20))) {
+    if (Date.now() > deadline) throw new Error('the addressed members did not come up')
+  }
+  const one = async () => decode(await raws[0].request(encode(args())))
+  const fanOut = async () => {
+    const bytes = encode(args())
+    for (const reply of await Promise.all(raws.map((r) => r.request(bytes)))) decode(reply)
+  }
+  const three = (to) => async () => {
+    const results = await client.call(to, 'Arith.SumDiff', args())
+    if (results.length !== 3) throw new Error(`addressed call got ${results.length} of 3`)
+    firstOk(results)
+  }
+  const n = TINY ? 100 : 4000
+  const { pick } = await interleave({
+    zmq: () => drive(n, DEPTH, one),
+    named: () => drive(n, DEPTH, () => client.request(names[0], 'Arith.SumDiff', args())),
+    picked: () => drive(n, DEPTH, () => client.request({}, 'Arith.SumDiff', args())),
+    fanOut: () => drive(n, DEPTH, fanOut),
+    list: () => drive(n, DEPTH, three(names)),
+    role: () => drive(n, DEPTH, three({ role: 'arith' })),
+  })
+  const rate = (variant, floor) => ({ bilateral: pick(variant, 'rate'), floor: pick(floor, 'rate'), better: 'higher' })
+  record(`request to one of 3 members by name, ${DEPTH} in flight`, 'calls/s', '/s', rate('named', 'zmq'))
+  record(`request to one of 3 members picked by selector ({}), ${DEPTH} in flight`, 'calls/s', '/s', rate('picked', 'zmq'))
+  record(`call to 3 members by name, ${DEPTH} in flight`, 'calls/s', '/s', rate('list', 'fanOut'))
+  record(`call to 3 members by role ({ role }), ${DEPTH} in flight`, 'calls/s', '/s', rate('role', 'fanOut'))
+  for (const r of raws) r.close()
+  await client.close()
+  host.child.send({ command: 'exit' })
+}
+
+/**
  * A full mesh of `total` nodes in `processes` processes, node i dialling every
  * node after it (one connection per pair): time to converge, and resident
  * memory per pair, next to the same mesh of raw DEALER→ROUTER connections.
@@ -515,6 +560,7 @@ try {
     await multicast(10, 2)
   }
   if (GROUPS.has('lifecycle')) await lifecycle()
+  if (GROUPS.has('members')) await addressed()
   if (GROUPS.has('members') && TINY) await members(6, 2)
   else if (GROUPS.has('members'))
     for (const total of (flags.members ?? '20,50,100').split(',').map(Number)) await members(total, Math.max(2, Math.round(total / 20)))

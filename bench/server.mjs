@@ -213,6 +213,21 @@ const handlers = {
     }
     return { nodes: out }
   },
+  /** Addressing: `count` members with role `arith` serving Arith (the first is the seed), and as many raw routers (the floor). */
+  async addressable({ count, timings }) {
+    await warmUp()
+    const out = []
+    let seed
+    for (let i = 0; i < count; i++) {
+      const node = new Bilateral({ network: 'bench', name: `a${i}`, ...timings, seeds: seed === undefined ? [] : [seed], roles: ['arith'] })
+      node.register(new Arith())
+      nodes.push(node)
+      const address = await node.listen('tcp://127.0.0.1:*')
+      seed ??= address
+      out.push({ name: node.name, address, zmq: await rawRouter() })
+    }
+    return { members: out }
+  },
   /** Membership scale: when (Date.now()) every local member saw `expect` others up. */
   async membersUp({ expect }) {
     await Promise.all(nodes.map((node) => waitForCount(node, expect, 120_000)))
