@@ -468,12 +468,18 @@ async function addressed() {
     zmq: () => drive(n, DEPTH, one),
     named: () => drive(n, DEPTH, () => client.request(names[0], 'Arith.SumDiff', args())),
     picked: () => drive(n, DEPTH, () => client.request({}, 'Arith.SumDiff', args())),
+    // The same spread over the three by name, in turn: what spreading costs, apart from choosing.
+    rotated: () => {
+      let i = 0
+      return drive(n, DEPTH, () => client.request(names[i++ % 3], 'Arith.SumDiff', args()))
+    },
     fanOut: () => drive(n, DEPTH, fanOut),
     list: () => drive(n, DEPTH, three(names)),
     role: () => drive(n, DEPTH, three({ role: 'arith' })),
   })
   const rate = (variant, floor) => ({ bilateral: pick(variant, 'rate'), floor: pick(floor, 'rate'), better: 'higher' })
   record(`request to one of 3 members by name, ${DEPTH} in flight`, 'calls/s', '/s', rate('named', 'zmq'))
+  record(`request to each of 3 members in turn, by name, ${DEPTH} in flight`, 'calls/s', '/s', rate('rotated', 'zmq'))
   record(`request to one of 3 members picked by selector ({}), ${DEPTH} in flight`, 'calls/s', '/s', rate('picked', 'zmq'))
   record(`call to 3 members by name, ${DEPTH} in flight`, 'calls/s', '/s', rate('list', 'fanOut'))
   record(`call to 3 members by role ({ role }), ${DEPTH} in flight`, 'calls/s', '/s', rate('role', 'fanOut'))
