@@ -409,6 +409,10 @@ async function members(total, processes) {
   ])
   const up = await Promise.all([...hosts, victim].map((h) => h.rpc('membersUp', { expect: total - 1 })))
   const converged = (Math.max(...up.map((u) => u.at)) - t0) / 1000
+  // Memory the hosts' members added (the victim's process left out), per member: its N - 1 links, table and gossip.
+  const hostsUp = up.slice(0, hosts.length)
+  const hostMembers = hostsUp.reduce((n, u) => n + u.members, 0)
+  const perMember = (field) => hostsUp.reduce((n, u) => n + u[field], 0) / hostMembers / 1024
   // At rest: every table the same; a few rounds to settle, then 10 s counted.
   await new Promise((resolve) => setTimeout(resolve, (TINY ? 1 : 3) * timings.gossipInterval))
   const before = await Promise.all(hosts.map((h) => h.rpc('gossipBytes')))
@@ -427,6 +431,11 @@ async function members(total, processes) {
   for (const h of hosts) h.child.send({ command: 'exit' })
   const label = `${total} members (${processes} processes), one seed each`
   record(`${label}: every member sees every other up`, 'seconds', 's', { bilateral: converged, better: 'lower' })
+  record(`${label}: resident memory a member adds (${total - 1} links, its table)`, 'KiB', 'KiB', {
+    bilateral: perMember('rss'),
+    better: 'lower',
+  })
+  record(`${label}: of it, live (heap in use and native)`, 'KiB', 'KiB', { bilateral: perMember('live'), better: 'lower' })
   record(`${label}: gossip at rest, $mesh bytes a member sends and receives a second`, 'B/s', 'B/s', {
     bilateral: restRate,
     better: 'lower',

@@ -8,6 +8,8 @@ import { Bilateral } from '../dist/index.js'
 import { TIMINGS, firstOk, sumDiff } from './common.mjs'
 
 const nodes = []
+/** Memory before the first member (membership scale). */
+let baseline
 const sockets = []
 let casts = 0
 let castTarget = Infinity
@@ -198,6 +200,8 @@ const handlers = {
   /** Membership scale: `count` members that listen, each seeded with `seed` (or the first member, with none), metrics on for $mesh bytes. */
   async members({ prefix, count, seed, timings }) {
     await warmUp()
+    // What the process holds before its first member: the memory rows count from here.
+    baseline ??= await settled()
     const out = []
     for (let i = 0; i < count; i++) {
       const node = new Bilateral({
@@ -231,7 +235,9 @@ const handlers = {
   /** Membership scale: when (Date.now()) every local member saw `expect` others up. */
   async membersUp({ expect }) {
     await Promise.all(nodes.map((node) => waitForCount(node, expect, 120_000)))
-    return { at: Date.now(), ...(await settled()) }
+    const at = Date.now()
+    const now = await settled()
+    return { at, members: nodes.length, rss: now.rss - baseline.rss, live: now.live - baseline.live }
   },
   /** Membership scale: bytes of $mesh arguments and replies the local members sent and received so far (both directions). */
   async gossipBytes() {
