@@ -231,7 +231,10 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         refused: (peer, error) => {
           log?.('warn', 'peer refused', { peer, code: error.code, why: error.message })
           for (const waiter of [...this.waiters]) waiter.refused(peer, error)
-          if (this.membership !== undefined && this.refusedForGood(peer, error.code)) this.membership.refusedForGood(peer, error.message)
+          // A member whose dial is refused for good is lost at once; a failed handshake counts only on an encrypted mesh, where it
+          // means another key answers (plaintext handshakes fail under load, and are retried).
+          const final = this.refusedForGood(peer, error.code) && (error.code !== 'HANDSHAKE' || this.encrypted)
+          if (this.membership !== undefined && final) this.membership.refusedForGood(peer, error.message)
           this.emit('peer:refused', peer, error)
         },
         data: (link, frame) => this.onData(link, frame),

@@ -532,8 +532,10 @@ export class Membership {
         this.enter(e, 'left', 'it said it left')
         void this.stopDialling(record.name)
       } else if (record.status === DEAD) {
-        // Lost by another member. Linked to it, we keep our link: it will hear of that record from us and answer it.
-        if (!this.host.isUp(record.name)) {
+        // Lost by another member. Linked to it, dialling it, or waiting for its link to come back, we keep at it: our own
+        // link or dial decides, and the member, if alive, hears of that record and answers it. Only a member we are doing
+        // nothing about is taken as gone: one member's loss under load must not make every other give up its dial.
+        if (e.state === 'known' && !this.host.isUp(record.name)) {
           this.enter(e, 'gone', 'another member lost it')
           void this.stopDialling(record.name)
         }
