@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { once } from 'node:events'
-import { Bilateral, type BilateralOptions } from '../lib/index.js'
+import { Bilateral, type BilateralOptions, type MemberInfo } from '../lib/index.js'
 
 /** Timings short enough for tests, long enough for a loaded 2-core machine (child processes use spec/fixtures/fast.mjs, the same). */
 export const FAST = {
@@ -69,4 +69,28 @@ export async function within<T>(promise: Promise<T>, ms: number, what: string): 
   } finally {
     clearTimeout(timer)
   }
+}
+
+/**
+ * Resolves with the member as `node` shows it once `node` hears `kind` of
+ * member `name` (a member event), or at once if it is there already: in the
+ * table and not gone or left (join), gone or left (leave). Updates are
+ * waited for.
+ */
+export function heard(node: Bilateral, kind: 'join' | 'update' | 'leave', name: string, ms = 10_000): Promise<MemberInfo> {
+  const away = (m: MemberInfo): boolean => m.state === 'gone' || m.state === 'left'
+  const now = kind === 'update' ? undefined : node.members().find((m) => m.name === name && (kind === 'join') !== away(m))
+  if (now !== undefined) return Promise.resolve(now)
+  return within(
+    new Promise<MemberInfo>((resolve) => {
+      const listener = (m: MemberInfo): void => {
+        if (m.name !== name) return
+        node.off(`member:${kind}`, listener)
+        resolve(m)
+      }
+      node.on(`member:${kind}`, listener)
+    }),
+    ms,
+    `${node.name} hearing ${kind} of ${name.slice(0, 12)}`,
+  )
 }

@@ -2,30 +2,14 @@
 // member picked for a request) and the member events, over real nodes that
 // form a mesh from seeds on loopback.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { Bilateral, BilateralError, type BilateralOptions, type MemberInfo } from '../lib/index.js'
-import { closeAll, ensureBuilt, makeNode, within } from './helpers.js'
+import { Bilateral, BilateralError, type BilateralOptions } from '../lib/index.js'
+import { closeAll, ensureBuilt, heard, makeNode, within } from './helpers.js'
 
 beforeAll(ensureBuilt)
 afterEach(closeAll)
 
 const member = (name: string, seeds: string[], options: Partial<BilateralOptions> = {}): Bilateral =>
   makeNode(name, { seeds, gossipInterval: 100, ...options })
-
-/** Resolves once `node` has heard `kind` of member `name` (a member event). */
-function heard(node: Bilateral, kind: 'join' | 'update' | 'leave', name: string, ms = 10_000): Promise<MemberInfo> {
-  return within(
-    new Promise<MemberInfo>((resolve) => {
-      const listener = (m: MemberInfo): void => {
-        if (m.name !== name) return
-        node.off(`member:${kind}`, listener)
-        resolve(m)
-      }
-      node.on(`member:${kind}`, listener)
-    }),
-    ms,
-    `${node.name} hearing ${kind} of ${name}`,
-  )
-}
 
 /** Resolves once `node` knows `name` as up and announcing `receiver`. */
 function offering(node: Bilateral, name: string, receiver: string, ms = 10_000): Promise<void> {

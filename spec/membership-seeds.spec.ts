@@ -5,34 +5,14 @@
 // diverting nothing and costing a bounded number of dials. Real nodes on
 // loopback addresses (127.0.0.1 to 127.0.0.3 share one port).
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { Bilateral, generateKeypair, type BilateralOptions, type Keypair, type MemberInfo } from '../lib/index.js'
-import { closeAll, ensureBuilt, makeNode, within } from './helpers.js'
+import { Bilateral, generateKeypair, type BilateralOptions, type Keypair } from '../lib/index.js'
+import { closeAll, ensureBuilt, heard, makeNode, within } from './helpers.js'
 
 beforeAll(ensureBuilt)
 afterEach(closeAll)
 
 const member = (name: string, seeds: string[], options: Partial<BilateralOptions> = {}): Bilateral =>
   makeNode(name, { seeds, gossipInterval: 100, ...options })
-
-/** Resolves with the member info once `node` hears `kind` of `name`, or it is in that state already. */
-function heard(node: Bilateral, kind: 'join' | 'leave', name: string, ms = 10_000): Promise<MemberInfo> {
-  const now = node
-    .members()
-    .find((m) => m.name === name && (kind === 'join' ? m.state !== 'gone' && m.state !== 'left' : m.state === 'gone'))
-  if (now !== undefined) return Promise.resolve(now)
-  return within(
-    new Promise<MemberInfo>((resolve) => {
-      const listener = (m: MemberInfo): void => {
-        if (m.name !== name) return
-        node.off(`member:${kind}`, listener)
-        resolve(m)
-      }
-      node.on(`member:${kind}`, listener)
-    }),
-    ms,
-    `${node.name} hearing ${kind} of ${name.slice(0, 8)}`,
-  )
-}
 
 /** Resolves once `node` has a link to `name`. */
 function linked(node: Bilateral, name: string, ms = 10_000): Promise<void> {
