@@ -14,7 +14,7 @@ import { policyFor } from './calls/policy.js'
 import { Collector, Single, type CallResult, type CallSink } from './calls/results.js'
 import { CallStream } from './calls/stream.js'
 import { makeService, type Implementation, type Multicast, type ServiceHost, type ServiceOptions, type Unicast } from './calls/contract.js'
-import { BilateralError, type ErrorCode } from './errors.js'
+import { BilateralError, clip, type ErrorCode } from './errors.js'
 import { describeValue, unknownOption } from './misuse.js'
 import type { Logger, LogLevel } from './log.js'
 import { Metrics, type MetricsSnapshot } from './observe/metrics.js'
@@ -43,7 +43,16 @@ import {
 import { z85Encode } from './z85.js'
 import type { Link } from './mesh/link.js'
 import { Mesh, type DownReason, type Identity, type MeshStats } from './mesh/mesh.js'
-import { checkName, checkTimeout, isEndpoint, isKey, resolveOptions, type BilateralOptions, type ResolvedOptions } from './options.js'
+import {
+  checkName,
+  checkSeeds,
+  checkTimeout,
+  isEndpoint,
+  isKey,
+  resolveOptions,
+  type BilateralOptions,
+  type ResolvedOptions,
+} from './options.js'
 import { Codec } from './wire/codec.js'
 import { FrameType, MAX_METHOD_BYTES, NONCE_BYTES, encodeCall, encodeCast, type DataFrame } from './wire/frames.js'
 
@@ -135,7 +144,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   /** The `metrics` option's counters, if on. */
   private readonly counters: Metrics | undefined
   /** The `seeds` option's membership, if on. */
-  private readonly membership: Membership | undefined
+  private membership: Membership | undefined
   /** The endpoints this node listens on. */
   private readonly endpoints: string[] = []
   /** Peers that went down and are not dialled, most recent last: what peers() shows of them (at most MAX_DOWNS). */
@@ -162,7 +171,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       const served: Introspected = {
         name: this.name,
         network: this.network,
-        roles: o.roles,
+        roles: [...o.roles],
         started: Date.now(),
         addresses: () => [...this.endpoints],
         visibleTo: (peer) => this.registry.visibleTo(peer),
@@ -228,12 +237,13 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
           this.membership?.down(peer)
           this.emit('peer:down', peer, reason)
         },
-        refused: (peer, error) => {
+        refused: (peer, error, ours) => {
           log?.('warn', 'peer refused', { peer, code: error.code, why: error.message })
           for (const waiter of [...this.waiters]) waiter.refused(peer, error)
           // A member whose dial is refused for good is lost at once; a failed handshake counts only on an encrypted mesh, where it
           // means another key answers (plaintext handshakes fail under load, and are retried).
-          const final = this.refusedForGood(peer, error.code) && (error.code !== 'HANDSHAKE' || this.encrypted)
+          // Only our own dial's refusal: a JOIN refused to us names whoever its sender claimed to be.
+          const final = ours && this.refusedForGood(peer, error.code) && (error.code !== 'HANDSHAKE' || this.encrypted)
           if (this.membership !== undefined && final) this.membership.refusedForGood(peer, error.message)
           this.emit('peer:refused', peer, error)
         },
@@ -265,13 +275,32 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         incarnation: run,
       },
     )
-    for (const seed of o.seeds ?? []) {
+    this.checkSeedKeys(o.seeds ?? [])
+    this.membership = o.seeds === undefined ? undefined : this.joinMembership(o.seeds, o.advertise, o.gossipInterval)
+  }
+
+  /**
+   * Join a mesh that forms itself, from a running node: as the `seeds`
+   * option does, given now (`[]` makes this node a first member); with
+   * membership on already, these seeds are added (at most 64 in all).
+   * Throws INVALID_ARGUMENT for seeds the option would refuse, `CLOSED`.
+   */
+  joinMesh(seeds: readonly string[]): void {
+    this.assertOpen()
+    checkSeeds(seeds, this.encrypted)
+    this.checkSeedKeys(seeds)
+    if (this.membership === undefined) this.membership = this.joinMembership(seeds, undefined, this.options.gossipInterval)
+    else this.membership.addSeeds(seeds)
+  }
+
+  /** A seed's key must be one authorizedKeys admits: membership dials no key the node would refuse. */
+  private checkSeedKeys(seeds: readonly string[]): void {
+    for (const seed of seeds) {
       const { key } = parseSeed(seed)
       if (key !== undefined && !this.authorized(key)) {
         throw new BilateralError('INVALID_ARGUMENT', `option seeds: the key of seed ${seed} is not one authorizedKeys admits`)
       }
     }
-    this.membership = o.seeds === undefined ? undefined : this.joinMembership(o.seeds, o.advertise, o.gossipInterval)
   }
 
   /** Membership (the `seeds` option): its table, `$mesh` for the other members, and its rounds. */
@@ -796,7 +825,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     try {
       const prepared = this.prepare(method, args, options, this.call)
       const sink = (resolve: (results: CallResult[]) => void, reject: (error: unknown) => void) => new Collector(resolve, reject)
-      return this.launched(this.addressed(to), prepared, sink) as Promise<CallResult<R>[]>
+      return this.launched(this.addressed(to, method), prepared, sink) as Promise<CallResult<R>[]>
     } catch (error) {
       return Promise.reject(error)
     }
@@ -905,7 +934,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
   ): CallStream<R> {
     let stream!: CallStream<R>
     const prepared = this.prepare(method, args, options, this.stream)
-    const id = this.launch(this.addressed(to), prepared, (targets) => (stream = new CallStream<R>(targets())).sink)
+    const id = this.launch(this.addressed(to, method), prepared, (targets) => (stream = new CallStream<R>(targets())).sink)
     if (id !== undefined) stream.started((why) => this.outgoing.cancelCall(id, why))
     return stream
   }
@@ -919,7 +948,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    */
   async cast(to: readonly string[] | MemberSelector = [], method: string, args?: unknown, options: CastOptions = {}): Promise<string[]> {
     this.assertOpen()
-    to = this.addressed(to)
+    to = this.addressed(to, method)
     checkOptions(options, CAST_OPTIONS, 'cast()')
     this.checkMethod(method)
     const parent = options.parent === undefined ? undefined : checkParent(options.parent)
@@ -1115,10 +1144,25 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * membership now, every member it addresses that is not gone or left
    * (NOBODY if none: an empty list would mean every peer).
    */
-  private addressed(to: readonly string[] | MemberSelector): readonly string[] {
+  private addressed(to: readonly string[] | MemberSelector, method: string): readonly string[] {
     if (!isSelector(to)) return to as readonly string[]
-    const names = this.members_(to).select(to)
+    const selector = checkSelector(to)
+    const names = this.members_(selector).select(this.wanted(selector, method))
     return names.length === 0 ? NOBODY : names
+  }
+
+  /** What a selector asks for: as given, or (naming neither role nor receiver) the members that announce the method's receiver. */
+  private wanted(selector: MemberSelector, method: string): MemberSelector {
+    if (selector.role !== undefined || selector.offers !== undefined) return selector
+    this.checkMethod(method)
+    const dot = method.lastIndexOf('.')
+    if (dot <= 0) {
+      throw new BilateralError(
+        'INVALID_ARGUMENT',
+        `a member selector finds members by the method's receiver: ${clip(method, 64)} is not Receiver.Method`,
+      )
+    }
+    return { offers: method.slice(0, dot) }
   }
 
   /**
@@ -1129,9 +1173,10 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    */
   private pickMember(selector: MemberSelector, method: string): string {
     this.checkMethod(method)
-    const named = selector.role !== undefined || selector.offers !== undefined
-    const wanted = named ? selector : { offers: method.slice(0, method.lastIndexOf('.')) }
-    const up = this.members_(selector).select(wanted, true)
+    selector = checkSelector(selector)
+    const membership = this.members_(selector)
+    const wanted = this.wanted(selector, method)
+    const up = membership.select(wanted, true)
     if (up.length === 0) {
       throw new BilateralError('NOT_CONNECTED', `no member ${describeSelector(wanted)} is up`)
     }
@@ -1142,9 +1187,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     return this.outgoing.inflight(b) < this.outgoing.inflight(a) ? b : a
   }
 
-  /** Membership, for a call addressed by selector (checked): INVALID_ARGUMENT without it. */
+  /** Membership, for a call addressed by `selector`: INVALID_ARGUMENT without it. */
   private members_(selector: MemberSelector): Membership {
-    checkSelector(selector)
     if (this.membership === undefined) {
       throw new BilateralError(
         'INVALID_ARGUMENT',
@@ -1314,20 +1358,29 @@ const CAST_OPTIONS: ReadonlySet<string> = new Set(['meta', 'parent'])
 /** What a selector addressing no member resolves to: no peer (an empty list means every active one). */
 const NOBODY: readonly string[] = Object.freeze([])
 
-/** A member selector, as opposed to a list of peer names. */
-const isSelector = (to: unknown): to is MemberSelector => to !== null && typeof to === 'object' && !Array.isArray(to)
+/** A member selector (a plain object), as opposed to a list of peer names; a Set, a Map or the like is neither. */
+function isSelector(to: unknown): to is MemberSelector {
+  if (to === null || typeof to !== 'object' || Array.isArray(to)) return false
+  const proto: unknown = Object.getPrototypeOf(to)
+  return proto === Object.prototype || proto === null
+}
 
 const SELECTOR_KEYS: ReadonlySet<string> = new Set(['role', 'offers'])
 
-function checkSelector(selector: MemberSelector): void {
+/** A selector checked, as a copy read once (a getter answers once); INVALID_ARGUMENT naming what is wrong. */
+function checkSelector(selector: MemberSelector): MemberSelector {
   const unknown = unknownOption(selector, SELECTOR_KEYS, 'a member selector', { roles: 'role', offer: 'offers', receiver: 'offers' })
   if (unknown !== undefined) throw new BilateralError('INVALID_ARGUMENT', unknown)
-  for (const key of SELECTOR_KEYS) {
-    const value = (selector as Record<string, unknown>)[key]
-    if (value !== undefined && (typeof value !== 'string' || value.length === 0)) {
-      throw new BilateralError('INVALID_ARGUMENT', `a member selector's ${key} must be a non-empty string`)
+  const out: MemberSelector = {}
+  for (const key of ['role', 'offers'] as const) {
+    const value: unknown = selector[key]
+    if (value === undefined) continue
+    if (typeof value !== 'string' || value.length === 0 || value.length > 256) {
+      throw new BilateralError('INVALID_ARGUMENT', `a member selector's ${key} must be a non-empty string (of at most 256 characters)`)
     }
+    out[key] = value
   }
+  return out
 }
 
 const describeSelector = (s: MemberSelector): string =>

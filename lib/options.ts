@@ -5,7 +5,7 @@ import { unknownOption } from './misuse.js'
 import type { PeerRule } from './calls/registry.js'
 import { DEFAULT_FORWARD_META, MAX_META_BYTES, META_KEY } from './calls/meta.js'
 import { MAX_ADDRESSES, MAX_ADDRESS_BYTES, MAX_ROLES, MAX_ROLE_BYTES, isAddress, isRole } from './membership/records.js'
-import { parseSeed } from './membership/seeds.js'
+import { MAX_SEEDS, parseSeed } from './membership/seeds.js'
 
 export { isEndpoint } from './membership/records.js'
 
@@ -330,32 +330,33 @@ function checkTime(key: string, value: unknown): void {
   }
 }
 
-/** Most seeds a node is given. */
-const MAX_SEEDS = 64
+const endpoints = (key: 'seeds' | 'advertise', list: unknown, max: number): void => {
+  if (list === undefined) return
+  if (!Array.isArray(list) || list.length > max || !list.every(isAddress)) {
+    throw invalid(key, `must be an array of at most ${max} ZeroMQ endpoints (tcp://host:port), each at most ${MAX_ADDRESS_BYTES} bytes`)
+  }
+}
+
+/** Seeds as the option (or joinMesh()) takes them: endpoints; on an encrypted node, KEY@ENDPOINT. Throws INVALID_ARGUMENT. */
+export function checkSeeds(seeds: unknown, encrypted: boolean): void {
+  if (!encrypted) return endpoints('seeds', seeds, MAX_SEEDS)
+  // An encrypted member is dialled by its key: each seed says whose it is.
+  const keyed = (seed: unknown): boolean => {
+    if (typeof seed !== 'string') return false
+    const { key, endpoint } = parseSeed(seed)
+    return isKey(key) && isAddress(endpoint)
+  }
+  if (!Array.isArray(seeds) || seeds.length > MAX_SEEDS || !seeds.every(keyed)) {
+    throw invalid(
+      'seeds',
+      `of an encrypted node must be an array of at most ${MAX_SEEDS} KEY@ENDPOINT (the member's public key, then where it listens)`,
+    )
+  }
+}
 
 /** seeds, advertise and gossipInterval. */
 function checkMembership(o: ResolvedOptions): void {
-  const endpoints = (key: 'seeds' | 'advertise', list: unknown, max: number): void => {
-    if (list === undefined) return
-    if (!Array.isArray(list) || list.length > max || !list.every(isAddress)) {
-      throw invalid(key, `must be an array of at most ${max} ZeroMQ endpoints (tcp://host:port), each at most ${MAX_ADDRESS_BYTES} bytes`)
-    }
-  }
-  if (o.keypair === undefined) endpoints('seeds', o.seeds, MAX_SEEDS)
-  else if (o.seeds !== undefined) {
-    // An encrypted member is dialled by its key: each seed says whose it is.
-    const keyed = (seed: unknown): boolean => {
-      if (typeof seed !== 'string') return false
-      const { key, endpoint } = parseSeed(seed)
-      return isKey(key) && isAddress(endpoint)
-    }
-    if (!Array.isArray(o.seeds) || o.seeds.length > MAX_SEEDS || !o.seeds.every(keyed)) {
-      throw invalid(
-        'seeds',
-        `of an encrypted node must be an array of at most ${MAX_SEEDS} KEY@ENDPOINT (the member's public key, then where it listens)`,
-      )
-    }
-  }
+  if (o.seeds !== undefined) checkSeeds(o.seeds, o.keypair !== undefined)
   endpoints('advertise', o.advertise, MAX_ADDRESSES)
   if (o.resolver !== undefined && typeof o.resolver !== 'function')
     throw invalid('resolver', 'must be a function (host) => Promise<string[]>')

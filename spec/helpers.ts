@@ -94,3 +94,14 @@ export function heard(node: Bilateral, kind: 'join' | 'update' | 'leave', name: 
     `${node.name} hearing ${kind} of ${name.slice(0, 12)}`,
   )
 }
+
+/** Poll `check` every 20 ms until it holds, within `ms`: for a condition no event announces. */
+export async function until(check: () => boolean, ms: number, what: string): Promise<void> {
+  await within(
+    (async () => {
+      while (!check()) await new Promise((resolve) => setTimeout(resolve, 20))
+    })(),
+    ms,
+    what,
+  )
+}

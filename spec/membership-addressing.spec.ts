@@ -3,7 +3,7 @@
 // form a mesh from seeds on loopback.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { Bilateral, BilateralError, type BilateralOptions } from '../lib/index.js'
-import { closeAll, ensureBuilt, heard, makeNode, within } from './helpers.js'
+import { closeAll, ensureBuilt, heard, makeNode, until, within } from './helpers.js'
 
 beforeAll(ensureBuilt)
 afterEach(closeAll)
@@ -149,6 +149,64 @@ describe('calls addressed to members', () => {
     const left = heard(a, 'leave', 'b')
     await b.close()
     expect(await left).toMatchObject({ name: 'b', state: 'left', why: 'it said it left' })
+  })
+
+  it('a receiver whose name a record cannot carry is not announced (and asking is refused), and the member stays visible', async () => {
+    const a = member('a', [])
+    const at = await a.listen('tcp://127.0.0.1:*')
+    const c = member('c', [at])
+    c.register({ Ping: () => 1 }, 'R'.repeat(70))
+    expect(() => c.register({ Ping: () => 1 }, 'S'.repeat(70), { announce: true })).toThrow(/cannot be announced: .*at most 64 bytes/)
+    c.register({ Ping: () => 1 }, 'Short')
+    await offering(a, 'c', 'Short')
+    expect(a.members().find((m) => m.name === 'c')!.offers).toEqual(['Short'])
+    // 64 at most: the 65th asked for is refused, one not asked for is not announced.
+    for (let i = 1; i < 64; i++) c.register({ Ping: () => 1 }, `R${i}`)
+    expect(() => c.register({ Ping: () => 1 }, 'Over', { announce: true })).toThrow(/at most 64 receivers/)
+    c.register({ Ping: () => 1 }, 'Quietly')
+    await until(() => a.members().find((m) => m.name === 'c')!.offers.length === 64, 10_000, 'c announcing 64')
+    expect(a.members().find((m) => m.name === 'c')!.offers).not.toContain('Quietly')
+  })
+
+  it('a selector is a plain object; {} addresses the members that announce the method receiver; a flood of one name is one update', async () => {
+    const a = member('a', [])
+    const at = await a.listen('tcp://127.0.0.1:*')
+    const b = member('b', [at])
+    const c = member('c', [at])
+    c.register({ Who: () => 'c' }, 'Svc')
+    await Promise.all([b.listen('tcp://127.0.0.1:*'), c.listen('tcp://127.0.0.1:*')])
+    await offering(a, 'c', 'Svc')
+    await until(() => a.activeConnections().length === 2, 10_000, 'a linked to b and c')
+    // Not a selector, and not a list: refused, never taken for "every member".
+    await expect(a.call(new Set(['c']) as never, 'Svc.Who')).rejects.toThrow(TypeError)
+    await expect(a.call(new Map() as never, 'Svc.Who')).rejects.toThrow(TypeError)
+    await expect(a.request(new Set(['c']) as never, 'Svc.Who')).rejects.toThrow(/one peer name or a member selector/)
+    // {} (and undefined fields) mean the members offering Svc: c, not b.
+    expect((await a.call({}, 'Svc.Who')).map((r) => r.from)).toEqual(['c'])
+    expect((await a.call({ role: undefined }, 'Svc.Who')).map((r) => r.from)).toEqual(['c'])
+    await expect(a.request({}, 'Svc')).rejects.toThrow(/is not Receiver.Method/)
+    await expect(a.call({}, 'Svc')).rejects.toThrow(/is not Receiver.Method/)
+    // 256 records of one name in one exchange, each newer: one update event, and b's own record refuted once.
+    const updates: string[] = []
+    a.on('member:update', (m) => updates.push(m.name))
+    const { records } = (await a.request('b', '$mesh.Exchange', { records: [], want: ['b'] })) as {
+      records: { name: string; incarnation: number; version: number; addresses: string[] }[]
+    }
+    const base = records[0]!
+    const flood = Array.from({ length: 256 }, (_, i) => ({ ...base, version: base.version + 1 + i, roles: [`r${i}`], status: 0 }))
+    await b.request('a', '$mesh.Exchange', { records: flood, want: [] })
+    expect(updates.filter((n) => n === 'b')).toHaveLength(1)
+  })
+
+  it('joinMesh() makes a running node a member, or adds seeds to one', async () => {
+    const a = member('a', [])
+    const at = await a.listen('tcp://127.0.0.1:*')
+    const late = makeNode('late')
+    expect(() => late.members()).toThrow(/membership is off/)
+    late.joinMesh([at])
+    await heard(late, 'join', 'a')
+    expect(() => late.joinMesh(['not an endpoint'])).toThrow(/seeds must be an array/)
+    expect(() => late.joinMesh(Array.from({ length: 64 }, (_, i) => `tcp://127.0.0.1:${1000 + i}`))).toThrow(/at most 64 seeds/)
   })
 
   it('misuse is answered where it is made', async () => {

@@ -4,6 +4,7 @@
 // nowhere, and a record pointing a member's key at another node's address
 // diverting nothing and costing a bounded number of dials. Real nodes on
 // loopback addresses (127.0.0.1 to 127.0.0.3 share one port).
+import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { Bilateral, generateKeypair, type BilateralOptions, type Keypair } from '../lib/index.js'
 import { closeAll, ensureBuilt, heard, makeNode, within } from './helpers.js'
@@ -73,6 +74,67 @@ describe('seeds given as host names', () => {
     expect(calls).toBeGreaterThanOrEqual(3)
   })
 
+  it('a seed that is down at start is joined once it listens', async () => {
+    // A port nobody listens on yet: taken from a server that is then closed.
+    const probe = createServer()
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+    const port = (probe.address() as AddressInfo).port
+    await new Promise((resolve) => probe.close(resolve))
+    const c = member('c', [`tcp://127.0.0.1:${port}`])
+    const a = member('a', [])
+    // c is dialling the seed, which nothing answers yet, before a listens there.
+    const seed = `tcp://127.0.0.1:${port}`
+    await within(
+      (async () => {
+        while (!c.peers().some((p) => p.name === seed && p.state === 'connecting')) await new Promise((r) => setTimeout(r, 10))
+      })(),
+      5000,
+      'c dialling the seed',
+    )
+    expect(c.activeConnections()).toEqual([])
+    await a.listen(`tcp://127.0.0.1:${port}`)
+    await heard(c, 'join', 'a')
+    await linked(c, 'a')
+  })
+
+  it('a resolver that never answers holds nothing up: the seed is tried again, and close() leaves nothing behind', async () => {
+    const a = member('a', [])
+    const port = portOf(await a.listen('tcp://127.0.0.1:*'))
+    let calls = 0
+    const resolver = (): Promise<string[]> => (++calls === 1 ? new Promise<string[]>(() => undefined) : Promise.resolve(['127.0.0.1']))
+    const c = member('c', [`tcp://seeds.test:${port}`], { resolver })
+    await heard(c, 'join', 'a', 15_000)
+    expect(calls).toBeGreaterThanOrEqual(2)
+  })
+
+  it("a stranger's JOIN refused under a member's name does not make us drop that member", async () => {
+    const a = member('a', [])
+    const at = await a.listen('tcp://127.0.0.1:*')
+    // m advertises an address where nothing listens: b keeps dialling it (connecting), as it should.
+    const probe = createServer()
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+    const nowhere = `tcp://127.0.0.1:${(probe.address() as AddressInfo).port}`
+    await new Promise((resolve) => probe.close(resolve))
+    const m = member('m', [at], { advertise: [nowhere], gossipInterval: 5000 })
+    const b = member('b', [at])
+    const bAt = await b.listen('tcp://127.0.0.1:*')
+    const connecting = (): boolean => b.members().some((x) => x.name === 'm' && x.state === 'connecting')
+    await within(
+      (async () => {
+        while (!connecting()) await new Promise((r) => setTimeout(r, 10))
+      })(),
+      10_000,
+      'b dialling m',
+    )
+    // A stranger says it is m, on another network: b refuses its JOIN (NETWORK_MISMATCH), and that is all.
+    const stranger = makeNode('m', { network: 'evil net' })
+    const refused = new Promise<void>((resolve) => b.once('peer:refused', () => resolve()))
+    stranger.connect('b', bAt)
+    await within(refused, 5000, 'b refusing the stranger')
+    expect(connecting()).toBe(true)
+    expect(m.activeConnections()).toContain('a')
+  })
+
   it('options are checked: a resolver is a function, and is for seeds', () => {
     expect(() => new Bilateral({ network: 'n', name: 'x', seeds: [], resolver: 'dns' as never })).toThrow(/resolver must be a function/)
     expect(() => new Bilateral({ network: 'n', name: 'x', resolver: async () => [] })).toThrow(/give seeds too/)
@@ -135,6 +197,80 @@ describe('encrypted meshes', () => {
     await b.listen('tcp://127.0.0.1:*')
     await linked(b, ka.publicKey)
     expect(await b.request(ka.publicKey, '$node.Ping')).toMatchObject({ name: ka.publicKey })
+  })
+
+  it('a member whose advertised address accepts connections and never answers is dialled one connection at a time, with back-off, and lost', async () => {
+    const [ka, kh, kd] = (await keys(3)) as [Keypair, Keypair, Keypair]
+    const authorised = [ka.publicKey, kh.publicKey, kd.publicKey]
+    const a = node(ka, [], authorised)
+    const at = await a.listen('tcp://127.0.0.1:*')
+    const h = makeNode(kh.publicKey, { keypair: kh, authorizedKeys: authorised })
+    h.connect(ka.publicKey, at)
+    await Promise.all([linked(a, kh.publicKey), linked(h, ka.publicKey)])
+    // A TCP server that takes every connection and says nothing: no ZMTP greeting, ever.
+    const held: Socket[] = []
+    let accepted = 0
+    const silent = createServer((socket) => {
+      accepted++
+      held.push(socket)
+      socket.on('error', () => undefined)
+    })
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    const address = `tcp://127.0.0.1:${(silent.address() as AddressInfo).port}`
+    try {
+      const began = performance.now()
+      await h.request(ka.publicKey, '$mesh.Exchange', {
+        records: [{ name: kd.publicKey, addresses: [address], incarnation: Date.now(), version: 0, status: 0 }],
+        want: [],
+      })
+      // Dialled until lost: 5 periods of peerTimeout (600 ms) at most, here with the test timings.
+      const lost = await heard(a, 'leave', kd.publicKey, 15_000)
+      const seconds = (performance.now() - began) / 1000
+      expect(lost.state).toBe('gone')
+      // One connection at a time, each waiting for the handshake to time out before the next: far fewer than one a
+      // reconnectMin (20 ms) would be; and none once lost.
+      expect(accepted).toBeGreaterThanOrEqual(1)
+      expect(accepted).toBeLessThanOrEqual(Math.ceil(seconds / 0.2) + 2)
+      // Lost, it is dialled no more: its dial is gone.
+      expect(a.peers().filter((p) => p.name === kd.publicKey && p.state !== 'down')).toEqual([])
+    } finally {
+      for (const socket of held) socket.destroy()
+      await new Promise((resolve) => silent.close(resolve))
+    }
+  })
+
+  it('one seed list for every node: its own KEY@address is skipped; a keyed seed whose name resolves to several addresses is tried at each in turn; a late resolver answer after close() is harmless', async () => {
+    const [ka, kb, kc] = (await keys(3)) as [Keypair, Keypair, Keypair]
+    const all = [ka.publicKey, kb.publicKey, kc.publicKey]
+    const a = node(ka, [], all)
+    const at = await a.listen('tcp://127.0.0.1:*')
+    const port = portOf(at)
+    // Every node is given the same seeds, a's among them: a skips its own.
+    const seeds = [`${ka.publicKey}@tcp://seeds.test:${port}`]
+    const resolver = async (): Promise<string[]> => ['127.0.0.9', '127.0.0.1'] // nothing listens at the first
+    const b = makeNode(kb.publicKey, { keypair: kb, authorizedKeys: all, seeds, resolver, gossipInterval: 100 })
+    a.joinMesh(seeds)
+    await linked(b, ka.publicKey, 15_000)
+    // A resolver that answers after close(): nothing happens, nothing throws.
+    let answer!: (addresses: string[]) => void
+    const late = makeNode(kc.publicKey, {
+      keypair: kc,
+      authorizedKeys: all,
+      seeds,
+      resolver: () => new Promise<string[]>((resolve) => (answer = resolve)),
+      gossipInterval: 100,
+    })
+    await within(
+      (async () => {
+        while (answer === undefined) await new Promise((r) => setTimeout(r, 10))
+      })(),
+      5000,
+      'the resolver asked',
+    )
+    await late.close()
+    answer(['127.0.0.1'])
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(late.activeConnections()).toEqual([])
   })
 
   it('seeds on an encrypted node are KEY@address, and a seed key authorizedKeys refuses is refused at once', async () => {

@@ -4,21 +4,10 @@
 import { fork } from 'node:child_process'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { Bilateral, BilateralError, type BilateralOptions, type MemberInfo } from '../lib/index.js'
-import { FAST, closeAll, ensureBuilt, makeNode, within } from './helpers.js'
+import { FAST, closeAll, ensureBuilt, makeNode, until } from './helpers.js'
 
 beforeAll(ensureBuilt)
 afterEach(closeAll)
-
-/** Poll `check` every 20 ms until it holds, within `ms`. */
-async function until(check: () => boolean, ms: number, what: string): Promise<void> {
-  await within(
-    (async () => {
-      while (!check()) await new Promise((resolve) => setTimeout(resolve, 20))
-    })(),
-    ms,
-    what,
-  )
-}
 
 const member = (name: string, seeds: string[], options: Partial<BilateralOptions> = {}): Bilateral =>
   makeNode(name, { seeds, gossipInterval: 100, ...options })
@@ -30,7 +19,8 @@ describe('membership', () => {
     const nodes: Bilateral[] = []
     let previous: string | undefined
     for (let i = 0; i < 10; i++) {
-      const node = member(`m${i}`, previous === undefined ? [] : [previous])
+      const node = member(`m${i}`, previous === undefined ? [] : [previous], { roles: i % 2 === 0 ? ['even'] : [] })
+      if (i % 2 === 1) node.register({ Which: () => node.name }, 'Odd')
       previous = await node.listen('tcp://127.0.0.1:*')
       nodes.push(node)
     }
@@ -46,6 +36,14 @@ describe('membership', () => {
     const links = nodes.flatMap((n) => n.links().filter((l) => l.direction === 'outbound'))
     expect(links).toHaveLength(45)
     expect(await nodes[0]!.request('m9', '$node.Ping', undefined)).toMatchObject({ name: 'm9' })
+    // Calls by role and by receiver reach exactly the members that qualify (never the caller itself).
+    const first = nodes[0]!
+    await until(() => first.members().filter((m) => m.offers.includes('Odd')).length === 5, 5000, 'the odd ones announcing Odd')
+    const even = await first.call({ role: 'even' }, '$node.Ping')
+    expect(even.map((r) => r.from).sort()).toEqual(['m2', 'm4', 'm6', 'm8'])
+    expect(even.every((r) => r.ok)).toBe(true)
+    const odd = await first.call({ offers: 'Odd' }, 'Odd.Which')
+    expect(odd.map((r) => (r.ok ? r.reply : r.error.code)).sort()).toEqual(['m1', 'm3', 'm5', 'm7', 'm9'])
   })
 
   it('a member that never listens joins through its seed and is called back over its own links', async () => {

@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events'
 import { BilateralError } from '../errors.js'
 import { unknownOption } from '../misuse.js'
 import type { CallContext } from './context.js'
+import { MAX_OFFERS, MAX_OFFER_BYTES } from '../membership/records.js'
 
 export type { CallContext }
 
@@ -90,12 +91,29 @@ export class Registry {
       throw new BilateralError('INVALID_ARGUMENT', 'register(): announce must be a boolean')
     }
     const allows = toPredicate(options.peers ?? this.defaultPeers)
+    const announce = !reserved && (options.announce ?? allows === everyone) && this.announceable(receiverName, options.announce === true)
     this.receivers.add(receiverName)
-    if (!reserved && (options.announce ?? allows === everyone)) this.announced.push(receiverName)
+    if (announce) this.announced.push(receiverName)
     for (const [method, fn] of found) {
       this.methods.set(`${receiverName}.${method}`, { fn: fn.bind(receiver) as Handler, allows })
     }
     return [...found.keys()].map((method) => `${receiverName}.${method}`)
+  }
+
+  /**
+   * Can `name` be announced in a member record (at most MAX_OFFERS names of
+   * at most MAX_OFFER_BYTES)? One that cannot is not announced; asked for
+   * (`announce: true`), that is an INVALID_ARGUMENT.
+   */
+  private announceable(name: string, asked: boolean): boolean {
+    const why =
+      Buffer.byteLength(name) > MAX_OFFER_BYTES
+        ? `a member record names receivers of at most ${MAX_OFFER_BYTES} bytes`
+        : this.announced.length >= MAX_OFFERS
+          ? `a member record names at most ${MAX_OFFERS} receivers`
+          : undefined
+    if (why !== undefined && asked) throw new BilateralError('INVALID_ARGUMENT', `register(): ${name} cannot be announced: ${why}`)
+    return why === undefined
   }
 
   /** The receivers and methods `peer` may call, each receiver's methods in the order registered. */

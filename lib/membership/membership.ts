@@ -47,7 +47,7 @@ import {
 } from './records.js'
 import { Seeds, type Resolver, type SeedHost } from './seeds.js'
 
-/** Most `$mesh` Sync and Exchange calls taken from one peer a second. */
+/** Most `$mesh` Sync and Exchange calls taken from one peer a second, with the default gossipInterval (see callsPerSecond). */
 export const MAX_CALLS_PER_SECOND = 64
 /** Peers asked each round. */
 export const FANOUT = 2
@@ -192,10 +192,16 @@ export class Membership {
     this.schedule(0)
   }
 
+  /** More seeds, tried from the next round. */
+  addSeeds(seeds: readonly string[]): void {
+    this.seeds.add(seeds)
+  }
+
   /** Say we leave to every peer that runs membership, then stop. */
   async leave(): Promise<void> {
     if (this.stopped) return
     this.stopped = true
+    this.seeds.stop()
     this.host.clock.clearTimer(this.timer)
     if (this.eager !== undefined) this.host.clock.clearTimer(this.eager)
     const to = this.host.upNames().filter((name) => !this.plain.has(name))
@@ -285,18 +291,25 @@ export class Membership {
   throttled = 0
 
   /**
-   * At most {@link MAX_CALLS_PER_SECOND} `Sync` and `Exchange` calls a
-   * second from one peer (a member makes a few a round, and news at most 20
-   * a second): beyond, OVERLOADED, so a peer flooding them costs us a map
-   * lookup each, not a digest or a merge.
+   * A few `Sync` and `Exchange` calls a second from one peer: what an
+   * honest member can make (two a spread, a spread each round and each
+   * time news comes, at most every EAGER_SPACING ms), with room to spare,
+   * and at least {@link MAX_CALLS_PER_SECOND}. Beyond, OVERLOADED, so a peer
+   * flooding them costs us a map lookup each, not a digest or a merge.
    */
   private admit(peer: string): void {
     const now = this.host.clock.now()
     let w = this.asked.get(peer)
     if (w === undefined || now - w.since >= 1000) this.asked.set(peer, (w = { since: now, calls: 0 }))
-    if (++w.calls <= MAX_CALLS_PER_SECOND) return
+    if (++w.calls <= this.callsPerSecond) return
     this.throttled++
-    throw new BilateralError('OVERLOADED', `more than ${MAX_CALLS_PER_SECOND} $mesh calls a second from this peer`)
+    throw new BilateralError('OVERLOADED', `more than ${this.callsPerSecond} $mesh calls a second from this peer`)
+  }
+
+  /** The rate admit() allows: 2 calls for each spread an honest member can make a second (rounds, then news), plus a margin. */
+  private get callsPerSecond(): number {
+    const spreads = 1000 / EAGER_SPACING + 1000 / (0.75 * this.options.gossipInterval)
+    return Math.max(MAX_CALLS_PER_SECOND, Math.ceil(2 * spreads) + 16)
   }
 
   /** A link to `name` came up. */
@@ -491,6 +504,9 @@ export class Membership {
   }
 
   private mergeEach(records: readonly MemberRecord[]): void {
+    // Told once an exchange: a member whose record changed several times in one (a flood of one name) is one update.
+    const updated = new Set<Entry>()
+    let refuted: MemberRecord | undefined
     for (const record of records) {
       // Far ahead of our clock: skipped (a forgery, or a clock far off), the rest of the exchange taken.
       if (tooLate(record)) {
@@ -504,7 +520,9 @@ export class Membership {
       }
       if (record.name === this.self.name) {
         // Said to be dead or gone, or a later version than ours: we are alive, and say so with a version past it (not while leaving).
-        if (!this.stopped && (newer(record, this.self) || record.status !== ALIVE)) this.refute(record)
+        if (!this.stopped && (newer(record, this.self) || record.status !== ALIVE)) {
+          if (refuted === undefined || newer(record, refuted)) refuted = record
+        }
         continue
       }
       const e = this.entries.get(record.name)
@@ -540,8 +558,11 @@ export class Membership {
           void this.stopDialling(record.name)
         }
       } else if (away) this.enter(e, this.host.isUp(record.name) ? 'up' : 'known')
-      else if (!sameContent(was, record)) this.tell('update', e)
+      else if (!sameContent(was, record)) updated.add(e)
     }
+    // One answer to the newest claim about us, however many came.
+    if (refuted !== undefined) this.refute(refuted)
+    for (const e of updated) if (e.state !== 'gone' && e.state !== 'left' && this.entries.get(e.record.name) === e) this.tell('update', e)
   }
 
   /** Someone holds a record of us newer than ours, or one saying we left: ours goes past it. */

@@ -21,6 +21,8 @@ import { BilateralError } from '../errors.js'
 export const SEED_RECHECK = 10
 /** Longest wait between attempts on a seed that does not answer, ms. */
 const MAX_SEED_BACKOFF = 30_000
+/** Most seeds a node holds. */
+export const MAX_SEEDS = 64
 /** Most addresses of one seed's host name tried. */
 export const MAX_SEED_ADDRESSES = 16
 
@@ -30,16 +32,20 @@ export type Resolver = (host: string) => Promise<readonly string[]>
 export const systemResolver: Resolver = async (host) => (await lookup(host, { all: true })).map((a) => a.address)
 
 export interface SeedHost {
+  readonly name: string
   readonly clock: Clock
   /** Plaintext: connect to whoever listens at `address`; its name once up. */
   dial(address: string, options: { timeout: number }): Promise<string>
   /** Encrypted: dial member `key` at `address` (kept up until it is gone). */
   connect(key: string, address: string): void
+  disconnect(key: string): Promise<void>
   isUp(name: string): boolean
   dialling(name: string): boolean
 }
 
 interface Seed {
+  /** As given. */
+  readonly given: string
   /** The member's key, for a seed on an encrypted mesh. */
   readonly key: string | undefined
   readonly endpoint: string
@@ -49,6 +55,8 @@ interface Seed {
   next: number
   failures: number
   trying: boolean
+  /** Keyed: which of its addresses to dial next. */
+  turn: number
   /** The member reached at each address (plaintext seeds learn it on reaching). */
   readonly reached: Map<string, string>
 }
@@ -81,54 +89,54 @@ export class Seeds {
     private readonly resolve: Resolver,
     private readonly gossipInterval: number,
   ) {
-    for (const given of seeds) {
-      const { key, endpoint } = parseSeed(given)
-      this.seeds.push({ key, endpoint, ...hostName(endpoint), next: 0, failures: 0, trying: false, reached: new Map() })
+    this.add(seeds)
+  }
+
+  /** More seeds (one already held is not added twice); INVALID_ARGUMENT beyond {@link MAX_SEEDS} in all. */
+  add(seeds: readonly string[]): void {
+    const fresh = [...new Set(seeds)].filter((given) => !this.seeds.some((s) => s.given === given))
+    if (this.seeds.length + fresh.length > MAX_SEEDS) {
+      throw new BilateralError('INVALID_ARGUMENT', `a node holds at most ${MAX_SEEDS} seeds`)
     }
+    for (const given of fresh) {
+      const { key, endpoint } = parseSeed(given)
+      this.seeds.push({ given, key, endpoint, ...hostName(endpoint), next: 0, failures: 0, trying: false, turn: 0, reached: new Map() })
+    }
+  }
+
+  private stopped = false
+
+  /** No more attempts (the node leaves): one in progress does nothing more. */
+  stop(): void {
+    this.stopped = true
   }
 
   /** Try each seed that is due. */
   due(now: number): void {
     for (const seed of this.seeds) {
-      if (seed.trying || seed.next > now) continue
+      if (seed.trying || seed.next > now || this.stopped) continue
       seed.trying = true
-      void this.attempt(seed).finally(() => (seed.trying = false))
+      this.attempt(seed)
+        .catch((error: unknown) => (this.lastFailure = error instanceof Error ? error.message : String(error)))
+        .finally(() => (seed.trying = false))
     }
   }
 
-  /** One attempt on `seed`: each of its addresses whose member is not up; then when to try again. */
+  /** One attempt on `seed`, then when to try again: sooner (a back-off) if its member is not up. */
   private async attempt(seed: Seed): Promise<void> {
+    if (seed.key === this.host.name) return // Our own key among the seeds (one list for every node): not a seed for us.
     let addresses: readonly string[]
     try {
-      addresses = await this.addressesOf(seed)
+      addresses = (await this.addressesOf(seed)).filter((address) => !this.own.has(address))
     } catch (error) {
       this.failures++
       this.lastFailure = `${seed.host} did not resolve: ${error instanceof Error ? error.message : String(error)}`
       addresses = []
     }
-    const tries = addresses
-      .filter((address) => !this.own.has(address))
-      .map(async (address): Promise<boolean> => {
-        const name = seed.key ?? seed.reached.get(address)
-        if (name !== undefined && this.host.isUp(name)) return true
-        if (seed.key !== undefined) {
-          if (!this.host.dialling(seed.key)) this.host.connect(seed.key, address)
-          return false
-        }
-        const timeout = Math.max(1000, 2 * this.gossipInterval)
-        try {
-          seed.reached.set(address, await this.host.dial(address, { timeout }))
-          return true
-        } catch (error) {
-          // Our own address given as a seed (a common deployment, and a headless service lists us too): not a seed for us.
-          if (error instanceof BilateralError && error.code === 'LOOPBACK') this.own.add(address)
-          return false
-        }
-      })
-    const reached = (await Promise.all(tries)).some((up) => up)
+    if (this.stopped) return
+    const reached = seed.key === undefined ? await this.dialAll(seed, addresses) : await this.dialKey(seed, seed.key, addresses)
     const now = this.host.clock.now()
-    if (reached || seed.key !== undefined) {
-      // Reached (or, keyed, dialled: the dial goes on by itself): checked again in a while.
+    if (reached) {
       seed.failures = 0
       seed.next = now + SEED_RECHECK * this.gossipInterval
     } else {
@@ -137,10 +145,63 @@ export class Seeds {
     }
   }
 
+  /** Plaintext: dial each address whose member is not up, by address alone. Whether any is up. */
+  private async dialAll(seed: Seed, addresses: readonly string[]): Promise<boolean> {
+    const timeout = Math.max(1000, 2 * this.gossipInterval)
+    const tries = addresses.map(async (address): Promise<boolean> => {
+      const name = seed.reached.get(address)
+      if (name !== undefined && this.host.isUp(name)) return true
+      try {
+        seed.reached.set(address, await this.host.dial(address, { timeout }))
+        return true
+      } catch (error) {
+        // Our own address given as a seed (a common deployment, and a headless service lists us too): not a seed for us.
+        if (error instanceof BilateralError && error.code === 'LOOPBACK') this.own.add(address)
+        return false
+      }
+    })
+    return (await Promise.all(tries)).some((up) => up)
+  }
+
+  /**
+   * Encrypted: the seed's key is one member, dialled at one address at a
+   * time. Not up when the seed comes due again, it is dialled at the next of
+   * the addresses its host resolves to now (so a name that resolves to
+   * several, or elsewhere later, is tried everywhere). Whether it is up.
+   */
+  private async dialKey(seed: Seed, key: string, addresses: readonly string[]): Promise<boolean> {
+    if (this.host.isUp(key)) return true
+    if (addresses.length === 0) return false
+    const address = addresses[seed.turn++ % addresses.length]!
+    if (this.host.dialling(key)) await this.host.disconnect(key)
+    if (this.stopped) return false
+    try {
+      this.host.connect(key, address)
+    } catch (error) {
+      if (error instanceof BilateralError && error.code === 'LOOPBACK') this.own.add(address)
+      else this.lastFailure = error instanceof Error ? error.message : String(error)
+    }
+    return false
+  }
+
+  /** The resolver's answer, or a TIMEOUT once the seed's dial would have given up: a lookup that hangs does not hold the seed. */
+  private async resolveWithin(host: string): Promise<readonly string[]> {
+    const ms = Math.max(1000, 2 * this.gossipInterval)
+    let timer: unknown
+    const late = new Promise<never>((_, reject) => {
+      timer = this.host.clock.setTimer(() => reject(new BilateralError('TIMEOUT', `no answer within ${ms} ms`)), ms)
+    })
+    try {
+      return await Promise.race([Promise.resolve().then(() => this.resolve(host)), late])
+    } finally {
+      this.host.clock.clearTimer(timer)
+    }
+  }
+
   /** The endpoints a seed stands for now: itself, or one for each address its host name resolves to. */
   private async addressesOf(seed: Seed): Promise<readonly string[]> {
     if (seed.host === undefined) return [seed.endpoint]
-    const resolved = await this.resolve(seed.host)
+    const resolved = await this.resolveWithin(seed.host)
     if (!Array.isArray(resolved)) throw new TypeError('the resolver did not answer with an array of addresses')
     const out: string[] = []
     for (const ip of resolved.slice(0, MAX_SEED_ADDRESSES)) {

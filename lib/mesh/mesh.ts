@@ -99,7 +99,12 @@ export interface MeshEvents {
   up(peer: string, link: Link): void
   /** `peer` is down; `link` is the one that served it. */
   down(peer: string, reason: DownReason, link: Link): void
-  refused(peer: string, error: BilateralError): void
+  /**
+   * A JOIN was refused: `ours`, our own dial's (by the peer, or by us on
+   * reading its STAY); else one made to us, under whatever name its sender
+   * claimed (so a stranger can make it name anyone).
+   */
+  refused(peer: string, error: BilateralError, ours: boolean): void
   data(link: Link, frame: DataFrame): void
   dropped(error: BilateralError): void
   /** A ZMTP handshake on our ROUTER failed (a refused key, plaintext meeting CURVE). */
@@ -525,7 +530,7 @@ export class Mesh {
       },
       refused: (peer, error) => {
         this.unnamed.get(peer)?.watch.refused(error)
-        this.events.refused(peer, error)
+        this.events.refused(peer, error, true)
       },
       attempt: (peer, address) => this.events.dialling(peer, address),
       backoff: (peer, ms) => this.events.backingOff(peer, ms),
@@ -575,7 +580,7 @@ export class Mesh {
       },
       data: (link, frame) => this.events.data(link, frame),
       consumed: (link, bytes) => link.consumed(bytes),
-      refused: (name, error) => this.events.refused(name, error),
+      refused: (name, error) => this.events.refused(name, error, false),
       dropped: (error) => this.events.dropped(error),
       revoked: (link) => this.recheck(link),
       failed: this.failed,
