@@ -28,6 +28,8 @@ it('the benchmark runs in tiny mode and reports every scenario against its floor
       'multicast to 3, sequential',
       'multicast to 10, 100 in flight',
       'mesh of 6 nodes, full convergence',
+      'request to one of 3 members picked by selector, 100 in flight',
+      '6 members, one seed each: every member sees every other up',
     ]) {
       expect(scenarios, expected).toContain(expected)
     }
@@ -41,4 +43,4 @@ it('the benchmark runs in tiny mode and reports every scenario against its floor
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
-})
+}, 90_000)
