@@ -463,7 +463,11 @@ export class Membership {
               this.lastFailure = error instanceof Error ? error.message : String(error)
               if (++e.waited >= CONNECT_PERIODS) this.lost(e)
             }
-          } else if (now - e.since > suspectTimeout + 2 * gossipInterval) this.lost(e)
+          } else if (address === undefined && now - e.since > suspectTimeout + 2 * gossipInterval) {
+            // One we cannot dial (it does not listen) that has not dialled us in that time. One waiting for a dial of ours
+            // (the round's dials are spent, or it is held down) waits: it is not lost for our own pacing.
+            this.lost(e)
+          }
           break
         }
         case 'connecting':
