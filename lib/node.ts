@@ -244,7 +244,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
           // means another key answers (plaintext handshakes fail under load, and are retried).
           // Only our own dial's refusal: a JOIN refused to us names whoever its sender claimed to be.
           const final = ours && this.refusedForGood(peer, error.code) && (error.code !== 'HANDSHAKE' || this.encrypted)
-          if (this.membership !== undefined && final) this.membership.refusedForGood(peer, error.message)
+          if (this.membership !== undefined && final)
+            this.membership.refusedForGood(peer, error.message, this.mesh.dialState(peer)?.address)
           this.emit('peer:refused', peer, error)
         },
         data: (link, frame) => this.onData(link, frame),
@@ -287,6 +288,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    */
   joinMesh(seeds: readonly string[]): void {
     this.assertOpen()
+    // close() has begun (membership says we leave): as closed.
+    if (this.membership?.leaving === true) throw closedError()
     checkSeeds(seeds, this.encrypted)
     this.checkSeedKeys(seeds)
     if (this.membership === undefined) this.membership = this.joinMembership(seeds, undefined, this.options.gossipInterval)
@@ -314,6 +317,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         disconnect: (name) => this.disconnect(name),
         dial: (address, options) => this.dial(address, options),
         dialling: (name) => this.mesh.isDialling(name),
+        dialAddress: (name) => this.mesh.dialState(name)?.address,
         isUp: (name) => this.mesh.linkTo(name) !== undefined,
         upNames: () => this.mesh.activeNames(),
         request: (peer, method, args, options) => this.request(peer, method, args, options),

@@ -273,6 +273,46 @@ describe('encrypted meshes', () => {
     expect(late.activeConnections()).toEqual([])
   })
 
+  it("a keyed seed's dial at another pod's address (another key) does not lose the member it names", async () => {
+    const probe = createServer()
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+    const port = (probe.address() as AddressInfo).port
+    await new Promise((resolve) => probe.close(resolve))
+    const [kb, kc, ka, kx] = (await keys(4)) as [Keypair, Keypair, Keypair, Keypair]
+    const c = node(kc, [])
+    const cAt = await c.listen('tcp://127.0.0.1:*')
+    // x is another pod of the service, with another key; a is slow to start: known through c, listening later.
+    const x = node(kx, [`${kc.publicKey}@${cAt}`])
+    await x.listen(`tcp://127.0.0.2:${port}`)
+    const a = makeNode(ka.publicKey, {
+      keypair: ka,
+      seeds: [`${kc.publicKey}@${cAt}`],
+      advertise: [`tcp://127.0.0.3:${port}`],
+      gossipInterval: 100,
+    })
+    const b = makeNode(kb.publicKey, {
+      keypair: kb,
+      seeds: [`${kc.publicKey}@${cAt}`, `${ka.publicKey}@tcp://pods.test:${port}`],
+      resolver: async () => ['127.0.0.2', '127.0.0.3'],
+      gossipInterval: 100,
+    })
+    await b.listen('tcp://127.0.0.1:*')
+    const lost: string[] = []
+    b.on('member:leave', (m) => m.name === ka.publicKey && lost.push(`${m.state}: ${m.why}`))
+    // The seed's dial reaches x, whose key is not a's: refused, twice in a row.
+    let handshakes = 0
+    await within(
+      new Promise<void>((resolve) =>
+        b.on('peer:refused', (peer, error) => peer === ka.publicKey && error.code === 'HANDSHAKE' && ++handshakes >= 2 && resolve()),
+      ),
+      15_000,
+      "b's seed dial refused at x",
+    )
+    await a.listen(`tcp://127.0.0.3:${port}`)
+    await linked(b, ka.publicKey, 15_000)
+    expect(lost).toEqual([])
+  })
+
   it('seeds on an encrypted node are KEY@address, and a seed key authorizedKeys refuses is refused at once', async () => {
     const [ka, kb] = (await keys(2)) as [Keypair, Keypair]
     expect(() => new Bilateral({ network: 'n', name: ka.publicKey, keypair: ka, seeds: ['tcp://127.0.0.1:7000'] })).toThrow(/KEY@ENDPOINT/)

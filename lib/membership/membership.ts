@@ -321,15 +321,17 @@ export class Membership {
   }
 
   /**
-   * Our dial to `name` was refused for a reason retrying cannot fix (another
+   * Our dial to `name`, at the address its record gives, was refused for a reason retrying cannot fix (another
    * node, or another key, answers at its address; another network): it is
    * lost now, not after its periods of trying, and held down like any lost
    * member, so a record cannot make us dial an address that does not answer
    * with its member's key more than once or twice a hold-down.
    */
-  refusedForGood(name: string, why: string): void {
+  refusedForGood(name: string, why: string, address: string | undefined): void {
     const e = this.entries.get(name)
     if (e === undefined || (e.state !== 'connecting' && e.state !== 'known')) return
+    // A dial at another address (a seed's, trying each address its name resolves to) says nothing of the member's record.
+    if (address !== e.record.addresses[0]) return
     this.lost(e, why)
   }
 

@@ -39,6 +39,8 @@ export interface SeedHost {
   /** Encrypted: dial member `key` at `address` (kept up until it is gone). */
   connect(key: string, address: string): void
   disconnect(key: string): Promise<void>
+  /** Where we dial `key` now, if we do. */
+  dialAddress(key: string): string | undefined
   isUp(name: string): boolean
   dialling(name: string): boolean
 }
@@ -55,8 +57,9 @@ interface Seed {
   next: number
   failures: number
   trying: boolean
-  /** Keyed: which of its addresses to dial next. */
+  /** Keyed: which of its addresses to dial next, and where it dialled last. */
   turn: number
+  dialled?: string
   /** The member reached at each address (plaintext seeds learn it on reaching). */
   readonly reached: Map<string, string>
 }
@@ -172,11 +175,16 @@ export class Seeds {
   private async dialKey(seed: Seed, key: string, addresses: readonly string[]): Promise<boolean> {
     if (this.host.isUp(key)) return true
     if (addresses.length === 0) return false
+    if (this.host.dialling(key)) {
+      // A dial of the key that is not the seed's own (membership's, at the member's own address) is left alone.
+      if (this.host.dialAddress(key) !== seed.dialled) return false
+      await this.host.disconnect(key)
+    }
     const address = addresses[seed.turn++ % addresses.length]!
-    if (this.host.dialling(key)) await this.host.disconnect(key)
     if (this.stopped) return false
     try {
       this.host.connect(key, address)
+      seed.dialled = address
     } catch (error) {
       if (error instanceof BilateralError && error.code === 'LOOPBACK') this.own.add(address)
       else this.lastFailure = error instanceof Error ? error.message : String(error)

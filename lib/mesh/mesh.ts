@@ -352,9 +352,13 @@ export class Mesh {
   }
 
   /** Our dialler's state for `name`, and why its last attempt failed. */
-  dialState(name: string): { state: DialState; failure: string | undefined; refusal: ErrorCode | undefined; refusals: number } | undefined {
+  dialState(
+    name: string,
+  ): { state: DialState; address: string; failure: string | undefined; refusal: ErrorCode | undefined; refusals: number } | undefined {
     const d = this.table.get(name)?.dialler ?? this.unnamed.get(name)?.dialler
-    return d === undefined ? undefined : { state: d.state, failure: d.lastFailure, refusal: d.lastRefusal, refusals: d.refusals }
+    return d === undefined
+      ? undefined
+      : { state: d.state, address: d.address, failure: d.lastFailure, refusal: d.lastRefusal, refusals: d.refusals }
   }
 
   /** Stop dialling `name`; part the link if it is ours. The trust the dial gave its key ends with it. */
