@@ -346,15 +346,32 @@ export class Membership {
 
   // --- rounds -----------------------------------------------------------------
 
+  /** When the next round is due (clock ms), and how late the last one ran, ms: how busy this process is. */
+  private dueAt = 0
+  private late = 0
+
   private schedule(ms: number): void {
     if (this.stopped) return
+    this.dueAt = this.host.clock.now() + ms
     this.timer = this.host.clock.setTimer(() => this.round(), ms)
+  }
+
+  /**
+   * New dials this round: {@link MAX_DIALS_PER_ROUND}, fewer the later the
+   * round ran (a process whose event loop is behind opens no more sockets
+   * than it can serve: links time out while it is late, and are dialled
+   * again), at least one.
+   */
+  private dialBudget(): number {
+    const behind = this.late / this.options.gossipInterval
+    return behind < 0.25 ? MAX_DIALS_PER_ROUND : Math.max(1, Math.floor(MAX_DIALS_PER_ROUND / (1 + 4 * behind)))
   }
 
   private round(): void {
     if (this.stopped) return
     this.counts.rounds++
     const now = this.host.clock.now()
+    this.late = Math.max(0, now - this.dueAt)
     this.refreshSelf()
     this.seeds.due(now)
     this.spread(now)
@@ -437,6 +454,7 @@ export class Membership {
     const { suspectTimeout, gossipInterval } = this.options
     const listening = this.self.addresses.length > 0
     let dials = 0
+    const budget = this.dialBudget()
     // Addresses we dial or are linked to now, under any name.
     const dialled = new Set<string>()
     for (const e of this.entries.values()) if (e.state === 'connecting' || e.state === 'up') dialled.add(e.record.addresses[0] ?? '')
@@ -452,7 +470,7 @@ export class Membership {
           const ours =
             !listening || Buffer.compare(Buffer.from(this.self.name), Buffer.from(name)) < 0 || now - e.since > 2 * gossipInterval
           // Bounds on what records make us dial: a few new dials a round, one name an address, and none for a while after losing it.
-          const allowed = dials < MAX_DIALS_PER_ROUND && now - e.lostAt >= HOLD_DOWN_ROUNDS * gossipInterval && !dialled.has(address ?? '')
+          const allowed = dials < budget && now - e.lostAt >= HOLD_DOWN_ROUNDS * gossipInterval && !dialled.has(address ?? '')
           if (address !== undefined && ours && allowed && !this.host.dialling(name)) {
             dials++
             dialled.add(address)
