@@ -8,7 +8,7 @@
  */
 import { encode } from '@msgpack/msgpack'
 import { describe, expect, it } from 'vitest'
-import type { Clock } from '../lib/clock.js'
+import { manualClock } from './manual-clock.js'
 import { Dialler, type DialHost, type DialPort } from '../lib/mesh/dial.js'
 import { Link } from '../lib/mesh/link.js'
 import type { DealerEvents } from '../lib/mesh/sockets.js'
@@ -32,35 +32,6 @@ const RECONNECT_MIN = 100
 const RECONNECT_MAX = 1000
 const NETWORK = 'unit'
 const INCARNATION = new Uint8Array(16).fill(3)
-
-/** A clock whose timers fire only when the test moves it, in order of when they are due. */
-function manualClock(): Clock & { advance(ms: number): void; pending(): number } {
-  let now = 1000
-  const timers = new Set<{ at: number; fn: () => void }>()
-  return {
-    now: () => now,
-    setTimer(fn, ms) {
-      const t = { at: now + ms, fn }
-      timers.add(t)
-      return t
-    },
-    clearTimer: (handle) => void timers.delete(handle as { at: number; fn: () => void }),
-    hold: () => () => {},
-    advance(ms) {
-      const end = now + ms
-      for (;;) {
-        let next: { at: number; fn: () => void } | undefined
-        for (const t of timers) if (t.at <= end && (next === undefined || t.at < next.at)) next = t
-        if (next === undefined) break
-        timers.delete(next)
-        now = next.at
-        next.fn()
-      }
-      now = end
-    },
-    pending: () => timers.size,
-  }
-}
 
 const codec = new Codec()
 

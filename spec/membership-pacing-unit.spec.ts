@@ -4,29 +4,7 @@
 import { describe, expect, it } from 'vitest'
 import type { Clock } from '../lib/clock.js'
 import { Membership, type MemberHost } from '../lib/membership/membership.js'
-
-/** Timers fire when the test says, at the time the clock reads then (late if it jumped past them). */
-function lateClock(): Clock & { fire(): void; jump(ms: number): void } {
-  let now = 1000
-  const timers = new Set<{ at: number; fn: () => void }>()
-  return {
-    now: () => now,
-    setTimer(fn, ms) {
-      const t = { at: now + ms, fn }
-      timers.add(t)
-      return t
-    },
-    clearTimer: (handle) => void timers.delete(handle as { at: number; fn: () => void }),
-    hold: () => () => {},
-    jump: (ms) => void (now += ms),
-    fire() {
-      for (const t of [...timers].filter((t) => t.at <= now).sort((a, b) => a.at - b.at)) {
-        timers.delete(t)
-        t.fn()
-      }
-    },
-  }
-}
+import { manualClock } from './manual-clock.js'
 
 function host(clock: Clock, dialled: string[]): MemberHost {
   return {
@@ -50,7 +28,7 @@ function host(clock: Clock, dialled: string[]): MemberHost {
 
 describe('membership dial pacing', () => {
   it('opens up to 16 new dials a round on time, and fewer the later the round runs', () => {
-    const clock = lateClock()
+    const clock = manualClock()
     const dialled: string[] = []
     const m = new Membership(host(clock, dialled), {
       seeds: [],
