@@ -239,7 +239,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         },
         refused: (peer, error, ours) => {
           log?.('warn', 'peer refused', { peer, code: error.code, why: error.message })
-          for (const waiter of [...this.waiters]) waiter.refused(peer, error)
+          // A JOIN refused to us names whoever its sender claimed: for a peer we dial, only our own dial's refusal is its.
+          if (ours || !this.mesh.isDialling(peer)) for (const waiter of [...this.waiters]) waiter.refused(peer, error)
           // A member whose dial is refused for good is lost at once; a failed handshake counts only on an encrypted mesh, where it
           // means another key answers (plaintext handshakes fail under load, and are retried).
           // Only our own dial's refusal: a JOIN refused to us names whoever its sender claimed to be.

@@ -219,6 +219,27 @@ describe('waitForPeers gives up at once on a refusal retrying cannot fix', () =>
     ],
   ] as const)('%s', (code, setup) => refusedWith(code, setup))
 
+  it("a stranger's JOIN refused under the name of a peer we dial does not end the wait for that peer", async () => {
+    const node = makeNode('a')
+    const at = await node.listen('tcp://127.0.0.1:*')
+    const later = makeNode('b')
+    const bAt = await later.listen('tcp://127.0.0.1:*')
+    node.connect('b', bAt)
+    await node.waitForPeers(['b'], { timeout: 5000 })
+    await node.disconnect('b')
+    await later.close()
+    // b is dialled again (nothing listens there now); a stranger claims to be b, on another network, and is refused.
+    node.connect('b', bAt)
+    const refused = new Promise<void>((resolve) => node.once('peer:refused', () => resolve()))
+    const wait = node.waitForPeers(['b'], { timeout: 1500 }).then(
+      () => 'up',
+      (e: BilateralError) => e.code,
+    )
+    makeNode('b', { network: 'elsewhere' }).connect('a', at)
+    await within(refused, 5000, 'the stranger refused')
+    expect(await wait).toBe('TIMEOUT')
+  })
+
   it('a refusal from a node no longer there is not final: the peer fixed at the same address comes up', async () => {
     const node = makeNode('a')
     const wrong = makeNode('b', { network: 'elsewhere' })
