@@ -18,7 +18,7 @@ import { BilateralError, clip, type ErrorCode } from './errors.js'
 import { describeValue, unknownOption } from './misuse.js'
 import type { Logger, LogLevel } from './log.js'
 import { Metrics, type MetricsSnapshot } from './observe/metrics.js'
-import { Membership, type MemberInfo, type MemberSelector } from './membership/membership.js'
+import { Membership, type MemberInfo, type MemberSelector, type MembershipCounts } from './membership/membership.js'
 import { parseSeed, systemResolver } from './membership/seeds.js'
 import {
   Chain,
@@ -111,6 +111,8 @@ export interface BilateralStats extends MeshStats {
   expiredCalls: number
   /** Answers that settled nothing: to no call of ours, or from another process under the peer's name. */
   strayReplies: number
+  /** With membership (`seeds`): members in the table, and what membership counted. */
+  members?: MembershipCounts & { members: number; seedFailures: number }
 }
 
 /** The encoded CALL/CAST envelope besides the method name (array, version, type, call id, string header), bytes. */
@@ -243,7 +245,6 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
           if (ours || !this.mesh.isDialling(peer)) for (const waiter of [...this.waiters]) waiter.refused(peer, error)
           // A member whose dial is refused for good is lost at once; a failed handshake counts only on an encrypted mesh, where it
           // means another key answers (plaintext handshakes fail under load, and are retried).
-          // Only our own dial's refusal: a JOIN refused to us names whoever its sender claimed to be.
           const final = ours && this.refusedForGood(peer, error.code) && (error.code !== 'HANDSHAKE' || this.encrypted)
           if (this.membership !== undefined && final)
             this.membership.refusedForGood(peer, error.message, this.mesh.dialState(peer)?.address)
@@ -953,9 +954,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    */
   async cast(to: readonly string[] | MemberSelector = [], method: string, args?: unknown, options: CastOptions = {}): Promise<string[]> {
     this.assertOpen()
-    to = this.addressed(to, method)
     checkOptions(options, CAST_OPTIONS, 'cast()')
     this.checkMethod(method)
+    to = this.addressed(to, method)
     const parent = options.parent === undefined ? undefined : checkParent(options.parent)
     const meta = this.metaFor(options.meta, parent)
     const body = encodeWithin(args, this.options.maxMessageSize, 'the arguments')
@@ -1014,6 +1015,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       lateAnswers: late,
       expiredCalls: expired,
       strayReplies: this.outgoing.stray,
+      ...(this.membership === undefined ? {} : { members: this.membership.stats() }),
     }
   }
 
@@ -1151,37 +1153,36 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    */
   private addressed(to: readonly string[] | MemberSelector, method: string): readonly string[] {
     if (!isSelector(to)) return to as readonly string[]
-    const selector = checkSelector(to)
-    const names = this.members_(selector).select(this.wanted(selector, method))
+    const names = this.selected(to, method).names
     return names.length === 0 ? NOBODY : names
   }
 
-  /** What a selector asks for: as given, or (naming neither role nor receiver) the members that announce the method's receiver. */
-  private wanted(selector: MemberSelector, method: string): MemberSelector {
-    if (selector.role !== undefined || selector.offers !== undefined) return selector
-    this.checkMethod(method)
-    const dot = method.lastIndexOf('.')
-    if (dot <= 0) {
+  /**
+   * The members `selector` addresses for `method` now (only those up, if
+   * `up`), and what it asked for: as given, or (naming neither role nor
+   * receiver) the members that announce the method's receiver. The method
+   * is checked already. INVALID_ARGUMENT for a bad selector, or without
+   * membership.
+   */
+  private selected(selector: MemberSelector, method: string, up = false): { names: string[]; wanted: MemberSelector } {
+    const checked = checkSelector(selector)
+    if (this.membership === undefined) {
       throw new BilateralError(
         'INVALID_ARGUMENT',
-        `a member selector finds members by the method's receiver: ${clip(method, 64)} is not Receiver.Method`,
+        `a call addressed to members (${describeSelector(checked)}) needs membership: new Bilateral({ ..., seeds: [...] })`,
       )
     }
-    return { offers: method.slice(0, dot) }
+    const wanted = checked.role !== undefined || checked.offers !== undefined ? checked : { offers: receiverOf(method) }
+    return { names: this.membership.select(wanted, up), wanted }
   }
 
   /**
    * The one member a request addressed by selector goes to: of the members
-   * it addresses that are up (those announcing the method's receiver, when
-   * the selector names neither role nor receiver), the one with fewer calls
-   * of ours in flight of two chosen at random. NOT_CONNECTED if none is up.
+   * it addresses that are up, the one with fewer calls of ours in flight of
+   * two chosen at random. NOT_CONNECTED if none is up.
    */
   private pickMember(selector: MemberSelector, method: string): string {
-    this.checkMethod(method)
-    selector = checkSelector(selector)
-    const membership = this.members_(selector)
-    const wanted = this.wanted(selector, method)
-    const up = membership.select(wanted, true)
+    const { names: up, wanted } = this.selected(selector, method, true)
     if (up.length === 0) {
       throw new BilateralError('NOT_CONNECTED', `no member ${describeSelector(wanted)} is up`)
     }
@@ -1190,17 +1191,6 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     let b = up[Math.floor(Math.random() * (up.length - 1))]!
     if (b === a) b = up[up.length - 1]!
     return this.outgoing.inflight(b) < this.outgoing.inflight(a) ? b : a
-  }
-
-  /** Membership, for a call addressed by `selector`: INVALID_ARGUMENT without it. */
-  private members_(selector: MemberSelector): Membership {
-    if (this.membership === undefined) {
-      throw new BilateralError(
-        'INVALID_ARGUMENT',
-        `a call addressed to members (${describeSelector(selector)}) needs membership: new Bilateral({ ..., seeds: [...] })`,
-      )
-    }
-    return this.membership
   }
 
   private warnedNoPeers = false
@@ -1386,6 +1376,18 @@ function checkSelector(selector: MemberSelector): MemberSelector {
     out[key] = value
   }
   return out
+}
+
+/** The receiver of `Receiver.Method`, which a selector naming neither role nor receiver looks for; INVALID_ARGUMENT for a method without one. */
+function receiverOf(method: string): string {
+  const dot = method.lastIndexOf('.')
+  if (dot <= 0) {
+    throw new BilateralError(
+      'INVALID_ARGUMENT',
+      `a member selector finds members by the method's receiver: ${clip(method, 64)} is not Receiver.Method`,
+    )
+  }
+  return method.slice(0, dot)
 }
 
 const describeSelector = (s: MemberSelector): string =>

@@ -141,6 +141,11 @@ describe('membership', () => {
       await plain.request('a', '$mesh.Exchange', { records, want: [] })
     }
     expect(a.members().length).toBeLessThanOrEqual(1 + 1024)
+    // Counted: the table is full, members never reached were forgotten to make room for newer ones,
+    // and the undialable address failed to connect.
+    expect(a.stats().members).toMatchObject({ members: 1024 })
+    expect(a.stats().members!.evicted).toBeGreaterThan(0)
+    expect(a.stats().members!.connectFailures).toBeGreaterThan(0)
     // A record claiming to be a later a is answered by a going past it.
     const mine = a.members()[0]!
     await plain.request('a', '$mesh.Exchange', {
@@ -166,6 +171,8 @@ describe('membership', () => {
     const answers = await Promise.all(Array.from({ length: 200 }, () => refusedWith('$mesh.Sync', { hash: 'x' })))
     expect(answers.every((code) => code === undefined || code === 'OVERLOADED')).toBe(true)
     expect(answers.filter((code) => code === undefined).length).toBeLessThanOrEqual(128)
+    expect(a.stats().members!.throttled).toBe(answers.filter((code) => code === 'OVERLOADED').length)
+    expect(plain.stats().members).toBeUndefined()
     // Still serving.
     expect(await plain.request('a', '$node.Ping', undefined)).toMatchObject({ name: 'a' })
   })

@@ -132,6 +132,23 @@ interface Entry {
   lostAt: number
 }
 
+/** What membership counts, as stats().members shows it. */
+export interface MembershipCounts {
+  /** Rounds run, and exchanges that found two tables different. */
+  rounds: number
+  exchanges: number
+  /** Records for new names dropped (the table was full), skipped (an incarnation far ahead of our clock), refused (a key authorizedKeys refuses). */
+  recordsDropped: number
+  recordsSkipped: number
+  recordsRefused: number
+  /** Members forgotten to make room in a full table. */
+  evicted: number
+  /** `$mesh` calls answered OVERLOADED for coming too fast. */
+  throttled: number
+  /** Members whose connect() could not even be attempted (no socket to be had, an address refused). */
+  connectFailures: number
+}
+
 /** What `$mesh` answers. */
 export interface MeshReceiver {
   Sync(args: unknown, ctx: { from: string }): { same: true } | { digest: DigestEntry[] }
@@ -158,19 +175,19 @@ export class Membership {
   /** Peers that answered `$mesh` with NO_SUCH_METHOD: plain peers, not asked again. */
   private readonly plain = new Set<string>()
   private readonly seeds: Seeds
-  /** Records for new names dropped because the table was full. */
-  dropped = 0
-  /** Records skipped for an incarnation too far ahead of our clock. */
-  skipped = 0
-  /** Records of members we would not admit (keys authorizedKeys refuses), not taken. */
-  refused = 0
-  /** Members forgotten to make room for new ones in a full table. */
-  evicted = 0
-  /** Connections to members that could not even be attempted (no socket to be had), and why the last one could not. */
-  failures = 0
-  lastFailure: string | undefined
-  /** Rounds run, and exchanges that found the tables differ. */
-  readonly counts = { rounds: 0, exchanges: 0 }
+  /** What membership has counted (stats().members). */
+  readonly counts: MembershipCounts = {
+    rounds: 0,
+    exchanges: 0,
+    recordsDropped: 0,
+    recordsSkipped: 0,
+    recordsRefused: 0,
+    evicted: 0,
+    throttled: 0,
+    connectFailures: 0,
+  }
+  /** Why the last connect() to a member could not even be attempted. */
+  private lastFailure: string | undefined
 
   constructor(
     private readonly host: MemberHost,
@@ -190,6 +207,11 @@ export class Membership {
 
   start(): void {
     this.schedule(0)
+  }
+
+  /** What it has counted, with the members in its table and the seed attempts that failed before dialling. */
+  stats(): MembershipCounts & { members: number; seedFailures: number } {
+    return { members: this.entries.size, ...this.counts, seedFailures: this.seeds.failures }
   }
 
   /** More seeds, tried from the next round. */
@@ -287,8 +309,6 @@ export class Membership {
 
   /** `$mesh` calls from each peer in the current second: when the second began (clock ms), and how many. */
   private readonly asked = new Map<string, { since: number; calls: number }>()
-  /** `$mesh` calls refused for coming too fast. */
-  throttled = 0
 
   /**
    * A few `Sync` and `Exchange` calls a second from one peer: what an
@@ -302,7 +322,7 @@ export class Membership {
     let w = this.asked.get(peer)
     if (w === undefined || now - w.since >= 1000) this.asked.set(peer, (w = { since: now, calls: 0 }))
     if (++w.calls <= this.callsPerSecond) return
-    this.throttled++
+    this.counts.throttled++
     throw new BilateralError('OVERLOADED', `more than ${this.callsPerSecond} $mesh calls a second from this peer`)
   }
 
@@ -479,7 +499,7 @@ export class Membership {
               this.enter(e, 'connecting')
             } catch (error) {
               // No socket to be had now (file descriptors), or an address the node refuses: tried again a few rounds, then lost.
-              this.failures++
+              this.counts.connectFailures++
               this.lastFailure = error instanceof Error ? error.message : String(error)
               if (++e.waited >= CONNECT_PERIODS) this.lost(e)
             }
@@ -534,12 +554,12 @@ export class Membership {
     for (const record of records) {
       // Far ahead of our clock: skipped (a forgery, or a clock far off), the rest of the exchange taken.
       if (tooLate(record)) {
-        this.skipped++
+        this.counts.recordsSkipped++
         continue
       }
       // A member we would not admit (a key authorizedKeys refuses): not kept, not passed on, never dialled.
       if (record.name !== this.self.name && !this.host.admits(record.name)) {
-        this.refused++
+        this.counts.recordsRefused++
         continue
       }
       if (record.name === this.self.name) {
@@ -554,7 +574,7 @@ export class Membership {
         // News of the death or departure of a member we never knew (or forgot) is of no use: not taken, so tombstones end.
         if (record.status !== ALIVE) continue
         if (this.entries.size >= MAX_MEMBERS && !this.evictOne()) {
-          this.dropped++
+          this.counts.recordsDropped++
           continue
         }
         const state: MemberState = this.host.isUp(record.name) ? 'up' : 'known'
@@ -624,7 +644,7 @@ export class Membership {
       victim[1].why = 'forgotten to make room in a full table'
       this.tell('leave', victim[1])
     }
-    this.evicted++
+    this.counts.evicted++
     this.changed()
     return true
   }

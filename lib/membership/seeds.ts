@@ -82,9 +82,8 @@ export class Seeds {
   private readonly seeds: Seed[] = []
   /** Addresses that turned out to be our own (LOOPBACK): not tried again. */
   private readonly own = new Set<string>()
-  /** Resolutions that failed, and the last reason. */
+  /** Attempts that failed before dialling: a name that did not resolve, or a connect() that threw. */
   failures = 0
-  lastFailure: string | undefined
 
   constructor(
     private readonly host: SeedHost,
@@ -120,7 +119,7 @@ export class Seeds {
       if (seed.trying || seed.next > now || this.stopped) continue
       seed.trying = true
       this.attempt(seed)
-        .catch((error: unknown) => (this.lastFailure = error instanceof Error ? error.message : String(error)))
+        .catch(() => this.failures++)
         .finally(() => (seed.trying = false))
     }
   }
@@ -131,9 +130,8 @@ export class Seeds {
     let addresses: readonly string[]
     try {
       addresses = (await this.addressesOf(seed)).filter((address) => !this.own.has(address))
-    } catch (error) {
+    } catch {
       this.failures++
-      this.lastFailure = `${seed.host} did not resolve: ${error instanceof Error ? error.message : String(error)}`
       addresses = []
     }
     if (this.stopped) return
@@ -187,7 +185,7 @@ export class Seeds {
       seed.dialled = address
     } catch (error) {
       if (error instanceof BilateralError && error.code === 'LOOPBACK') this.own.add(address)
-      else this.lastFailure = error instanceof Error ? error.message : String(error)
+      else this.failures++
     }
     return false
   }
