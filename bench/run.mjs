@@ -7,6 +7,8 @@
 //   node bench/run.mjs            full run (under 3 minutes on 2 cores)
 //   node bench/run.mjs --tiny     a few hundred calls per scenario (make test)
 //   node bench/run.mjs --only calls,multicast   some groups only (calls, cast, payload, multicast, lifecycle, mesh, members)
+//   node bench/run.mjs --only members --members 100   membership at these sizes only (default 20,50,100)
+//   node bench/run.mjs --only mesh --mesh 100         the hand-wired mesh at these sizes (default 20,50)
 import { fork } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { connect as netConnect } from 'node:net'
@@ -23,6 +25,7 @@ const { values: flags } = parseArgs({
     out: { type: 'string' },
     only: { type: 'string' },
     members: { type: 'string' },
+    mesh: { type: 'string' },
   },
 })
 const TINY = flags.tiny === true
@@ -424,6 +427,8 @@ async function members(total, processes) {
   const bytes = after.reduce((n, a) => n + a.bytes, 0) - before.reduce((n, b) => n + b.bytes, 0)
   // What one member's metrics count: the bodies of the calls it made and of those it served, both ways.
   const restRate = bytes / counted / seconds
+  // The CPU the hosts' processes spend at rest, per member: liveness (TICKs, ZMTP heartbeats in libzmq's I/O thread) and gossip.
+  const restCpu = (after.reduce((n, a) => n + a.cpu, 0) - before.reduce((n, b) => n + b.cpu, 0)) / counted / seconds
   victim.child.kill('SIGKILL')
   const killed = Date.now()
   const dropped = await Promise.all(hosts.map((h) => h.rpc('membersDropped', { name: 'victim-0' })))
@@ -438,6 +443,10 @@ async function members(total, processes) {
   record(`${label}: of it, live (heap in use and native)`, 'KiB', 'KiB', { bilateral: perMember('live'), better: 'lower' })
   record(`${label}: gossip at rest, $mesh bytes a member sends and receives a second`, 'B/s', 'B/s', {
     bilateral: restRate,
+    better: 'lower',
+  })
+  record(`${label}: CPU at rest a member costs (all its process's threads)`, 'ms/s', 'ms/s', {
+    bilateral: 1000 * restCpu,
     better: 'lower',
   })
   record(`${label}: a SIGKILLed member dropped by all (peerTimeout ${timings.peerTimeout} ms)`, 'seconds', 's', {
@@ -516,6 +525,11 @@ async function scale(total, processes, { traffic = false } = {}) {
     floor: raw.seconds,
     better: 'lower',
   })
+  record(`mesh of ${total} nodes, CPU time of all processes to converge`, 'seconds', 's', {
+    bilateral: bilateral.cpu,
+    floor: raw.cpu,
+    better: 'lower',
+  })
   record(`mesh of ${total} nodes, resident memory per connection (pair)`, 'KiB', 'KiB', {
     bilateral: perPair(bilateral.memory[0].rss),
     floor: perPair(raw.memory[0].rss),
@@ -562,7 +576,7 @@ async function meshOf(total, processes, [make, connect, traffic], options) {
   if (traffic !== undefined) steps.push(await Promise.all(hosts.map((h) => h.rpc(traffic, options))))
   for (const h of hosts) h.child.send({ command: 'exit' })
   const added = (step, field) => step.reduce((sum, a) => sum + a[field], 0) - made.reduce((sum, m) => sum + m[field], 0)
-  return { seconds, memory: steps.map((step) => ({ rss: added(step, 'rss'), live: added(step, 'live') })) }
+  return { seconds, cpu: added(steps[0], 'cpu'), memory: steps.map((step) => ({ rss: added(step, 'rss'), live: added(step, 'live') })) }
 }
 
 // --- main -----------------------------------------------------------------------
@@ -581,8 +595,8 @@ try {
     for (const total of (flags.members ?? '20,50,100').split(',').map(Number)) await members(total, Math.max(2, Math.round(total / 20)))
   if (GROUPS.has('mesh') && TINY) await scale(6, 2, { traffic: true })
   else if (GROUPS.has('mesh')) {
-    await scale(20, 4, { traffic: true })
-    await scale(50, 5)
+    for (const total of (flags.mesh ?? '20,50').split(',').map(Number))
+      await scale(total, Math.max(2, Math.round(total / 10)), { traffic: total <= 20 })
   }
 } finally {
   for (const c of children) c.child.connected && c.child.send({ command: 'exit' })

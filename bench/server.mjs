@@ -247,7 +247,8 @@ const handlers = {
       for (const side of [outbound, inbound])
         for (const [method, f] of Object.entries(side.methods)) if (method.startsWith('$mesh.')) bytes += f.bytesOut + f.bytesIn
     }
-    return { bytes, members: nodes.length }
+    const { user, system } = process.cpuUsage()
+    return { bytes, members: nodes.length, cpu: (user + system) / 1e6 }
   },
   /** Membership scale: when (Date.now()) every local member shows `name` gone. */
   async membersDropped({ name }) {
@@ -310,7 +311,8 @@ async function settled() {
   await new Promise((resolve) => setImmediate(resolve))
   globalThis.gc?.()
   const { rss, heapTotal, heapUsed } = process.memoryUsage()
-  return { rss, live: rss - (heapTotal - heapUsed) }
+  const { user, system } = process.cpuUsage()
+  return { rss, live: rss - (heapTotal - heapUsed), cpu: (user + system) / 1e6 }
 }
 
 function waitForCount(node, expect, ms = 30_000) {

@@ -69,7 +69,7 @@ export interface BilateralOptions {
   defaultExposure?: PeerRule
   /** Default timeout of `call()`, ms. Default 2000. */
   callTimeout?: number
-  /** Interval between pings (TICKs on connections this node dialled, and ZeroMQ heartbeats on all), ms. Default 2000. */
+  /** Interval between pings (TICKs on connections this node dialled; ZeroMQ heartbeats go every `peerTimeout` / 2), ms. Default 2000. */
   pingInterval?: number
   /**
    * How soon a dead connection (a killed process, a cut cable) is detected, ms:
@@ -297,7 +297,7 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
   if (!Array.isArray(forward) || !forward.every((key) => typeof key === 'string' && META_KEY.test(key))) {
     throw invalid('forwardMeta', 'must be an array of metadata keys (1 to 64 of a-z 0-9 . _ -)')
   }
-  // A heartbeat needs at least a ping interval to be answered in (HEARTBEAT_TIMEOUT = peerTimeout − pingInterval).
+  // A TICK needs at least a ping interval to be answered in, and a ZMTP heartbeat gets peerTimeout / 2.
   if (resolved.peerTimeout < 2 * resolved.pingInterval) throw related(options, resolved, 'peerTimeout', 'at least 2 ×', 'pingInterval')
   if (resolved.peerTimeout > 6_553_500) throw invalid('peerTimeout', 'must be at most 6553500 (ZeroMQ heartbeat limit)')
   if (resolved.stallTimeout < resolved.peerTimeout) throw related(options, resolved, 'stallTimeout', 'at least', 'peerTimeout')

@@ -197,12 +197,15 @@ export class Mesh {
       maxMessageSize: options.maxMessageSize,
       reconnectMin: options.reconnectMin,
       reconnectMax: options.reconnectMax,
-      // A PING goes out at most pingInterval after the last traffic, so a
-      // dead connection is closed at most peerTimeout after it.
-      heartbeatInterval: Math.ceil(options.pingInterval),
-      heartbeatTimeout: Math.max(1, Math.floor(options.peerTimeout - options.pingInterval)),
-      // libzmq carries the TTL in tenths of a second, 16 bits.
-      heartbeatTimeToLive: Math.min(Math.ceil(options.peerTimeout), 6_553_500),
+      // A PING every peerTimeout / 2, which must be answered within peerTimeout / 2: a dead connection is
+      // closed at most peerTimeout after its last traffic. No TTL: each side closes on its own heartbeat.
+      // Not more often, and no TTL, because libzmq 4.3.5 cancels a timer by walking all its I/O thread's
+      // timers (poller_base.cpp, cancel_timer), and the first message after each PING sent cancels one (its
+      // timeout), as does the first after each PING with a TTL received: with 2,000 connections in a process
+      // those walks took most of a core, and a mesh of 100 members in five processes never formed.
+      heartbeatInterval: Math.ceil(options.peerTimeout / 2),
+      heartbeatTimeout: Math.max(1, Math.floor(options.peerTimeout / 2)),
+      heartbeatTimeToLive: 0,
       handshakeInterval: Math.ceil(options.joinTimeout),
       sendQueue: limits.sendQueue,
     }
