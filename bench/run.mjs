@@ -596,7 +596,7 @@ try {
   if (GROUPS.has('mesh') && TINY) await scale(6, 2, { traffic: true })
   else if (GROUPS.has('mesh')) {
     for (const total of (flags.mesh ?? '20,50').split(',').map(Number))
-      await scale(total, Math.max(2, Math.round(total / 10)), { traffic: total <= 20 })
+      await scale(total, { 20: 4, 50: 5 }[total] ?? Math.max(2, Math.round(total / 10)), { traffic: total <= 20 })
   }
 } finally {
   for (const c of children) c.child.connected && c.child.send({ command: 'exit' })
