@@ -299,7 +299,7 @@ export function resolveOptions(options: BilateralOptions): ResolvedOptions {
   }
   // A TICK needs at least a ping interval to be answered in, and a ZMTP heartbeat gets peerTimeout / 2.
   if (resolved.peerTimeout < 2 * resolved.pingInterval) throw related(options, resolved, 'peerTimeout', 'at least 2 ×', 'pingInterval')
-  if (resolved.peerTimeout > 6_553_500) throw invalid('peerTimeout', 'must be at most 6553500 (ZeroMQ heartbeat limit)')
+  if (resolved.peerTimeout > 6_553_500) throw invalid('peerTimeout', 'must be at most 6553500 (about 1.8 hours)')
   if (resolved.stallTimeout < resolved.peerTimeout) throw related(options, resolved, 'stallTimeout', 'at least', 'peerTimeout')
   if (resolved.reconnectMax < resolved.reconnectMin) throw related(options, resolved, 'reconnectMax', 'at least', 'reconnectMin')
   return resolved
