@@ -97,11 +97,10 @@ export function heard(node: Bilateral, kind: 'join' | 'update' | 'leave', name: 
 
 /** Poll `check` every 20 ms until it holds, within `ms`: for a condition no event announces. */
 export async function until(check: () => boolean, ms: number, what: string): Promise<void> {
-  await within(
-    (async () => {
-      while (!check()) await new Promise((resolve) => setTimeout(resolve, 20))
-    })(),
-    ms,
-    what,
-  )
+  // The loop itself ends at the deadline: a condition that never holds leaves nothing polling after the test.
+  const deadline = performance.now() + ms
+  while (!check()) {
+    if (performance.now() > deadline) throw new Error(`${what}: not within ${ms} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
 }

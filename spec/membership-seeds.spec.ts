@@ -7,7 +7,7 @@
 import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { Bilateral, generateKeypair, type BilateralOptions, type Keypair } from '../lib/index.js'
-import { closeAll, ensureBuilt, heard, makeNode, within } from './helpers.js'
+import { closeAll, ensureBuilt, heard, makeNode, until, within } from './helpers.js'
 
 beforeAll(ensureBuilt)
 afterEach(closeAll)
@@ -84,13 +84,7 @@ describe('seeds given as host names', () => {
     const a = member('a', [])
     // c is dialling the seed, which nothing answers yet, before a listens there.
     const seed = `tcp://127.0.0.1:${port}`
-    await within(
-      (async () => {
-        while (!c.peers().some((p) => p.name === seed && p.state === 'connecting')) await new Promise((r) => setTimeout(r, 10))
-      })(),
-      5000,
-      'c dialling the seed',
-    )
+    await until(() => c.peers().some((p) => p.name === seed && p.state === 'connecting'), 5000, 'c dialling the seed')
     expect(c.activeConnections()).toEqual([])
     await a.listen(`tcp://127.0.0.1:${port}`)
     await heard(c, 'join', 'a')
@@ -119,13 +113,7 @@ describe('seeds given as host names', () => {
     const b = member('b', [at])
     const bAt = await b.listen('tcp://127.0.0.1:*')
     const connecting = (): boolean => b.members().some((x) => x.name === 'm' && x.state === 'connecting')
-    await within(
-      (async () => {
-        while (!connecting()) await new Promise((r) => setTimeout(r, 10))
-      })(),
-      10_000,
-      'b dialling m',
-    )
+    await until(connecting, 10_000, 'b dialling m')
     // A stranger says it is m, on another network: b refuses its JOIN (NETWORK_MISMATCH), and that is all.
     const stranger = makeNode('m', { network: 'evil net' })
     const refused = new Promise<void>((resolve) => b.once('peer:refused', () => resolve()))
@@ -260,13 +248,7 @@ describe('encrypted meshes', () => {
       resolver: () => new Promise<string[]>((resolve) => (answer = resolve)),
       gossipInterval: 100,
     })
-    await within(
-      (async () => {
-        while (answer === undefined) await new Promise((r) => setTimeout(r, 10))
-      })(),
-      5000,
-      'the resolver asked',
-    )
+    await until(() => answer !== undefined, 5000, 'the resolver asked')
     await late.close()
     answer(['127.0.0.1'])
     await new Promise((resolve) => setImmediate(resolve))
