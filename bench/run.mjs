@@ -8,6 +8,7 @@
 //   node bench/run.mjs --tiny     a few hundred calls per scenario (make test)
 //   node bench/run.mjs --only calls,multicast   some groups only (calls, cast, payload, multicast, lifecycle, mesh, members)
 //   node bench/run.mjs --only members --members 100   membership at these sizes only (default 20,50,100)
+//   node bench/run.mjs --only members --members 100 --member-processes 2   in that many processes (default: about 20 members each)
 //   node bench/run.mjs --only mesh --mesh 100         the hand-wired mesh at these sizes (default 20,50)
 import { fork } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
@@ -25,6 +26,7 @@ const { values: flags } = parseArgs({
     out: { type: 'string' },
     only: { type: 'string' },
     members: { type: 'string' },
+    'member-processes': { type: 'string' },
     mesh: { type: 'string' },
   },
 })
@@ -412,6 +414,8 @@ async function members(total, processes) {
   ])
   const up = await Promise.all([...hosts, victim].map((h) => h.rpc('membersUp', { expect: total - 1 })))
   const converged = (Math.max(...up.map((u) => u.at)) - t0) / 1000
+  // CPU of every process (all its threads) from before its first member until all its members saw every other up.
+  const formingCpu = up.reduce((n, u) => n + u.cpu, 0)
   // Memory the hosts' members added (the victim's process left out), per member: its N - 1 links, table and gossip.
   const hostsUp = up.slice(0, hosts.length)
   const hostMembers = hostsUp.reduce((n, u) => n + u.members, 0)
@@ -436,6 +440,7 @@ async function members(total, processes) {
   for (const h of hosts) h.child.send({ command: 'exit' })
   const label = `${total} members (${processes} processes), one seed each`
   record(`${label}: every member sees every other up`, 'seconds', 's', { bilateral: converged, better: 'lower' })
+  record(`${label}: CPU time of all processes to converge`, 'CPU-seconds', 's', { bilateral: formingCpu, better: 'lower' })
   record(`${label}: resident memory a member adds (${total - 1} links, its table)`, 'KiB', 'KiB', {
     bilateral: perMember('rss'),
     better: 'lower',
@@ -592,7 +597,8 @@ try {
   if (GROUPS.has('members')) await addressed()
   if (GROUPS.has('members') && TINY) await members(6, 2)
   else if (GROUPS.has('members'))
-    for (const total of (flags.members ?? '20,50,100').split(',').map(Number)) await members(total, Math.max(2, Math.round(total / 20)))
+    for (const total of (flags.members ?? '20,50,100').split(',').map(Number))
+      await members(total, Number(flags['member-processes'] ?? 0) || Math.max(2, Math.round(total / 20)))
   if (GROUPS.has('mesh') && TINY) await scale(6, 2, { traffic: true })
   else if (GROUPS.has('mesh')) {
     for (const total of (flags.mesh ?? '20,50').split(',').map(Number))

@@ -236,8 +236,10 @@ const handlers = {
   async membersUp({ expect }) {
     await Promise.all(nodes.map((node) => waitForCount(node, expect, 120_000)))
     const at = Date.now()
+    const { user, system } = process.cpuUsage()
+    const cpu = (user + system) / 1e6 - baseline.cpu
     const now = await settled()
-    return { at, members: nodes.length, rss: now.rss - baseline.rss, live: now.live - baseline.live }
+    return { at, cpu, members: nodes.length, rss: now.rss - baseline.rss, live: now.live - baseline.live }
   },
   /** Membership scale: bytes of $mesh arguments and replies the local members sent and received so far (both directions). */
   async gossipBytes() {

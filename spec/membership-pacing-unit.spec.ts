@@ -1,12 +1,12 @@
 // Membership's dial pacing on its own: a fake host that records connect()
 // and a manual clock whose timers can be made to fire late, as they do in a
 // process whose event loop is behind.
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import type { Clock } from '../lib/clock.js'
 import { Membership, type MemberHost } from '../lib/membership/membership.js'
 import { manualClock } from './manual-clock.js'
 
-function host(clock: Clock, dialled: string[]): MemberHost {
+function host(clock: Clock, dialled: string[], up: Set<string> = new Set(), asked: string[] = []): MemberHost {
   return {
     name: 'a',
     clock,
@@ -16,9 +16,9 @@ function host(clock: Clock, dialled: string[]): MemberHost {
     dial: () => Promise.reject(new Error('no seeds here')),
     dialling: (name) => dialled.includes(name),
     dialAddress: () => undefined,
-    isUp: () => false,
-    upNames: () => [],
-    request: () => Promise.reject(new Error('no peers')),
+    isUp: (name) => up.has(name),
+    upNames: () => [...up],
+    request: (peer) => (asked.push(peer), Promise.reject(new Error('no peers'))),
     cast: async () => [],
     offers: () => [],
     admits: () => true,
@@ -26,26 +26,31 @@ function host(clock: Clock, dialled: string[]): MemberHost {
   }
 }
 
+const options = {
+  seeds: [],
+  resolver: async () => [],
+  advertise: undefined,
+  roles: [],
+  gossipInterval: 1000,
+  suspectTimeout: 4000,
+}
+
+/** `n` members that sort after "a", so a dials them. */
+const recordsOf = (n: number) =>
+  Array.from({ length: n }, (_, i) => ({
+    name: `b${String(i).padStart(3, '0')}`,
+    addresses: [`tcp://127.0.0.1:${2000 + i}`],
+    incarnation: 1,
+    version: 0,
+    status: 0,
+  }))
+
 describe('membership dial pacing', () => {
   it('opens up to 16 new dials a round on time, and fewer the later the round runs', () => {
     const clock = manualClock()
     const dialled: string[] = []
-    const m = new Membership(host(clock, dialled), {
-      seeds: [],
-      resolver: async () => [],
-      advertise: undefined,
-      roles: [],
-      gossipInterval: 1000,
-      suspectTimeout: 4000,
-    })
-    // 40 members that sort after "a", so a dials them.
-    const records = Array.from({ length: 40 }, (_, i) => ({
-      name: `b${String(i).padStart(2, '0')}`,
-      addresses: [`tcp://127.0.0.1:${2000 + i}`],
-      incarnation: 1,
-      version: 0,
-      status: 0,
-    }))
+    const m = new Membership(host(clock, dialled), options)
+    const records = recordsOf(40)
     m.receiver().Exchange({ records, want: [] }, { from: 'x' })
     m.start()
     clock.fire()
@@ -58,6 +63,88 @@ describe('membership dial pacing', () => {
     clock.fire()
     expect(dialled.length - onTime).toBeLessThanOrEqual(3)
     expect(dialled.length - onTime).toBeGreaterThanOrEqual(1)
+    void m.leave()
+  })
+
+  it('holds 16 dials in flight: each that comes up frees its place for the next at once, not at the next round', () => {
+    const clock = manualClock()
+    const dialled: string[] = []
+    const up = new Set<string>()
+    const m = new Membership(host(clock, dialled, up), options)
+    m.receiver().Exchange({ records: recordsOf(40), want: [] }, { from: 'x' })
+    m.start()
+    clock.fire()
+    expect(dialled.length).toBe(16)
+    // Five dials come up, 100 ms later: five more dials 10 ms after, long before the next round (750 ms at the earliest).
+    clock.advance(100)
+    for (const name of dialled.slice(0, 5)) {
+      up.add(name)
+      m.up(name)
+    }
+    clock.advance(10)
+    expect(dialled.length).toBe(21)
+    expect(new Set(dialled).size).toBe(21)
+    // The 11 not up yet still hold their places until a round has passed since their dial.
+    clock.advance(100)
+    expect(dialled.length).toBe(21)
+    void m.leave()
+  })
+
+  it('stops counting a dial in flight once a round has passed, so addresses that never answer do not hold up the rest', () => {
+    const random = vi.spyOn(Math, 'random').mockReturnValue(0.5)
+    const clock = manualClock()
+    const dialled: string[] = []
+    const m = new Membership(host(clock, dialled), options)
+    m.receiver().Exchange({ records: recordsOf(40), want: [] }, { from: 'x' })
+    m.start()
+    clock.fire()
+    expect(dialled.length).toBe(16)
+    // None comes up. Rounds every 1,000 ms here (their jitter taken out): a dial a round old holds no place.
+    clock.advance(500)
+    expect(dialled.length).toBe(16)
+    clock.advance(500)
+    expect(dialled.length).toBe(32)
+    clock.advance(1000)
+    expect(dialled.length).toBe(40)
+    void m.leave()
+    random.mockRestore()
+  })
+
+  it('makes at most 64 new dials between two rounds, however fast they come up', () => {
+    const clock = manualClock()
+    const dialled: string[] = []
+    const up = new Set<string>()
+    const m = new Membership(host(clock, dialled, up), options)
+    m.receiver().Exchange({ records: recordsOf(200), want: [] }, { from: 'x' })
+    m.start()
+    clock.fire()
+    // Every dial comes up 10 ms after it is made, until the round's 64 are spent.
+    const before = dialled.length
+    for (let i = 0; i < 20; i++) {
+      for (const name of dialled.filter((n) => !up.has(n))) {
+        up.add(name)
+        m.up(name)
+      }
+      clock.advance(10)
+    }
+    expect(dialled.length).toBeLessThanOrEqual(64 + before)
+    expect(dialled.length).toBeGreaterThanOrEqual(64)
+    void m.leave()
+  })
+
+  it('asks a new link at once only when its peer is new to the table; links to known members wait for the rounds', () => {
+    const clock = manualClock()
+    const dialled: string[] = []
+    const up = new Set<string>()
+    const asked: string[] = []
+    const m = new Membership(host(clock, dialled, up, asked), options)
+    m.receiver().Exchange({ records: recordsOf(3), want: [] }, { from: 'x' })
+    up.add('b000')
+    m.up('b000')
+    expect(asked).toEqual([])
+    up.add('stranger')
+    m.up('stranger')
+    expect(asked).toEqual(['stranger'])
     void m.leave()
   })
 })

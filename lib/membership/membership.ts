@@ -53,8 +53,18 @@ export const MAX_CALLS_PER_SECOND = 64
 export const FANOUT = 2
 /** How long a gone or left member's record is kept, so gossip does not bring it back, ms. */
 export const TOMBSTONE_MS = 60_000
-/** Most new dials a round (records cannot make a node dial faster than this). */
-const MAX_DIALS_PER_ROUND = 16
+/**
+ * Most dials of ours in flight: dialled within the last round and not up
+ * yet. A dial that comes up frees its place at once, so a member with many
+ * to dial goes on without waiting for the next round; a dial still not up
+ * after a round stops holding a place, so addresses that never answer cannot
+ * hold up the rest.
+ */
+const MAX_DIALS_IN_FLIGHT = 16
+/** Most new dials between two rounds (records cannot make a node dial faster than this). */
+const MAX_DIALS_PER_ROUND = 64
+/** Least time between two passes over the table that a dial coming up starts, ms. */
+const REFILL_SPACING = 10
 /** Rounds a member lost is not dialled again, even if a newer record of it comes. */
 const HOLD_DOWN_ROUNDS = 5
 /** How many periods of suspectTimeout a member never reached is dialled before it is gone. */
@@ -130,6 +140,8 @@ interface Entry {
   waited: number
   /** When we last lost it (clock ms): it is not dialled again for HOLD_DOWN_ROUNDS rounds after. */
   lostAt: number
+  /** When we last dialled it (clock ms): a dial holds a place in flight for a round at most. */
+  dialledAt: number
 }
 
 /** What membership counts, as stats().members shows it. */
@@ -167,6 +179,9 @@ export class Membership {
   /** The pending spread of news, and when the last one ran (clock ms). */
   private eager: unknown
   private lastEager = -Infinity
+  /** The pending pass that refills dials freed by links coming up, and the new dials since the last round. */
+  private refill: unknown
+  private roundDials = 0
 
   /** Whether leave() has begun. */
   get leaving(): boolean {
@@ -226,6 +241,7 @@ export class Membership {
     this.seeds.stop()
     this.host.clock.clearTimer(this.timer)
     if (this.eager !== undefined) this.host.clock.clearTimer(this.eager)
+    if (this.refill !== undefined) this.host.clock.clearTimer(this.refill)
     const to = this.host.upNames().filter((name) => !this.plain.has(name))
     if (to.length === 0) return
     // Handed over (or not) within a bound: a member that is not reading does not hold up our close().
@@ -335,9 +351,12 @@ export class Membership {
   /** A link to `name` came up. */
   up(name: string): void {
     const e = this.entries.get(name)
+    // A dial of ours came up: its place in flight goes to the next member waiting.
+    if (e?.state === 'connecting') this.refillSoon()
     if (e !== undefined && e.state !== 'left') this.enter(e, 'up')
-    // A new link: ask it at once rather than at the next round.
-    if (!this.stopped && !this.plain.has(name)) void this.gossipWith(name)
+    // A link to a peer not in the table (a seed, a member new to us): ask it at once rather than at the next round.
+    // One to a member we knew of came from the table both sides share: the rounds compare them, as with any other.
+    if (!this.stopped && !this.plain.has(name) && e === undefined) void this.gossipWith(name)
   }
 
   /**
@@ -377,19 +396,29 @@ export class Membership {
   }
 
   /**
-   * New dials this round: {@link MAX_DIALS_PER_ROUND}, fewer the later the
-   * round ran (a process whose event loop is behind opens no more sockets
-   * than it can serve: links time out while it is late, and are dialled
-   * again), at least one.
+   * Dials in flight allowed now: {@link MAX_DIALS_IN_FLIGHT}, fewer the later
+   * the last round ran (a process whose event loop is behind opens no more
+   * sockets than it can serve: links time out while it is late, and are
+   * dialled again), at least one.
    */
-  private dialBudget(): number {
+  private inFlightBudget(): number {
     const behind = this.late / this.options.gossipInterval
-    return behind < 0.25 ? MAX_DIALS_PER_ROUND : Math.max(1, Math.floor(MAX_DIALS_PER_ROUND / (1 + 4 * behind)))
+    return behind < 0.25 ? MAX_DIALS_IN_FLIGHT : Math.max(1, Math.floor(MAX_DIALS_IN_FLIGHT / (1 + 4 * behind)))
+  }
+
+  /** Pass over the table soon (at most every REFILL_SPACING ms) to dial in the places freed. */
+  private refillSoon(): void {
+    if (this.refill !== undefined || this.stopped) return
+    this.refill = this.host.clock.setTimer(() => {
+      this.refill = undefined
+      if (!this.stopped) this.connectAndExpire(this.host.clock.now())
+    }, REFILL_SPACING)
   }
 
   private round(): void {
     if (this.stopped) return
     this.counts.rounds++
+    this.roundDials = 0
     const now = this.host.clock.now()
     this.late = Math.max(0, now - this.dueAt)
     this.refreshSelf()
@@ -473,8 +502,11 @@ export class Membership {
   private connectAndExpire(now: number): void {
     const { suspectTimeout, gossipInterval } = this.options
     const listening = this.self.addresses.length > 0
+    // New dials this pass: the places in flight not held by a dial of the last round, within the round's bound.
+    let inFlight = 0
+    for (const e of this.entries.values()) if (e.state === 'connecting' && now - e.dialledAt < gossipInterval) inFlight++
     let dials = 0
-    const budget = this.dialBudget()
+    const budget = Math.min(this.inFlightBudget() - inFlight, MAX_DIALS_PER_ROUND - this.roundDials)
     // Addresses we dial or are linked to now, under any name.
     const dialled = new Set<string>()
     for (const e of this.entries.values()) if (e.state === 'connecting' || e.state === 'up') dialled.add(e.record.addresses[0] ?? '')
@@ -489,10 +521,12 @@ export class Membership {
           // The member that sorts first dials, unless only one side listens, or the other has not dialled within two rounds.
           const ours =
             !listening || Buffer.compare(Buffer.from(this.self.name), Buffer.from(name)) < 0 || now - e.since > 2 * gossipInterval
-          // Bounds on what records make us dial: a few new dials a round, one name an address, and none for a while after losing it.
+          // Bounds on what records make us dial: a few in flight and a round, one name an address, and none for a while after losing it.
           const allowed = dials < budget && now - e.lostAt >= HOLD_DOWN_ROUNDS * gossipInterval && !dialled.has(address ?? '')
           if (address !== undefined && ours && allowed && !this.host.dialling(name)) {
             dials++
+            this.roundDials++
+            e.dialledAt = now
             dialled.add(address)
             try {
               this.host.connect(name, address)
@@ -578,7 +612,15 @@ export class Membership {
           continue
         }
         const state: MemberState = this.host.isUp(record.name) ? 'up' : 'known'
-        const entry: Entry = { record, state, since: this.host.clock.now(), why: undefined, waited: 0, lostAt: -Infinity }
+        const entry: Entry = {
+          record,
+          state,
+          since: this.host.clock.now(),
+          why: undefined,
+          waited: 0,
+          lostAt: -Infinity,
+          dialledAt: -Infinity,
+        }
         this.entries.set(record.name, entry)
         this.changed()
         this.tell('join', entry)
