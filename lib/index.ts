@@ -31,5 +31,6 @@ export {
   DEFAULT_RECONNECT_MAX,
   DEFAULT_RECONNECT_MIN,
   type BilateralOptions,
+  type JoinMeshOptions,
 } from './options.js'
 export { generateKeypair, publicKeyOf, type Keypair } from './crypto.js'

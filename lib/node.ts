@@ -45,12 +45,14 @@ import type { Link } from './mesh/link.js'
 import { Mesh, type DownReason, type Identity, type MeshStats } from './mesh/mesh.js'
 import {
   checkName,
+  checkJoinOptions,
   checkSeeds,
   checkTimeout,
   isEndpoint,
   isKey,
   resolveOptions,
   type BilateralOptions,
+  type JoinMeshOptions,
   type ResolvedOptions,
 } from './options.js'
 import { Codec } from './wire/codec.js'
@@ -279,23 +281,32 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       },
     )
     this.checkSeedKeys(o.seeds ?? [])
-    this.membership = o.seeds === undefined ? undefined : this.joinMembership(o.seeds, o.advertise, o.gossipInterval)
+    this.membership = o.seeds === undefined ? undefined : this.joinMembership(o.seeds, o)
   }
 
   /**
    * Join a mesh that forms itself, from a running node: as the `seeds`
-   * option does, given now (`[]` makes this node a first member); with
-   * membership on already, these seeds are added (at most 64 in all).
-   * Throws INVALID_ARGUMENT for seeds the option would refuse, `CLOSED`.
+   * option does, given now (`[]` makes this node a first member), with
+   * `advertise` and `resolver` as those options would be. With membership
+   * on already, these seeds are added (at most 64 in all), and `options`
+   * must be empty: what a member announces is set when it joins.
+   * Throws INVALID_ARGUMENT for seeds or options the constructor would
+   * refuse, `CLOSED`.
    */
-  joinMesh(seeds: readonly string[]): void {
+  joinMesh(seeds: readonly string[], options: JoinMeshOptions = {}): void {
     this.assertOpen()
     // close() has begun (membership says we leave): as closed.
     if (this.membership?.leaving === true) throw closedError()
     checkSeeds(seeds, this.encrypted)
     this.checkSeedKeys(seeds)
-    if (this.membership === undefined) this.membership = this.joinMembership(seeds, undefined, this.options.gossipInterval)
-    else this.membership.addSeeds(seeds)
+    checkJoinOptions(options)
+    if (this.membership === undefined) this.membership = this.joinMembership(seeds, options)
+    else if (options.advertise !== undefined || options.resolver !== undefined) {
+      throw new BilateralError(
+        'INVALID_ARGUMENT',
+        'joinMesh(): this node is a member already; advertise and resolver are set when it joins',
+      )
+    } else this.membership.addSeeds(seeds)
   }
 
   /** A seed's key must be one authorizedKeys admits: membership dials no key the node would refuse. */
@@ -308,8 +319,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     }
   }
 
-  /** Membership (the `seeds` option): its table, `$mesh` for the other members, and its rounds. */
-  private joinMembership(seeds: readonly string[], advertise: readonly string[] | undefined, gossipInterval: number): Membership {
+  /** Membership (the `seeds` option, or joinMesh()): its table, `$mesh` for the other members, and its rounds. */
+  private joinMembership(seeds: readonly string[], { advertise, resolver }: JoinMeshOptions): Membership {
     const membership = new Membership(
       {
         name: this.name,
@@ -333,10 +344,10 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       },
       {
         seeds,
-        resolver: this.options.resolver ?? systemResolver,
+        resolver: resolver ?? systemResolver,
         advertise,
         roles: this.options.roles,
-        gossipInterval,
+        gossipInterval: this.options.gossipInterval,
         suspectTimeout: this.options.peerTimeout,
       },
     )

@@ -200,6 +200,9 @@ export interface BilateralOptions {
   resolver?: (host: string) => Promise<readonly string[]>
 }
 
+/** What joinMesh() takes with its seeds, as the options of the same names do for a node made with `seeds`. */
+export type JoinMeshOptions = Pick<BilateralOptions, 'advertise' | 'resolver'>
+
 export type ResolvedOptions = Required<
   Omit<BilateralOptions, 'keypair' | 'authorizedKeys' | 'defaultExposure' | 'logger' | 'seeds' | 'advertise' | 'roles' | 'resolver'>
 > &
@@ -335,6 +338,18 @@ const endpoints = (key: 'seeds' | 'advertise', list: unknown, max: number): void
   if (!Array.isArray(list) || list.length > max || !list.every(isAddress)) {
     throw invalid(key, `must be an array of at most ${max} ZeroMQ endpoints (tcp://host:port), each at most ${MAX_ADDRESS_BYTES} bytes`)
   }
+}
+
+/** What joinMesh() takes with its seeds: the options that only mean something to a member. Throws INVALID_ARGUMENT. */
+export function checkJoinOptions(options: unknown): asserts options is JoinMeshOptions {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) throw invalid('of joinMesh()', 'must be an object')
+  for (const key of Object.keys(options)) {
+    if (key !== 'advertise' && key !== 'resolver') throw invalid(key, 'is not an option of joinMesh() (advertise, resolver)')
+  }
+  const o = options as JoinMeshOptions
+  endpoints('advertise', o.advertise, MAX_ADDRESSES)
+  if (o.resolver !== undefined && typeof o.resolver !== 'function')
+    throw invalid('resolver', 'must be a function (host) => Promise<string[]>')
 }
 
 /** Seeds as the option (or joinMesh()) takes them: endpoints; on an encrypted node, KEY@ENDPOINT. Throws INVALID_ARGUMENT. */

@@ -206,6 +206,18 @@ describe('calls addressed to members', () => {
     late.joinMesh([at])
     await heard(late, 'join', 'a')
     expect(() => late.joinMesh(['not an endpoint'])).toThrow(/seeds must be an array/)
+    // advertise as the option would be: members are told that address, not where it listens.
+    const behindNat = makeNode('nat', { roles: ['edge'] })
+    await behindNat.listen('tcp://127.0.0.1:*')
+    expect(() => behindNat.joinMesh([at], { advertise: ['nowhere'] })).toThrow(/option advertise must be an array/)
+    expect(() => behindNat.joinMesh([at], { advertize: [] } as never)).toThrow(/advertize is not an option of joinMesh/)
+    expect(() => behindNat.joinMesh([at], { resolver: 'dns' } as never)).toThrow(/option resolver must be a function/)
+    behindNat.joinMesh([at], { advertise: ['tcp://127.0.0.9:7000'] })
+    expect(() => behindNat.joinMesh([at], { advertise: ['tcp://127.0.0.9:7001'] })).toThrow(/a member already/)
+    await heard(a, 'join', 'nat')
+    const seen = a.members().find((m) => m.name === 'nat')!
+    expect(seen.addresses).toEqual(['tcp://127.0.0.9:7000'])
+    expect(seen.roles).toEqual(['edge'])
     expect(() => late.joinMesh(Array.from({ length: 64 }, (_, i) => `tcp://127.0.0.1:${1000 + i}`))).toThrow(/at most 64 seeds/)
   })
 
