@@ -147,4 +147,28 @@ describe('membership dial pacing', () => {
     expect(asked).toEqual(['stranger'])
     void m.leave()
   })
+
+  it('drops the record of a new name when the table is full of members linked to us, and counts it', () => {
+    const clock = manualClock()
+    const up = new Set<string>()
+    const m = new Membership(host(clock, [], up), options)
+    const records = recordsOf(1025).map((r, i) => ({ ...r, name: `b${String(i).padStart(4, '0')}` }))
+    for (const r of records) up.add(r.name)
+    for (let i = 0; i < 1024; i += 256) m.receiver().Exchange({ records: records.slice(i, i + 256), want: [] }, { from: 'x' })
+    expect(m.stats()).toMatchObject({ members: 1024, recordsDropped: 0, evicted: 0 })
+    // Every member in the table is up: none may be forgotten for a newcomer, which is dropped.
+    m.receiver().Exchange({ records: records.slice(1024), want: [] }, { from: 'x' })
+    expect(m.stats()).toMatchObject({ members: 1024, recordsDropped: 1, evicted: 0 })
+    expect(m.members().some((member) => member.name === 'b1024')).toBe(false)
+    // One goes down and is given up (suspectTimeout, checked at the rounds): room again, its tombstone forgotten first.
+    m.start()
+    up.delete('b0000')
+    m.down('b0000')
+    clock.advance(4000 + 2000)
+    expect(m.members().find((member) => member.name === 'b0000')?.state).toBe('gone')
+    m.receiver().Exchange({ records: records.slice(1024), want: [] }, { from: 'x' })
+    expect(m.stats()).toMatchObject({ members: 1024, recordsDropped: 1, evicted: 1 })
+    expect(m.members().find((member) => member.name === 'b1024')?.state).toBe('up')
+    void m.leave()
+  })
 })
