@@ -90,7 +90,7 @@ export interface BilateralOptions {
   reconnectMin?: number
   /** Cap of the exponential back-off, ms. Default 5000. */
   reconnectMax?: number
-  /** How long closing sockets may keep trying to deliver queued frames, ms. Default 200. */
+  /** How long a closing socket stays open for the PART it just sent, ms; close() resolves within it (sooner once the peers that dialled us hang up). Default 200. */
   linger?: number
   /** Largest ZeroMQ message accepted from a peer, bytes. Default 16 MiB. */
   maxMessageSize?: number

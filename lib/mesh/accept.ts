@@ -273,11 +273,17 @@ export class Acceptor {
     this.challenge(c)
   }
 
-  /** Close every link: the node is closing. */
-  close(): void {
-    for (const c of this.connections.values()) c.link?.close()
+  /** Close every link: the node is closing. Returns the connections that had a link, each of which was sent a PART. */
+  close(): Buffer[] {
+    const linked: Buffer[] = []
+    for (const c of this.connections.values()) {
+      if (c.link === undefined) continue
+      c.link.close()
+      linked.push(c.routingId)
+    }
     this.connections.clear()
     this.byName.clear()
+    return linked
   }
 
   // --- states ---------------------------------------------------------------

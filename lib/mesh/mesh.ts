@@ -433,8 +433,8 @@ export class Mesh {
     for (const { dialler } of this.unnamed.values()) dialler.stop()
     this.unnamed.clear()
     this.table.clear()
-    this.acceptor.close()
-    this.router.close()
+    // The accepted links were sent a PART: their peers hang up once they read it, and the ROUTER waits for that (within linger).
+    await this.router.close(this.acceptor.close())
   }
 
   stats(): MeshStats {

@@ -296,22 +296,45 @@ export class RouterPort {
   }
 
   /**
-   * Close; queued frames (PART) get `linger` ms to leave. Not unbind() first:
-   * libzmq's unbind also tears down the accepted connections, and racing that
-   * with close aborted the process (an assertion in libzmq's pipe.cpp).
-   * The ZAP domain goes last: a handshake in flight is refused, not admitted.
+   * Close. The connections in `awaited` were just sent a PART: the socket
+   * stays open until each has closed (its peer read the PART and hung up)
+   * or `linger` ms have passed, reading and dropping what still comes, and
+   * then closes with linger 0. It never closes with a linger: libzmq would
+   * then keep each connection open to flush it with its input stopped, and
+   * one that receives data and is then reset by its peer makes the next
+   * ZMTP heartbeat abort the process (the assertion !_io_error in
+   * stream_engine_base.cpp; a peer that stops reading does it at will).
+   *
+   * Not unbind() first: libzmq's unbind also tears down the accepted
+   * connections, and racing that with close aborted the process (an
+   * assertion in libzmq's pipe.cpp). The ZAP domain goes last: a handshake
+   * in flight is refused (the node is closed), not admitted.
    */
-  close(): void {
+  async close(awaited: readonly Buffer[] = []): Promise<void> {
+    if (this.closed) return
     this.closed = true
-    if (this.socket !== undefined) {
-      // The linger a connection's session takes when it drops is the one the ROUTER had when it bound:
-      // infinite, or libzmq would discard what a dropped connection delivered and we had not read
-      // within `linger` ms, its disconnect notification included. Closing, the node's own applies.
-      this.socket.linger = this.settings.linger
-      this.socket.close()
+    const socket = this.socket
+    if (socket !== undefined && awaited.length > 0 && this.settings.linger > 0) {
+      const left = new Set(awaited.map((id) => id.toString('latin1')))
+      let timer: ReturnType<typeof setTimeout> | undefined
+      await new Promise<void>((resolve) => {
+        this.closing = (routingId) => {
+          if (left.delete(routingId.toString('latin1')) && left.size === 0) resolve()
+        }
+        timer = setTimeout(resolve, this.settings.linger)
+      })
+      clearTimeout(timer)
+      this.closing = undefined
+    }
+    if (socket !== undefined) {
+      socket.linger = 0
+      socket.close()
     }
     this.zap?.release()
   }
+
+  /** While close() waits: told of each connection that closes. */
+  private closing: ((routingId: Buffer) => void) | undefined
 
   private open(): zmq.Router {
     if (this.socket !== undefined) return this.socket
@@ -353,6 +376,15 @@ export class RouterPort {
       for (;;) {
         const parts = await socket.receive()
         const routingId = parts.shift()
+        if (
+          routingId !== undefined &&
+          this.closing !== undefined &&
+          parts.length === 1 &&
+          parts[0]!.length === 1 &&
+          parts[0]![0] === GONE[0]
+        ) {
+          this.closing(routingId)
+        }
         if (routingId === undefined || this.closed) continue
         // One bad message (or a throwing event listener above us) must not end the loop.
         try {
@@ -424,7 +456,7 @@ export class DealerPort {
   constructor(
     address: string,
     serverKey: string | undefined,
-    settings: SocketSettings,
+    private readonly settings: SocketSettings,
     private readonly events: DealerEvents,
   ) {
     const curve =
@@ -474,15 +506,22 @@ export class DealerPort {
   }
 
   /**
-   * Close. `deliver` keeps the node's linger, for a PART just sent; without
-   * it nothing queued is delivered: a socket closed with linger while its
-   * peer still sends can make libzmq 4.3.5 abort (see common()).
+   * Close. With `deliver`, for a PART just sent, the socket stays open for
+   * the node's linger, reading and dropping what comes, and then closes with
+   * linger 0; without it, it closes at once and nothing queued is delivered.
+   * It never closes with a linger, which lets a peer abort the process (see
+   * RouterPort.close()).
    */
   close(deliver = false): void {
     if (this.closed) return
     this.closed = true
-    if (!deliver) this.socket.linger = 0
-    this.socket.close()
+    const socket = this.socket
+    const shut = (): void => {
+      socket.linger = 0
+      socket.close()
+    }
+    if (deliver && this.settings.linger > 0) setTimeout(shut, this.settings.linger)
+    else shut()
   }
 
   private async loop(): Promise<void> {
@@ -490,7 +529,8 @@ export class DealerPort {
     try {
       for (;;) {
         const parts = await this.socket.receive()
-        if (this.closed) return
+        // Closing (see close()): what still comes is read and dropped, until the socket closes.
+        if (this.closed) continue
         try {
           if (parts.length === 1 && parts[0]!.length === 1 && parts[0]![0] === GONE[0]) {
             this.drops++
