@@ -327,7 +327,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         clock: this.clock,
         addresses: () => [...this.endpoints],
         connect: (name, address) => this.connect(name, address),
-        disconnect: (name) => this.disconnect(name),
+        disconnect: async (name, part = true) => this.mesh.stop(name, { part }),
         dial: (address, options) => this.dial(address, options),
         dialling: (name) => this.mesh.isDialling(name),
         dialAddress: (name) => this.mesh.dialState(name)?.address,
@@ -989,7 +989,15 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * Part from every peer, settle pending calls with `CLOSED`, close every
    * socket and timer. Late results of running handlers are discarded.
    */
-  async close(): Promise<void> {
+  close(): Promise<void> {
+    // One close, however many callers: each resolves once the sockets are closed, not when a second call finds it begun.
+    this.closing ??= this.shut()
+    return this.closing
+  }
+
+  private closing: Promise<void> | undefined
+
+  private async shut(): Promise<void> {
     if (this.closed) return
     // Members are told first that we leave, so they do not wait for us to come back.
     if (this.membership?.leaving === false) await this.membership.leave()

@@ -8,9 +8,9 @@
 import { spawn } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import * as zmq from 'zeromq'
-import { ensureBuilt } from './helpers.js'
+import { closeAll, ensureBuilt, makeNode, pair } from './helpers.js'
 import { callBytes, joinBytes } from './rawpeer.js'
 
 const CLOSER = fileURLToPath(new URL('./fixtures/closer.mjs', import.meta.url))
@@ -54,4 +54,42 @@ describe('closing a node', () => {
       expect(exit).toBe(0)
     }
   }, 30_000)
+
+  afterEach(closeAll)
+
+  it('every close() call is the same close: none resolves before the sockets are closed', async () => {
+    const a = makeNode('a', { linger: 5000 })
+    const b = makeNode('b')
+    await pair(b, a)
+    const first = a.close()
+    expect(a.close()).toBe(first)
+    await first
+    expect(a.stats()).toMatchObject({ peers: 0, connections: 0 })
+  })
+
+  it('close() waits for a peer that dialled it to read its PART, within linger: at once from a peer that reads, linger from one that does not', async () => {
+    // A bilateral peer hangs up once it reads the PART: close() does not wait for the linger.
+    const a = makeNode('a', { linger: 5000 })
+    const b = makeNode('b')
+    await pair(b, a)
+    const down = new Promise<unknown[]>((resolve) => b.once('peer:down', (...args: unknown[]) => resolve(args)))
+    const t0 = performance.now()
+    await a.close()
+    expect(performance.now() - t0).toBeLessThan(4000)
+    expect((await down)[1]).toBe('PART')
+    // A peer that never reads gets the whole linger, and no more.
+    const c = makeNode('c', { linger: 300 })
+    const address = await c.listen('tcp://127.0.0.1:*')
+    const silent = new zmq.Dealer({ linger: 0, receiveHighWaterMark: 1 })
+    try {
+      silent.connect(address)
+      await silent.send(joinBytes({ network: 'test net', name: 'silent', incarnation: new Uint8Array(16).fill(7) }))
+      await silent.receive()
+      const t1 = performance.now()
+      await c.close()
+      expect(performance.now() - t1).toBeGreaterThanOrEqual(290)
+    } finally {
+      silent.close()
+    }
+  })
 })

@@ -80,7 +80,8 @@ export interface MemberHost extends SeedHost {
   /** Where the node listens now. */
   addresses(): string[]
   connect(name: string, address: string): void
-  disconnect(name: string): Promise<void>
+  /** Stop dialling `name`; `part`: tell it with a PART (not when it left: it is going anyway, and the PART would hold our socket open). */
+  disconnect(name: string, part?: boolean): Promise<void>
   /** May a member of this name be in the table (on an encrypted mesh: a key `authorizedKeys` admits)? */
   admits(name: string): boolean
   upNames(): string[]
@@ -317,7 +318,7 @@ export class Membership {
         if (e === undefined || e.record.incarnation !== incarnation) return
         this.setRecord(e, { ...e.record, status: LEFT })
         this.enter(e, 'left', 'it said it left')
-        void this.stopDialling(ctx.from)
+        void this.stopDialling(ctx.from, false)
         this.news()
       },
     }
@@ -634,7 +635,7 @@ export class Membership {
       this.setRecord(e, record)
       if (record.status === LEFT) {
         this.enter(e, 'left', 'it said it left')
-        void this.stopDialling(record.name)
+        void this.stopDialling(record.name, false)
       } else if (record.status === DEAD) {
         // Lost by another member. Linked to it, dialling it, or waiting for its link to come back, we keep at it: our own
         // link or dial decides, and the member, if alive, hears of that record and answers it. Only a member we are doing
@@ -738,8 +739,8 @@ export class Membership {
     this.host.event(kind, this.show(e.record, e.state, e.since, e.why))
   }
 
-  private async stopDialling(name: string): Promise<void> {
-    if (this.host.dialling(name)) await this.host.disconnect(name).catch(() => {})
+  private async stopDialling(name: string, part = true): Promise<void> {
+    if (this.host.dialling(name)) await this.host.disconnect(name, part).catch(() => {})
   }
 
   private recordOf(name: string): MemberRecord | undefined {

@@ -10,7 +10,7 @@
  */
 import type { Clock } from '../clock.js'
 import { BilateralError, clip, type ErrorCode } from '../errors.js'
-import { Codec, CodecError } from '../wire/codec.js'
+import { Codec, CodecError, peek } from '../wire/codec.js'
 import { FrameType, Part, REFUSALS, TOCK, encodePart, isData, type DataFrame, type Frame, type Stay } from '../wire/frames.js'
 import { Link } from './link.js'
 import type { DealerEvents, Delivery, HandshakeFailure } from './sockets.js'
@@ -26,8 +26,8 @@ export type DialState = 'joining' | 'backoff' | 'active' | 'standby' | 'stopped'
 export interface DialPort {
   readonly connected: boolean
   send(parts: Uint8Array[]): Promise<Delivery>
-  /** Close; `deliver`: give what is queued (a PART) the node's linger to leave. */
-  close(deliver?: boolean): void
+  /** Close; `deliver`: give what is queued (a PART) the node's linger to leave, unless `leaving` marks the peer's own PART. */
+  close(deliver?: boolean, leaving?: (parts: Buffer[]) => boolean): void
 }
 
 /** What the dialler needs of the mesh. */
@@ -173,11 +173,11 @@ export class Dialler {
     })
   }
 
-  /** disconnect() or close(): a PART may just have been sent on the socket, and is given time to leave. */
-  stop(): void {
+  /** disconnect() or close(); `parted`: a PART was just sent on the socket, and is given time to leave. */
+  stop(parted: boolean): void {
     this.enter('stopped')
     this.clearTimer()
-    this.closePort(true)
+    this.closePort(parted)
   }
 
   /** Move to `state`, noting when (for the layer above to show). */
@@ -321,7 +321,7 @@ export class Dialler {
       const who = name === undefined ? 'one of our peers' : JSON.stringify(clip(name, 64))
       this.lastFailure = `the node at ${this.address} is ${who}, linked to us already (${reason})`
       this.host.refused(this.peer, new BilateralError('ALREADY_CONNECTED', this.lastFailure, { peer: name ?? this.peer }))
-      return this.stop()
+      return this.stop(false)
     }
     if (reason === Part.CROSS) {
       // D7, D12: our link lost (or never won) the tie-break: the peer's own dial serves it.
@@ -441,7 +441,7 @@ export class Dialler {
 
   /** Close our socket; its session's link ends with it. */
   private closePort(deliver = false): void {
-    this.port?.close(deliver)
+    this.port?.close(deliver, isPart)
     this.port = undefined
     this.joinQueued = false
     this.refusedAt = 0
@@ -479,3 +479,6 @@ const byteLength = (parts: readonly Uint8Array[]): number => {
   for (const p of parts) n += p.length
   return n
 }
+
+/** A PART from the peer: it is leaving too, and will not read ours. */
+const isPart = (parts: Buffer[]): boolean => peek(parts)?.type === FrameType.PART

@@ -11,7 +11,7 @@
 import type { Clock } from '../clock.js'
 import { BilateralError, clip, type ErrorCode } from '../errors.js'
 import type { ResolvedOptions } from '../options.js'
-import type { CodecError } from '../wire/codec.js'
+import { peek, type CodecError } from '../wire/codec.js'
 import {
   MAX_NAME_BYTES,
   MAX_UINT32,
@@ -19,6 +19,7 @@ import {
   TICK,
   encodeJoin,
   encodePart,
+  FrameType,
   encodeStay,
   type DataFrame,
   type Join,
@@ -295,7 +296,7 @@ export class Mesh {
     const entry = this.unnamed.get(address)
     if (entry === undefined) return
     this.unnamed.delete(address)
-    entry.dialler.stop()
+    entry.dialler.stop(false)
     this.releaseIfIdle()
   }
 
@@ -316,7 +317,7 @@ export class Mesh {
     if (entry?.dialler !== dialler) return
     this.unnamed.delete(dialler.address)
     const peer = this.table.entry(dialler.peer)
-    if (peer.dialler !== undefined && peer.dialler !== dialler) peer.dialler.stop()
+    if (peer.dialler !== undefined && peer.dialler !== dialler) peer.dialler.stop(false)
     peer.dialler = dialler
     entry.watch.named(dialler.peer)
   }
@@ -364,16 +365,21 @@ export class Mesh {
       : { state: d.state, address: d.address, failure: d.lastFailure, refusal: d.lastRefusal, refusals: d.refusals }
   }
 
-  /** Stop dialling `name`; part the link if it is ours. The trust the dial gave its key ends with it. */
-  stop(name: string): void {
+  /**
+   * Stop dialling `name`; part the link if it is ours (unless `part` is
+   * false: a member that left is going anyway). The trust the dial gave its
+   * key ends with it.
+   */
+  stop(name: string, { part = true }: { part?: boolean } = {}): void {
     const peer = this.table.get(name)
     const dialler = peer?.dialler
     if (peer === undefined || dialler === undefined) return
     const link = dialler.link
     const wasLive = link !== undefined && peer.live === link
-    if (wasLive) void link.send([encodePart(Part.CLOSE, 'disconnect')])
+    if (wasLive && part) void link.send([encodePart(Part.CLOSE, 'disconnect')])
     peer.dialler = undefined
-    dialler.stop()
+    // Only a socket that just sent a PART stays open for it.
+    dialler.stop(wasLive && part)
     if (wasLive) this.table.lost(link, 'DISCONNECT')
     this.releaseIfIdle()
     // The key was admitted because we dialled it: an inbound link of it may not be allowed any more.
@@ -428,13 +434,15 @@ export class Mesh {
         peer.live = undefined
         this.events.down(peer.name, 'CLOSED', link)
       }
-      peer.dialler?.stop()
+      // Only a socket that just sent a PART stays open for it.
+      peer.dialler?.stop(link !== undefined && link === peer.dialler.link)
     }
-    for (const { dialler } of this.unnamed.values()) dialler.stop()
+    for (const { dialler } of this.unnamed.values()) dialler.stop(false)
     this.unnamed.clear()
     this.table.clear()
-    // The accepted links were sent a PART: their peers hang up once they read it, and the ROUTER waits for that (within linger).
-    await this.router.close(this.acceptor.close())
+    // The accepted links were sent a PART: their peers hang up once they read it, and the ROUTER waits for that (within
+    // linger), or for a PART of theirs (closing too, they will not).
+    await this.router.close(this.acceptor.close(), (parts) => peek(parts)?.type === FrameType.PART)
   }
 
   stats(): MeshStats {

@@ -297,9 +297,10 @@ export class RouterPort {
 
   /**
    * Close. The connections in `awaited` were just sent a PART: the socket
-   * stays open until each has closed (its peer read the PART and hung up)
-   * or `linger` ms have passed, reading and dropping what still comes, and
-   * then closes with linger 0. It never closes with a linger: libzmq would
+   * stays open until each has closed (its peer read the PART and hung up),
+   * or sent a message that `leaving` says is its own farewell (a peer
+   * closing too will not read ours), or `linger` ms have passed, reading
+   * and dropping what still comes, and then closes with linger 0. It never closes with a linger: libzmq would
    * then keep each connection open to flush it with its input stopped, and
    * one that receives data and is then reset by its peer makes the next
    * ZMTP heartbeat abort the process (the assertion !_io_error in
@@ -310,7 +311,7 @@ export class RouterPort {
    * assertion in libzmq's pipe.cpp). The ZAP domain goes last: a handshake
    * in flight is refused (the node is closed), not admitted.
    */
-  async close(awaited: readonly Buffer[] = []): Promise<void> {
+  async close(awaited: readonly Buffer[] = [], leaving: (parts: Buffer[]) => boolean = () => false): Promise<void> {
     if (this.closed) return
     this.closed = true
     const socket = this.socket
@@ -318,8 +319,9 @@ export class RouterPort {
       const left = new Set(awaited.map((id) => id.toString('latin1')))
       let timer: ReturnType<typeof setTimeout> | undefined
       await new Promise<void>((resolve) => {
-        this.closing = (routingId) => {
-          if (left.delete(routingId.toString('latin1')) && left.size === 0) resolve()
+        this.closing = (routingId, parts) => {
+          const gone = parts.length === 1 && parts[0]!.length === 1 && parts[0]![0] === GONE[0]
+          if ((gone || leaving(parts)) && left.delete(routingId.toString('latin1')) && left.size === 0) resolve()
         }
         timer = setTimeout(resolve, this.settings.linger)
       })
@@ -333,8 +335,8 @@ export class RouterPort {
     this.zap?.release()
   }
 
-  /** While close() waits: told of each connection that closes. */
-  private closing: ((routingId: Buffer) => void) | undefined
+  /** While close() waits: told of each message (a closed connection's GONE included). */
+  private closing: ((routingId: Buffer, parts: Buffer[]) => void) | undefined
 
   private open(): zmq.Router {
     if (this.socket !== undefined) return this.socket
@@ -376,15 +378,7 @@ export class RouterPort {
       for (;;) {
         const parts = await socket.receive()
         const routingId = parts.shift()
-        if (
-          routingId !== undefined &&
-          this.closing !== undefined &&
-          parts.length === 1 &&
-          parts[0]!.length === 1 &&
-          parts[0]![0] === GONE[0]
-        ) {
-          this.closing(routingId)
-        }
+        if (routingId !== undefined && this.closing !== undefined) this.closing(routingId, parts)
         if (routingId === undefined || this.closed) continue
         // One bad message (or a throwing event listener above us) must not end the loop.
         try {
@@ -507,21 +501,34 @@ export class DealerPort {
 
   /**
    * Close. With `deliver`, for a PART just sent, the socket stays open for
-   * the node's linger, reading and dropping what comes, and then closes with
-   * linger 0; without it, it closes at once and nothing queued is delivered.
-   * It never closes with a linger, which lets a peer abort the process (see
-   * RouterPort.close()).
+   * the node's linger, reading and dropping what comes, or until a message
+   * that `leaving` says is the peer's own farewell (closing too, it will not
+   * read ours), and then closes with linger 0; without it, it closes at once
+   * and nothing queued is delivered. It never closes with a linger, which
+   * lets a peer abort the process (see RouterPort.close()). While it stays
+   * open it keeps the process alive, as any open socket does.
    */
-  close(deliver = false): void {
+  close(deliver = false, leaving: (parts: Buffer[]) => boolean = () => false): void {
     if (this.closed) return
     this.closed = true
     const socket = this.socket
-    const shut = (): void => {
-      socket.linger = 0
-      socket.close()
+    // Should the process exit while it stays open, zeromq.js closes it without a linger too.
+    socket.linger = 0
+    if (!deliver || this.settings.linger === 0) return socket.close()
+    const timer = setTimeout(() => this.shut(), this.settings.linger)
+    this.closing = (parts) => {
+      if (!leaving(parts)) return
+      clearTimeout(timer)
+      this.shut()
     }
-    if (deliver && this.settings.linger > 0) setTimeout(shut, this.settings.linger)
-    else shut()
+  }
+
+  /** While close() keeps the socket open: told of each message. */
+  private closing: ((parts: Buffer[]) => void) | undefined
+
+  private shut(): void {
+    this.closing = undefined
+    this.socket.close()
   }
 
   private async loop(): Promise<void> {
@@ -530,7 +537,10 @@ export class DealerPort {
       for (;;) {
         const parts = await this.socket.receive()
         // Closing (see close()): what still comes is read and dropped, until the socket closes.
-        if (this.closed) continue
+        if (this.closed) {
+          this.closing?.(parts)
+          continue
+        }
         try {
           if (parts.length === 1 && parts[0]!.length === 1 && parts[0]![0] === GONE[0]) {
             this.drops++
