@@ -308,9 +308,10 @@ describe('nested calls', () => {
     )
     const ctx = await waiter.nextStart()
     expect(ctx.from).toBe('b')
-    // Each hop inherits exactly what is left; a relative deadline is counted from receipt, so transit (here under a millisecond a hop) is not taken off.
-    expect(ctx.deadline).toBeLessThanOrEqual(outer!)
-    expect(ctx.deadline).toBeLessThanOrEqual(before + 800 + 10)
+    // Each hop inherits exactly what is left; a relative deadline is counted from receipt, so transit (under a millisecond a
+    // hop at rest, a few with the rest of the suite running: once 4 ms) is not taken off, and C's may end that much later.
+    expect(ctx.deadline).toBeLessThanOrEqual(outer! + 50)
+    expect(ctx.deadline).toBeLessThanOrEqual(before + 800 + 50)
     expect(ctx.meta).toEqual({ traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', hop: 'b' })
     expect(Object.isFrozen(ctx.meta)).toBe(true)
     controller.abort()
