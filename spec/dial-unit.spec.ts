@@ -483,26 +483,22 @@ describe('dialling side, PROTOCOL.md 10.1', () => {
     expect(credit).toEqual({ messages: 64 + 5, bytes: (1 << 20) + 500 })
   })
 
-  it('D36, D37: stopped after a PART, its socket closes giving what is queued time to leave, and nothing happens after', () => {
-    const r = rig()
-    const port = r.active()
-    r.dialler.stop(true)
-    expect(r.dialler.state).toBe('stopped')
-    expect(port.closed).toBe('delivering')
-    expect(r.clock.pending()).toBe(0)
-    port.receive(stay())
-    port.events.dropped()
-    expect(r.of('lost')).toEqual([])
-  })
-
-  it('D36: stopped with no PART sent (a member that left, a dial that never came up), its socket closes at once', () => {
-    const r = rig()
-    const port = r.active()
-    r.dialler.stop(false)
-    expect(r.dialler.state).toBe('stopped')
-    expect(port.closed).toBe('at once')
-    expect(r.clock.pending()).toBe(0)
-  })
+  for (const [parted, closed] of [
+    [true, 'delivering'],
+    [false, 'at once'],
+  ] as const) {
+    it(`D36, D37: stopped ${parted ? 'after a PART, its socket closes giving what is queued time to leave' : 'with no PART sent (a member that left, a dial that never came up), its socket closes at once'}, and nothing happens after`, () => {
+      const r = rig()
+      const port = r.active()
+      r.dialler.stop(parted)
+      expect(r.dialler.state).toBe('stopped')
+      expect(port.closed).toBe(closed)
+      expect(r.clock.pending()).toBe(0)
+      port.receive(stay())
+      port.events.dropped()
+      expect(r.of('lost')).toEqual([])
+    })
+  }
 
   it('a dial by address alone: its JOIN names no target; the first STAY names it, and from then on it dials that name', () => {
     const r = rig({ named: false })

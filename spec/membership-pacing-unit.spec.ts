@@ -45,6 +45,18 @@ const recordsOf = (n: number) =>
     status: 0,
   }))
 
+/** A member that knows `n` members to dial, started: its first round (and the news) have run. */
+function started(n: number) {
+  const clock = manualClock()
+  const dialled: string[] = []
+  const up = new Set<string>()
+  const m = new Membership(host(clock, dialled, up), options)
+  m.receiver().Exchange({ records: recordsOf(n), want: [] }, { from: 'x' })
+  m.start()
+  clock.fire()
+  return { clock, dialled, up, m }
+}
+
 describe('membership dial pacing', () => {
   it('opens up to 16 new dials a round on time, and fewer the later the round runs', () => {
     const clock = manualClock()
@@ -67,13 +79,7 @@ describe('membership dial pacing', () => {
   })
 
   it('holds 16 dials in flight: each that comes up frees its place for the next at once, not at the next round', () => {
-    const clock = manualClock()
-    const dialled: string[] = []
-    const up = new Set<string>()
-    const m = new Membership(host(clock, dialled, up), options)
-    m.receiver().Exchange({ records: recordsOf(40), want: [] }, { from: 'x' })
-    m.start()
-    clock.fire()
+    const { clock, dialled, up, m } = started(40)
     expect(dialled.length).toBe(16)
     // Five dials come up, 100 ms later: five more dials 10 ms after, long before the next round (750 ms at the earliest).
     clock.advance(100)
@@ -92,12 +98,7 @@ describe('membership dial pacing', () => {
 
   it('stops counting a dial in flight once a round has passed, so addresses that never answer do not hold up the rest', () => {
     const random = vi.spyOn(Math, 'random').mockReturnValue(0.5)
-    const clock = manualClock()
-    const dialled: string[] = []
-    const m = new Membership(host(clock, dialled), options)
-    m.receiver().Exchange({ records: recordsOf(40), want: [] }, { from: 'x' })
-    m.start()
-    clock.fire()
+    const { clock, dialled, m } = started(40)
     expect(dialled.length).toBe(16)
     // None comes up. Rounds every 1,000 ms here (their jitter taken out): a dial a round old holds no place.
     clock.advance(500)
@@ -111,13 +112,7 @@ describe('membership dial pacing', () => {
   })
 
   it('makes at most 64 new dials between two rounds, however fast they come up', () => {
-    const clock = manualClock()
-    const dialled: string[] = []
-    const up = new Set<string>()
-    const m = new Membership(host(clock, dialled, up), options)
-    m.receiver().Exchange({ records: recordsOf(200), want: [] }, { from: 'x' })
-    m.start()
-    clock.fire()
+    const { clock, dialled, up, m } = started(200)
     // Every dial comes up 10 ms after it is made, until the round's 64 are spent.
     const before = dialled.length
     for (let i = 0; i < 20; i++) {
