@@ -3,16 +3,24 @@
 // process whose event loop is behind.
 import { describe, expect, it, vi } from 'vitest'
 import type { Clock } from '../lib/clock.js'
-import { Membership, type MemberHost } from '../lib/membership/membership.js'
+import { Membership, type MemberHost, type MemberInfo } from '../lib/membership/membership.js'
 import { manualClock } from './manual-clock.js'
 
-function host(clock: Clock, dialled: string[], up: Set<string> = new Set(), asked: string[] = []): MemberHost {
+function host(
+  clock: Clock,
+  dialled: string[],
+  up: Set<string> = new Set(),
+  asked: string[] = [],
+  admitted: (name: string) => boolean = () => true,
+  events: [string, MemberInfo][] = [],
+  disconnected: string[] = [],
+): MemberHost {
   return {
     name: 'a',
     clock,
     addresses: () => ['tcp://127.0.0.1:1'],
     connect: (name) => void dialled.push(name),
-    disconnect: async () => undefined,
+    disconnect: async (name) => void disconnected.push(name),
     dial: () => Promise.reject(new Error('no seeds here')),
     dialling: (name) => dialled.includes(name),
     dialAddress: () => undefined,
@@ -21,8 +29,8 @@ function host(clock: Clock, dialled: string[], up: Set<string> = new Set(), aske
     request: (peer) => (asked.push(peer), Promise.reject(new Error('no peers'))),
     cast: async () => [],
     offers: () => [],
-    admits: () => true,
-    event: () => undefined,
+    admits: (name) => admitted(name),
+    event: (kind, member) => void events.push([kind, member]),
   }
 }
 
@@ -164,6 +172,41 @@ describe('membership dial pacing', () => {
     m.receiver().Exchange({ records: records.slice(1024), want: [] }, { from: 'x' })
     expect(m.stats()).toMatchObject({ members: 1024, recordsDropped: 1, evicted: 1 })
     expect(m.members().find((member) => member.name === 'b1024')?.state).toBe('up')
+    void m.leave()
+  })
+
+  it('forgets a member, at the next round, once authorizedKeys stops admitting its key, and stops dialling it', () => {
+    const clock = manualClock()
+    const dialled: string[] = []
+    const up = new Set<string>()
+    const revoked = new Set<string>()
+    const events: [string, MemberInfo][] = []
+    const disconnected: string[] = []
+    const m = new Membership(
+      host(clock, dialled, up, [], (name) => !revoked.has(name), events, disconnected),
+      options,
+    )
+    m.receiver().Exchange({ records: recordsOf(3), want: [] }, { from: 'x' })
+    up.add('b000')
+    m.up('b000')
+    m.start()
+    clock.fire()
+    expect(m.members().map((x) => x.name)).toEqual(['a', 'b000', 'b001', 'b002'])
+    revoked.add('b000')
+    revoked.add('b001')
+    clock.advance(1250)
+    expect(m.members().map((x) => x.name)).toEqual(['a', 'b002'])
+    expect(events.filter(([kind]) => kind === 'leave').map(([, x]) => [x.name, x.why])).toEqual([
+      ['b000', 'its key is no longer authorised here'],
+      ['b001', 'its key is no longer authorised here'],
+    ])
+    expect(m.stats().recordsRefused).toBe(2)
+    // b001 was being dialled (b000 dialled us): that dial is stopped.
+    expect(dialled).toContain('b001')
+    expect(disconnected).toEqual(['b001'])
+    // Told of it again, it is refused like any record of such a key.
+    m.receiver().Exchange({ records: recordsOf(2), want: [] }, { from: 'x' })
+    expect(m.members().map((x) => x.name)).toEqual(['a', 'b002'])
     void m.leave()
   })
 })

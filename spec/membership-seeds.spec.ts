@@ -148,6 +148,35 @@ describe('encrypted meshes', () => {
     expect(b.members().find((m) => m.name === kc.publicKey)).toMatchObject({ state: 'up' })
   })
 
+  it('a key authorizedKeys stops admitting is forgotten from the table and its link cut, though other members go on gossiping it', async () => {
+    const [ka, kb, kc] = (await keys(3)) as [Keypair, Keypair, Keypair]
+    const all = [ka.publicKey, kb.publicKey, kc.publicKey]
+    let revoked = false
+    const a = makeNode(ka.publicKey, {
+      keypair: ka,
+      seeds: [],
+      gossipInterval: 100,
+      authorizedKeys: (key: string) => all.includes(key) && !(revoked && key === kc.publicKey),
+    })
+    const at = await a.listen('tcp://127.0.0.1:*')
+    const b = node(kb, [`${ka.publicKey}@${at}`], all)
+    await b.listen('tcp://127.0.0.1:*')
+    const c = node(kc, [`${ka.publicKey}@${at}`], all)
+    await c.listen('tcp://127.0.0.1:*')
+    await Promise.all([linked(a, kc.publicKey), linked(b, kc.publicKey)])
+    const left = heard(a, 'leave', kc.publicKey)
+    revoked = true
+    expect((await left).why).toBe('its key is no longer authorised here')
+    await until(() => !a.activeConnections().includes(kc.publicKey), 5000, 'a cuts its link to c')
+    // b still admits c and gossips it to a every round: a keeps it out, and does not dial it.
+    await until(() => b.stats().members!.exchanges > 0, 5000, 'b exchanges')
+    const refused = a.stats().members!.recordsRefused
+    await until(() => a.stats().members!.recordsRefused > refused, 5000, 'a refuses c as b gossips it')
+    expect(a.members().some((m) => m.name === kc.publicKey)).toBe(false)
+    expect(a.activeConnections()).not.toContain(kc.publicKey)
+    expect(b.members().find((m) => m.name === kc.publicKey)).toMatchObject({ state: 'up' })
+  })
+
   it("a record of a key authorizedKeys refuses is kept nowhere and never dialled; one pointing a member's key at another node's address diverts nothing, and is lost after its dial is refused", async () => {
     const [ka, kb, kh, kx, kd] = (await keys(5)) as [Keypair, Keypair, Keypair, Keypair, Keypair]
     // d is authorised but not running; x is not authorised at all.

@@ -407,6 +407,27 @@ export class Membership {
     return behind < 0.25 ? MAX_DIALS_IN_FLIGHT : Math.max(1, Math.floor(MAX_DIALS_IN_FLIGHT / (1 + 4 * behind)))
   }
 
+  /**
+   * Members whose key authorizedKeys no longer admits (a predicate that
+   * changed its mind): forgotten, as a record of such a key is never kept,
+   * and no longer dialled (the mesh cuts their links within a pingInterval).
+   * Asked once a round, not at every pass over the table: the predicate is
+   * the application's code.
+   */
+  private forgetRevoked(): void {
+    for (const [name, e] of this.entries) {
+      if (this.host.admits(name)) continue
+      this.entries.delete(name)
+      this.counts.recordsRefused++
+      this.changed()
+      void this.stopDialling(name, false)
+      if (e.state !== 'gone' && e.state !== 'left') {
+        e.why = 'its key is no longer authorised here'
+        this.tell('leave', e)
+      }
+    }
+  }
+
   /** Pass over the table soon (at most every REFILL_SPACING ms) to dial in the places freed. */
   private refillSoon(): void {
     if (this.refill !== undefined || this.stopped) return
@@ -423,6 +444,7 @@ export class Membership {
     const now = this.host.clock.now()
     this.late = Math.max(0, now - this.dueAt)
     this.refreshSelf()
+    this.forgetRevoked()
     this.seeds.due(now)
     this.spread(now)
     const { gossipInterval } = this.options
