@@ -316,16 +316,21 @@ describe('accepting side, PROTOCOL.md 10.2', () => {
     expect(r.acceptor.linkOf('them')).toBeUndefined()
   })
 
-  it('A18: PART for any other reason ends the link, the peer down, and frames after it in the message are not read', async () => {
-    const r = rig()
-    const c = await r.joined()
-    const link = r.live.get('them')!
-    c.send(encodePart(Part.CLOSE, 'bye'), encodeCall(1, 'A.B'), encode(null))
-    expect(r.of('lost')).toEqual([['lost', 'them', 'PART']])
-    expect(r.of('data')).toEqual([])
-    expect(link.state).toBe('closed')
-    expect(r.acceptor.counts()).toMatchObject({ unjoined: 1, inbound: 0 })
-  })
+  for (const [reason, down] of [
+    [Part.CLOSE, 'PART'],
+    [Part.AUTH, 'AUTH'],
+  ] as const) {
+    it(`A18: PART ${reason} ends the link, the peer down ${down}, and frames after it in the message are not read`, async () => {
+      const r = rig()
+      const c = await r.joined()
+      const link = r.live.get('them')!
+      c.send(encodePart(reason, 'bye'), encodeCall(1, 'A.B'), encode(null))
+      expect(r.of('lost')).toEqual([['lost', 'them', down]])
+      expect(r.of('data')).toEqual([])
+      expect(link.state).toBe('closed')
+      expect(r.acceptor.counts()).toMatchObject({ unjoined: 1, inbound: 0 })
+    })
+  }
 
   it('A20: our dial won: PART CROSS on the inbound link, which is retired', async () => {
     const r = rig()

@@ -80,10 +80,12 @@ export interface MemberHost extends SeedHost {
   /** Where the node listens now. */
   addresses(): string[]
   connect(name: string, address: string): void
-  /** Stop dialling `name`; `part`: tell it with a PART (not when it left: it is going anyway, and the PART would hold our socket open). */
-  disconnect(name: string, part?: boolean): Promise<void>
-  /** May a member of this name be in the table (on an encrypted mesh: a key `authorizedKeys` admits)? */
-  admits(name: string): boolean
+  /**
+   * Stop dialling `name`, telling it with a PART: `part` (the default), or
+   * `auth` (its key is no longer admitted), or `quiet`, none (it left: it is
+   * going anyway, and the PART would hold our socket open).
+   */
+  disconnect(name: string, how?: 'part' | 'auth' | 'quiet'): Promise<void>
   upNames(): string[]
   request(peer: string, method: string, args: unknown, options: { timeout: number }): Promise<unknown>
   cast(to: string[], method: string, args: unknown): Promise<string[]>
@@ -318,7 +320,7 @@ export class Membership {
         if (e === undefined || e.record.incarnation !== incarnation) return
         this.setRecord(e, { ...e.record, status: LEFT })
         this.enter(e, 'left', 'it said it left')
-        void this.stopDialling(ctx.from, false)
+        void this.stopDialling(ctx.from, 'quiet')
         this.news()
       },
     }
@@ -420,7 +422,7 @@ export class Membership {
       this.entries.delete(name)
       this.counts.recordsRefused++
       this.changed()
-      void this.stopDialling(name, false)
+      void this.stopDialling(name, 'auth')
       if (e.state !== 'gone' && e.state !== 'left') {
         e.why = 'its key is no longer authorised here'
         this.tell('leave', e)
@@ -443,12 +445,13 @@ export class Membership {
     this.roundDials = 0
     const now = this.host.clock.now()
     this.late = Math.max(0, now - this.dueAt)
+    // The next round first: an event listener of the application's that throws below does not end the rounds.
+    const { gossipInterval } = this.options
+    this.schedule(gossipInterval * (0.75 + Math.random() / 2))
     this.refreshSelf()
     this.forgetRevoked()
     this.seeds.due(now)
     this.spread(now)
-    const { gossipInterval } = this.options
-    this.schedule(gossipInterval * (0.75 + Math.random() / 2))
   }
 
   /** Compare tables with up to FANOUT random members, and connect to those we should. */
@@ -657,7 +660,7 @@ export class Membership {
       this.setRecord(e, record)
       if (record.status === LEFT) {
         this.enter(e, 'left', 'it said it left')
-        void this.stopDialling(record.name, false)
+        void this.stopDialling(record.name, 'quiet')
       } else if (record.status === DEAD) {
         // Lost by another member. Linked to it, dialling it, or waiting for its link to come back, we keep at it: our own
         // link or dial decides, and the member, if alive, hears of that record and answers it. Only a member we are doing
@@ -761,8 +764,8 @@ export class Membership {
     this.host.event(kind, this.show(e.record, e.state, e.since, e.why))
   }
 
-  private async stopDialling(name: string, part = true): Promise<void> {
-    if (this.host.dialling(name)) await this.host.disconnect(name, part).catch(() => {})
+  private async stopDialling(name: string, how: 'part' | 'auth' | 'quiet' = 'part'): Promise<void> {
+    if (this.host.dialling(name)) await this.host.disconnect(name, how).catch(() => {})
   }
 
   private recordOf(name: string): MemberRecord | undefined {

@@ -39,6 +39,8 @@ export interface SeedHost {
   /** Encrypted: dial member `key` at `address` (kept up until it is gone). */
   connect(key: string, address: string): void
   disconnect(key: string): Promise<void>
+  /** May a member of this name be in the table (on an encrypted mesh: a key `authorizedKeys` admits)? */
+  admits(name: string): boolean
   /** Where we dial `key` now, if we do. */
   dialAddress(key: string): string | undefined
   isUp(name: string): boolean
@@ -171,6 +173,8 @@ export class Seeds {
    * several, or elsewhere later, is tried everywhere). Whether it is up.
    */
   private async dialKey(seed: Seed, key: string, addresses: readonly string[]): Promise<boolean> {
+    // A seed key authorizedKeys no longer admits is not dialled (a dial would trust it again), until it is admitted again.
+    if (!this.host.admits(key)) return false
     if (this.host.isUp(key)) return true
     if (addresses.length === 0) return false
     if (this.host.dialling(key)) {

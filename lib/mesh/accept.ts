@@ -104,7 +104,7 @@ export interface AcceptHost {
   /** Our dialler's state for `name`, if we dial it. */
   dialState(name: string): DialState | undefined
   up(link: Link): void
-  lost(link: Link, reason: 'PART' | 'HEARTBEAT' | 'LOST' | 'PROTOCOL'): void
+  lost(link: Link, reason: 'PART' | 'AUTH' | 'HEARTBEAT' | 'LOST' | 'PROTOCOL'): void
   /** A17: the peer parted this live link with CROSS. */
   crossed(link: Link): void
   data(link: Link, frame: DataFrame): void
@@ -399,10 +399,10 @@ export class Acceptor {
             // A16: our own dial is joining and will take over; until then this link serves. A17: otherwise it is retired.
             if (this.host.dialState(link.peer) !== 'joining') this.host.crossed(link)
           } else {
-            // A18
+            // A18: a PART AUTH (our key no longer admitted there) is down AUTH, as on the dialling side.
             this.forget(c)
             this.unjoinedAgain(c)
-            this.host.lost(link, 'PART')
+            this.host.lost(link, frame.reason === Part.AUTH ? 'AUTH' : 'PART')
             link.close()
           }
           break

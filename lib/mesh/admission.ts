@@ -75,7 +75,8 @@ export class Admission implements ZapPolicy {
   }
 
   decide(request: ZapRequest): ZapStatus {
-    if (this.host.closed) return ZapStatus.REFUSE_KEY
+    // Closing (its ROUTER stays open a moment for its PARTs): refused for now, not for the dialler's key, which retries.
+    if (this.host.closed) return ZapStatus.BUSY
     if (request.mechanism === 'CURVE' && (request.key === undefined || request.key.length !== 32 || !this.host.admitsKey(request.key))) {
       return ZapStatus.REFUSE_KEY
     }

@@ -366,21 +366,26 @@ export class Mesh {
   }
 
   /**
-   * Stop dialling `name`; part the link if it is ours (unless `part` is
-   * false: a member that left is going anyway). The trust the dial gave its
-   * key ends with it.
+   * Stop dialling `name`; part the link if it is ours (`auth`: with PART
+   * AUTH, its key no longer admitted; false: no PART, a member that left is
+   * going anyway). The trust the dial gave its key ends with it.
    */
-  stop(name: string, { part = true }: { part?: boolean } = {}): void {
+  stop(name: string, { part = true }: { part?: boolean | 'auth' } = {}): void {
     const peer = this.table.get(name)
     const dialler = peer?.dialler
     if (peer === undefined || dialler === undefined) return
     const link = dialler.link
     const wasLive = link !== undefined && peer.live === link
-    if (wasLive && part) void link.send([encodePart(Part.CLOSE, 'disconnect')])
+    const parting = wasLive && part !== false
+    if (parting) {
+      void link.send([
+        part === 'auth' ? encodePart(Part.AUTH, 'your key is no longer authorised here') : encodePart(Part.CLOSE, 'disconnect'),
+      ])
+    }
     peer.dialler = undefined
     // Only a socket that just sent a PART stays open for it.
-    dialler.stop(wasLive && part)
-    if (wasLive) this.table.lost(link, 'DISCONNECT')
+    dialler.stop(parting)
+    if (wasLive) this.table.lost(link, part === 'auth' ? 'AUTH' : 'DISCONNECT')
     this.releaseIfIdle()
     // The key was admitted because we dialled it: an inbound link of it may not be allowed any more.
     if (this.identity !== undefined) for (const l of [...this.acceptor.links()]) if (l.peer === name) this.recheck(l)

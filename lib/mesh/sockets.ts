@@ -150,6 +150,14 @@ class ZapServer {
     this.socket = undefined
   }
 
+  /** Was `domain` one this handler gave out (and has since been released)? */
+  private wasOurs(domain: string): boolean {
+    const prefix = `bilateral/${process.pid}/`
+    if (!domain.startsWith(prefix)) return false
+    const n = Number(domain.slice(prefix.length))
+    return Number.isInteger(n) && n >= 0 && n < this.next
+  }
+
   /** Replies waiting to be sent: zeromq.js allows one send at a time per socket, and a reply may have to wait for room. */
   private replies: (string | Buffer)[][] = []
   private sending = false
@@ -182,9 +190,11 @@ class ZapServer {
           const answer = [routingId!, empty!, '1.0', requestId!, String(status), text, '', '']
           if (this.socket === socket) this.send(socket, answer)
         }
-        const domain = this.domains.get(domainName?.toString() ?? '')
+        const name = domainName?.toString() ?? ''
+        const domain = this.domains.get(name)
         if (domain === undefined || version?.toString() !== '1.0') {
-          reply(ZapStatus.REFUSE_KEY)
+          // A domain of ours released (its node closed, its ROUTER not gone yet): for now. Any other: refused.
+          reply(version?.toString() === '1.0' && this.wasOurs(name) ? ZapStatus.BUSY : ZapStatus.REFUSE_KEY)
           continue
         }
         const m = mechanism?.toString() ?? ''
@@ -608,7 +618,7 @@ function watchHandshakes(socket: zmq.Socket, report: (failure: HandshakeFailure)
       (e.error as { status?: number }).status === ZapStatus.BUSY
         ? {
             code: 'OVERLOADED',
-            why: 'the listener refused the connection for now (a connection limit, or too few file descriptors)',
+            why: 'the listener refused the connection for now (a connection limit, too few file descriptors, or it is closing)',
             address: e.address,
           }
         : { code: 'AUTH', why: 'the key was refused', address: e.address },
