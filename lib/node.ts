@@ -327,7 +327,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         clock: this.clock,
         addresses: () => [...this.endpoints],
         connect: (name, address) => this.connect(name, address),
-        disconnect: async (name, how = 'part') => this.mesh.stop(name, { part: how === 'quiet' ? false : how === 'auth' ? 'auth' : true }),
+        disconnect: async (name, how) => this.mesh.stop(name, how),
         dial: (address, options) => this.dial(address, options),
         dialling: (name) => this.mesh.isDialling(name),
         dialAddress: (name) => this.mesh.dialState(name)?.address,

@@ -346,7 +346,11 @@ export function checkJoinOptions(options: unknown): asserts options is JoinMeshO
   for (const key of Object.keys(options)) {
     if (key !== 'advertise' && key !== 'resolver') throw invalid(key, 'is not an option of joinMesh() (advertise, resolver)')
   }
-  const o = options as JoinMeshOptions
+  checkAnnounced(options as JoinMeshOptions)
+}
+
+/** advertise and resolver, as the constructor and joinMesh() take them. */
+function checkAnnounced(o: JoinMeshOptions): void {
   endpoints('advertise', o.advertise, MAX_ADDRESSES)
   if (o.resolver !== undefined && typeof o.resolver !== 'function')
     throw invalid('resolver', 'must be a function (host) => Promise<string[]>')
@@ -372,9 +376,7 @@ export function checkSeeds(seeds: unknown, encrypted: boolean): void {
 /** seeds, advertise and gossipInterval. */
 function checkMembership(o: ResolvedOptions): void {
   if (o.seeds !== undefined) checkSeeds(o.seeds, o.keypair !== undefined)
-  endpoints('advertise', o.advertise, MAX_ADDRESSES)
-  if (o.resolver !== undefined && typeof o.resolver !== 'function')
-    throw invalid('resolver', 'must be a function (host) => Promise<string[]>')
+  checkAnnounced(o)
   if (o.resolver !== undefined && o.seeds === undefined) throw invalid('resolver', 'is for seeds given as host names: give seeds too')
   checkTime('gossipInterval', o.gossipInterval)
   const roles: unknown = o.roles

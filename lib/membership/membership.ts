@@ -74,18 +74,21 @@ const EAGER_SPACING = 50
 /** Longest close() waits for the news that we leave to be handed over, ms. */
 const LEAVE_WAIT = 250
 
+/**
+ * How a member we stop dialling is told: a PART (`part`), a PART AUTH
+ * (`auth`: its key is no longer admitted), or nothing (`quiet`: it left, it
+ * is going anyway, and a PART would hold our socket open for it).
+ */
+export type Parting = 'part' | 'auth' | 'quiet'
+
 /** What membership needs of its node. */
 export interface MemberHost extends SeedHost {
   readonly name: string
   /** Where the node listens now. */
   addresses(): string[]
   connect(name: string, address: string): void
-  /**
-   * Stop dialling `name`, telling it with a PART: `part` (the default), or
-   * `auth` (its key is no longer admitted), or `quiet`, none (it left: it is
-   * going anyway, and the PART would hold our socket open).
-   */
-  disconnect(name: string, how?: 'part' | 'auth' | 'quiet'): Promise<void>
+  /** Stop dialling `name`, telling it as `how` says. */
+  disconnect(name: string, how?: Parting): Promise<void>
   upNames(): string[]
   request(peer: string, method: string, args: unknown, options: { timeout: number }): Promise<unknown>
   cast(to: string[], method: string, args: unknown): Promise<string[]>
@@ -528,14 +531,16 @@ export class Membership {
   private connectAndExpire(now: number): void {
     const { suspectTimeout, gossipInterval } = this.options
     const listening = this.self.addresses.length > 0
-    // New dials this pass: the places in flight not held by a dial of the last round, within the round's bound.
+    // Addresses we dial or are linked to now, under any name; and our dials in flight (made within the last round).
+    const dialled = new Set<string>()
     let inFlight = 0
-    for (const e of this.entries.values()) if (e.state === 'connecting' && now - e.dialledAt < gossipInterval) inFlight++
+    for (const e of this.entries.values()) {
+      if (e.state === 'connecting' || e.state === 'up') dialled.add(e.record.addresses[0] ?? '')
+      if (e.state === 'connecting' && now - e.dialledAt < gossipInterval) inFlight++
+    }
+    // New dials this pass: the places in flight not held, within the round's bound.
     let dials = 0
     const budget = Math.min(this.inFlightBudget() - inFlight, MAX_DIALS_PER_ROUND - this.roundDials)
-    // Addresses we dial or are linked to now, under any name.
-    const dialled = new Set<string>()
-    for (const e of this.entries.values()) if (e.state === 'connecting' || e.state === 'up') dialled.add(e.record.addresses[0] ?? '')
     for (const [name, e] of this.entries) {
       switch (e.state) {
         case 'known': {
@@ -764,7 +769,7 @@ export class Membership {
     this.host.event(kind, this.show(e.record, e.state, e.since, e.why))
   }
 
-  private async stopDialling(name: string, how: 'part' | 'auth' | 'quiet' = 'part'): Promise<void> {
+  private async stopDialling(name: string, how: Parting = 'part'): Promise<void> {
     if (this.host.dialling(name)) await this.host.disconnect(name, how).catch(() => {})
   }
 

@@ -10,7 +10,7 @@
  */
 import type { Clock } from '../clock.js'
 import { BilateralError, clip, type ErrorCode } from '../errors.js'
-import { Codec, CodecError, peek } from '../wire/codec.js'
+import { Codec, CodecError, isPart } from '../wire/codec.js'
 import { FrameType, Part, REFUSALS, TOCK, encodePart, isData, type DataFrame, type Frame, type Stay } from '../wire/frames.js'
 import { Link } from './link.js'
 import type { DealerEvents, Delivery, HandshakeFailure } from './sockets.js'
@@ -479,6 +479,3 @@ const byteLength = (parts: readonly Uint8Array[]): number => {
   for (const p of parts) n += p.length
   return n
 }
-
-/** A PART from the peer: it is leaving too, and will not read ours. */
-const isPart = (parts: Buffer[]): boolean => peek(parts)?.type === FrameType.PART

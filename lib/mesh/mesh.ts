@@ -11,7 +11,7 @@
 import type { Clock } from '../clock.js'
 import { BilateralError, clip, type ErrorCode } from '../errors.js'
 import type { ResolvedOptions } from '../options.js'
-import { peek, type CodecError } from '../wire/codec.js'
+import { isPart, type CodecError } from '../wire/codec.js'
 import {
   MAX_NAME_BYTES,
   MAX_UINT32,
@@ -19,7 +19,6 @@ import {
   TICK,
   encodeJoin,
   encodePart,
-  FrameType,
   encodeStay,
   type DataFrame,
   type Join,
@@ -163,6 +162,9 @@ export interface AddressDial {
   /** Its own attempt was refused, or failed (ALREADY_CONNECTED: the node there is one of our peers already). */
   refused(error: BilateralError): void
 }
+
+/** How stop() parts a link we dialled: PART CLOSE, PART AUTH, or no PART. */
+type Parting = 'part' | 'auth' | 'quiet'
 
 export class Mesh {
   private readonly table: PeerTable<Dialler>
@@ -366,26 +368,27 @@ export class Mesh {
   }
 
   /**
-   * Stop dialling `name`; part the link if it is ours (`auth`: with PART
-   * AUTH, its key no longer admitted; false: no PART, a member that left is
-   * going anyway). The trust the dial gave its key ends with it.
+   * Stop dialling `name`; part the link if it is ours: `part` with PART
+   * CLOSE, `auth` with PART AUTH (its key no longer admitted), `quiet` with
+   * none (a member that left is going anyway). The trust the dial gave its
+   * key ends with it.
    */
-  stop(name: string, { part = true }: { part?: boolean | 'auth' } = {}): void {
+  stop(name: string, how: Parting = 'part'): void {
     const peer = this.table.get(name)
     const dialler = peer?.dialler
     if (peer === undefined || dialler === undefined) return
     const link = dialler.link
     const wasLive = link !== undefined && peer.live === link
-    const parting = wasLive && part !== false
+    const parting = wasLive && how !== 'quiet'
     if (parting) {
       void link.send([
-        part === 'auth' ? encodePart(Part.AUTH, 'your key is no longer authorised here') : encodePart(Part.CLOSE, 'disconnect'),
+        how === 'auth' ? encodePart(Part.AUTH, 'your key is no longer authorised here') : encodePart(Part.CLOSE, 'disconnect'),
       ])
     }
     peer.dialler = undefined
     // Only a socket that just sent a PART stays open for it.
     dialler.stop(parting)
-    if (wasLive) this.table.lost(link, part === 'auth' ? 'AUTH' : 'DISCONNECT')
+    if (wasLive) this.table.lost(link, how === 'auth' ? 'AUTH' : 'DISCONNECT')
     this.releaseIfIdle()
     // The key was admitted because we dialled it: an inbound link of it may not be allowed any more.
     if (this.identity !== undefined) for (const l of [...this.acceptor.links()]) if (l.peer === name) this.recheck(l)
@@ -447,7 +450,7 @@ export class Mesh {
     this.table.clear()
     // The accepted links were sent a PART: their peers hang up once they read it, and the ROUTER waits for that (within
     // linger), or for a PART of theirs (closing too, they will not).
-    await this.router.close(this.acceptor.close(), (parts) => peek(parts)?.type === FrameType.PART)
+    await this.router.close(this.acceptor.close(), isPart)
   }
 
   stats(): MeshStats {

@@ -29,6 +29,9 @@ const ZMQ_HICCUP_MSG = 114
 /** The message libzmq delivers in place of a closed connection: `0xc1`, a byte msgpack never uses, so no frame is ever this. */
 export const GONE = Buffer.from([0xc1])
 
+/** Is this message {@link GONE}? */
+const isGone = (parts: readonly Buffer[]): boolean => parts.length === 1 && parts[0]!.length === 1 && parts[0]![0] === GONE[0]
+
 const ZAP_ENDPOINT = 'inproc://zeromq.zap.01'
 
 export interface SocketSettings {
@@ -330,8 +333,7 @@ export class RouterPort {
       let timer: ReturnType<typeof setTimeout> | undefined
       await new Promise<void>((resolve) => {
         this.closing = (routingId, parts) => {
-          const gone = parts.length === 1 && parts[0]!.length === 1 && parts[0]![0] === GONE[0]
-          if ((gone || leaving(parts)) && left.delete(routingId.toString('latin1')) && left.size === 0) resolve()
+          if ((isGone(parts) || leaving(parts)) && left.delete(routingId.toString('latin1')) && left.size === 0) resolve()
         }
         timer = setTimeout(resolve, this.settings.linger)
       })
@@ -552,7 +554,7 @@ export class DealerPort {
           continue
         }
         try {
-          if (parts.length === 1 && parts[0]!.length === 1 && parts[0]![0] === GONE[0]) {
+          if (isGone(parts)) {
             this.drops++
             events.dropped()
           } else events.message(parts)

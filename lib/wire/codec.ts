@@ -274,6 +274,9 @@ export function peek(parts: readonly Uint8Array[]): { version: number; type: num
   return { version: part[1]!, type: part[2]! }
 }
 
+/** Is this message a PART (by {@link peek}, nothing decoded)? A peer that sends one is leaving. */
+export const isPart = (parts: readonly Uint8Array[]): boolean => peek(parts)?.type === FrameType.PART
+
 /** The envelope at the reader, decoded under {@link ENVELOPE_LIMITS}: moves the reader past it; throws CodecError. */
 function readEnvelope(r: Reader): unknown[] {
   const end = valueEnd(r.part, r.at, ENVELOPE_DEPTH)
