@@ -33,8 +33,8 @@ async function closeUnderAPeerThatStopsReading(round: number): Promise<{ exit: n
     await peer.receive()
     const big = 'x'.repeat(64 * 1024)
     for (let i = 0; i < 200; i++) await peer.send(callBytes(i + 1, 'Echo.Back', big))
-    // The node has answered some: those it has sent fill the peer's queue and both TCP buffers.
-    await new Promise((resolve) => setTimeout(resolve, 200))
+    // Once one message has come back (an answer, or a TICK), the peer reads no more: the answers back up in its queue and in TCP.
+    await peer.receive()
     child.stdin!.write('close\n')
     expect((await lines.next()).value).toBe('closed')
     for (let i = 0; i < 20; i++) await peer.send(callBytes(1000 + i, 'Echo.Back', 'y'))
