@@ -85,8 +85,8 @@ export function fdBudget(): FdBudget {
   return shared
 }
 
-/** The soft limit of open files, from /proc/self/limits. */
-function readLimit(): number | undefined {
+/** The soft limit of open files, from /proc/self/limits (undefined where it cannot be read). */
+export function readLimit(): number | undefined {
   try {
     const line = readFileSync('/proc/self/limits', 'utf8')
       .split('\n')

@@ -35,7 +35,7 @@ import { PeerTable, type DownReason } from './peers.js'
 
 export type { DownReason } from './peers.js'
 import { Liveness, type LivenessHost } from './liveness.js'
-import { DealerPort, RouterPort, type DealerEvents, type Delivery, type SocketSettings } from './sockets.js'
+import { DealerPort, RouterPort, SocketContext, type DealerEvents, type Delivery, type SocketSettings } from './sockets.js'
 
 /** An encrypted node's keys, as the mesh uses them. */
 export interface Identity {
@@ -211,6 +211,7 @@ export class Mesh {
       heartbeatTimeToLive: 0,
       handshakeInterval: Math.ceil(options.joinTimeout),
       sendQueue: limits.sendQueue,
+      context: SocketContext.take(),
     }
     if (identity !== undefined) this.settings.curve = { publicKey: identity.publicKey, secretKey: options.keypair!.secretKey }
     const mesh = this
@@ -451,6 +452,7 @@ export class Mesh {
     // The accepted links were sent a PART: their peers hang up once they read it, and the ROUTER waits for that (within
     // linger), or for a PART of theirs (closing too, they will not).
     await this.router.close(this.acceptor.close(), isPart)
+    this.settings.context.release()
   }
 
   stats(): MeshStats {

@@ -1,7 +1,8 @@
 /**
  * The socket adapter: the only file that imports `zeromq`. It owns one ROUTER
- * for the addresses a node listens on, one DEALER per dialled peer, and the
- * ZAP handler every node's ROUTER asks during each handshake. It runs one
+ * for the addresses a node listens on, one DEALER per dialled peer, the
+ * libzmq context they live in (one per node) and its ZAP handler, which the
+ * node's ROUTER asks during each handshake. It runs one
  * receive loop per socket and sends without ever awaiting: every socket has
  * `sendTimeout` 0, so a send either queues at once or fails at once.
  *
@@ -17,6 +18,7 @@
  * hurting only its own connection.
  */
 import * as zmq from 'zeromq'
+import { FDS_PER_DIAL, readLimit } from './fds.js'
 
 /** libzmq's draft options and flags this adapter uses (zmq_draft.h, libzmq 4.3.5). */
 const ZMQ_ROUTER_NOTIFY = 97
@@ -52,6 +54,8 @@ export interface SocketSettings {
   sendQueue: number
   /** CURVE keys (Z85) of an encrypted node; absent for plaintext. */
   curve?: { publicKey: string; secretKey: string }
+  /** The node's own context: every socket of the node is made in it. */
+  context: SocketContext
 }
 
 /** A failed ZMTP handshake or connection attempt, as the layer above reports it. */
@@ -64,19 +68,85 @@ export type HandshakeFailure = {
 }
 
 /**
- * libzmq caps a context at 1023 sockets by default, and every dialled peer
- * costs three (the DEALER and its monitor pair), so a node with a few hundred
- * peers would hit it. Our context raises the cap; the process's fd limit
- * still applies (fds.ts).
+ * The libzmq context of one node's sockets, with its ZAP handler: a context
+ * per node, not one per process. libzmq tears a closed socket down in its
+ * context's reaper thread, and each socket's teardown walks every inproc
+ * endpoint of the context (ctx.cpp, unregister_endpoints), one per socket
+ * monitor, so every dial adds one. With twenty nodes' dials in one context,
+ * closing them all kept the reaper busy long enough for a ZMTP heartbeat to
+ * fall due on a connection still being torn down whose peer had just reset
+ * it, and libzmq 4.3.5 then aborts the process (the assertion !_io_error in
+ * stream_engine_base.cpp, libzmq issue 4841) in 6 of 22 mass closes of a
+ * 100-member mesh in 6 processes; with a context per node, in none of 20.
+ *
+ * Contexts are reused: libzmq keeps a context's I/O thread until the process
+ * exits, so a fresh one for every node would leak a thread per node closed.
+ * A node's context goes back to the pool once the node has closed and every
+ * socket it made is closed too (a dialled socket may stay open up to
+ * `linger` for its PART).
  */
-const MAX_SOCKETS = 65_536
+export class SocketContext {
+  readonly zmq: zmq.Context
+  readonly zap: ZapServer
+  private open = 0
+  private released = false
 
-/** The context of every node's sockets (not zeromq's global one, whose settings belong to the application). */
-let shared: zmq.Context | undefined
-function context(): zmq.Context {
-  shared ??= new zmq.Context({ maxSockets: MAX_SOCKETS })
-  return shared
+  private constructor(readonly maxSockets: number) {
+    this.zmq = new zmq.Context({ maxSockets })
+    this.zap = new ZapServer(this.zmq)
+  }
+
+  /** A context with room for the sockets a node may open in this process: a free one, or a new one. */
+  static take(): SocketContext {
+    let c = free.pop()
+    if (c === undefined) {
+      c = new SocketContext(socketsFor(readLimit()))
+      made++
+    }
+    c.released = false
+    return c
+  }
+
+  /** Contexts made in this process, and those waiting for a node (for tests). */
+  static counts(): { made: number; free: number } {
+    return { made, free: free.length }
+  }
+
+  /** A socket was made in this context. */
+  opened(): void {
+    this.open++
+  }
+
+  /** A socket of this context was closed. */
+  closed(): void {
+    this.open--
+    this.reuse()
+  }
+
+  /** The node is closed: the context is free once its last socket is. */
+  release(): void {
+    this.released = true
+    this.reuse()
+  }
+
+  private reuse(): void {
+    if (this.released && this.open === 0 && !free.includes(this)) free.push(this)
+  }
 }
+
+const free: SocketContext[] = []
+let made = 0
+
+/**
+ * The sockets a node may need: three a dial (the DEALER and its monitor's
+ * pair), and a dial takes four file descriptors (fds.ts), so the process's
+ * limit bounds them; at most 65,536. libzmq's default cap, 1023 a context,
+ * would stop a node at about 340 dials. A context costs 12 bytes of memory
+ * a socket it may hold (about 220 KiB for this machine's limit of 20,000
+ * descriptors), allocated at once.
+ */
+export const socketsFor = (fdLimit: number | undefined): number =>
+  Math.min(65_536, fdLimit === undefined ? 65_536 : Math.ceil((3 * fdLimit) / FDS_PER_DIAL) + 64)
 
 // --- ZAP ---------------------------------------------------------------------
 
@@ -116,24 +186,28 @@ interface Domain {
   busy: boolean
 }
 
+/** Domains given out, by every context's handler: each name is new in the process. */
+let domainsGiven = 0
+
 /**
- * The one ZAP handler of our context. libzmq asks it during every handshake
- * on a ROUTER that has a ZAP domain; each node's ROUTER has a domain of its
- * own, and its requests are decided one at a time, in order, by that node.
- * A domain nobody holds is refused: the handler fails closed.
+ * The ZAP handler of one context. libzmq asks it during every handshake on
+ * a ROUTER that has a ZAP domain; each ROUTER has a domain of its own, and
+ * its requests are decided one at a time, in order, by its node. A domain
+ * nobody holds is refused: the handler fails closed.
  */
 class ZapServer {
   private socket: zmq.Router | undefined
   private ready: Promise<void> = Promise.resolve()
   private readonly domains = new Map<string, Domain>()
-  private next = 0
+
+  constructor(private readonly context: zmq.Context) {}
 
   /** Hold a fresh domain decided by `policy`; `ready` resolves once the handler is bound. */
   register(policy: ZapPolicy): { domain: string; ready: Promise<void>; release(): void } {
-    const domain = `bilateral/${process.pid}/${this.next++}`
+    const domain = `bilateral/${process.pid}/${domainsGiven++}`
     this.domains.set(domain, { policy, queue: [], busy: false })
     if (this.socket === undefined) {
-      const socket = new zmq.Router({ context: context(), linger: 0 })
+      const socket = new zmq.Router({ context: this.context, linger: 0 })
       this.socket = socket
       this.ready = bindWhenFree(socket)
       void this.loop(socket)
@@ -153,12 +227,12 @@ class ZapServer {
     this.socket = undefined
   }
 
-  /** Was `domain` one this handler gave out (and has since been released)? */
+  /** Was `domain` one of ours (given out in this process, and since released)? */
   private wasOurs(domain: string): boolean {
     const prefix = `bilateral/${process.pid}/`
     if (!domain.startsWith(prefix)) return false
     const n = Number(domain.slice(prefix.length))
-    return Number.isInteger(n) && n >= 0 && n < this.next
+    return Number.isInteger(n) && n >= 0 && n < domainsGiven
   }
 
   /** Replies waiting to be sent: zeromq.js allows one send at a time per socket, and a reply may have to wait for room. */
@@ -231,8 +305,6 @@ class ZapServer {
   }
 }
 
-const zap = new ZapServer()
-
 /**
  * Bind the ZAP endpoint. A handler just closed (its last node closed) frees
  * it a moment later, in libzmq's reaper thread: until then, retry.
@@ -289,7 +361,7 @@ export class RouterPort {
    */
   async bind(address: string): Promise<string> {
     if (this.zap === undefined) {
-      this.zap = zap.register(this.policy)
+      this.zap = this.settings.context.zap.register(this.policy)
     }
     await this.zap.ready
     const socket = this.open()
@@ -343,6 +415,7 @@ export class RouterPort {
     if (socket !== undefined) {
       socket.linger = 0
       socket.close()
+      this.settings.context.closed()
     }
     this.zap?.release()
   }
@@ -379,6 +452,7 @@ export class RouterPort {
       return socket
     })
     this.socket = socket
+    this.settings.context.opened()
     void this.loop(socket)
     return socket
   }
@@ -498,6 +572,7 @@ export class DealerPort {
       }
       return socket
     })
+    settings.context.opened()
     void this.loop()
   }
 
@@ -526,7 +601,7 @@ export class DealerPort {
     const socket = this.socket
     // Should the process exit while it stays open, zeromq.js closes it without a linger too.
     socket.linger = 0
-    if (!deliver || this.settings.linger === 0) return socket.close()
+    if (!deliver || this.settings.linger === 0) return this.shut()
     const timer = setTimeout(() => this.shut(), this.settings.linger)
     this.closing = (parts) => {
       if (!leaving(parts)) return
@@ -541,6 +616,7 @@ export class DealerPort {
   private shut(): void {
     this.closing = undefined
     this.socket.close()
+    this.settings.context.closed()
   }
 
   private async loop(): Promise<void> {
@@ -591,10 +667,10 @@ interface RawOptions {
   setStringOption(option: number, value: string | Buffer | null): void
 }
 
-/** What every socket of ours sets: our context, sends that never wait, the queues, limits and heartbeats. */
+/** What every socket of ours sets: its node's context, sends that never wait, the queues, limits and heartbeats. */
 function common(s: SocketSettings): Partial<zmq.Router & zmq.Dealer> & { context: zmq.Context } {
   return {
-    context: context(),
+    context: s.context.zmq,
     sendTimeout: 0,
     // No limit on what libzmq queues from a peer. A connection whose queue is full stops being read,
     // and libzmq 4.3.5 then aborts the process when that peer resets the connection while a heartbeat is
