@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { afterEach, describe, expect, it } from 'vitest'
-import { BilateralError, RemoteError, type CallContext } from '../lib/index.js'
-import { Arith, closeAll, deferred, makeNode, pair } from './helpers.js'
+import { Bilateral, BilateralError, RemoteError, type CallContext } from '../lib/index.js'
+import { Arith, FAST, closeAll, deferred, makeNode, nextEvent, pair } from './helpers.js'
 
 afterEach(closeAll)
 
@@ -302,6 +302,27 @@ describe('robustness of the node itself', () => {
     expect(alpha.listenerCount('peer:up')).toBe(before)
     await alpha.close()
     expect(new Set(await Promise.all(waits))).toEqual(new Set(['CLOSED']))
+  })
+
+  it('close() still parts from every peer and frees everything when a peer:down listener throws, then rejects with its error', async () => {
+    // Not makeNode: its close() is meant to reject, and closeAll would take that for a failure.
+    const alpha = new Bilateral({ network: 'test net', name: 'alpha', ...FAST })
+    const beta = makeNode('beta')
+    const gamma = makeNode('gamma')
+    await pair(alpha, beta)
+    await pair(gamma, alpha)
+    const boom = new Error('a listener failed')
+    alpha.on('peer:down', () => {
+      throw boom
+    })
+    const parted = (node: typeof beta) => nextEvent<[string, string]>(node, 'peer:down').then(([, reason]) => reason)
+    const seen = [parted(beta), parted(gamma)]
+    const [first, second] = [alpha.close(), alpha.close()]
+    await expect(first).rejects.toBe(boom)
+    await expect(second).rejects.toBe(boom)
+    // Both were parted (dialled and accepted): neither waits for a heartbeat.
+    expect(await Promise.all(seen)).toEqual(['PART', 'PART'])
+    expect(alpha.stats()).toMatchObject({ pending: 0, peers: 0, connections: 0 })
   })
 })
 

@@ -428,7 +428,12 @@ export class Mesh {
     return this.table.get(name)?.live
   }
 
-  /** Part every link, stop every dialler, close the sockets. */
+  /**
+   * Part every link, stop every dialler, close the sockets. A `down`
+   * listener that throws does not stop the close: every peer is still
+   * parted and every socket closed, and then close() rejects with the first
+   * error thrown.
+   */
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
@@ -436,12 +441,17 @@ export class Mesh {
     this.release?.()
     this.release = undefined
     const part = encodePart(Part.CLOSE, 'closing')
+    let thrown: { error: unknown } | undefined
     for (const peer of [...this.table.values()]) {
       const link = peer.live
       if (link !== undefined) {
         void link.send([part])
         peer.live = undefined
-        this.events.down(peer.name, 'CLOSED', link)
+        try {
+          this.events.down(peer.name, 'CLOSED', link)
+        } catch (error) {
+          thrown ??= { error }
+        }
       }
       // Only a socket that just sent a PART stays open for it.
       peer.dialler?.stop(link !== undefined && link === peer.dialler.link)
@@ -453,6 +463,7 @@ export class Mesh {
     // linger), or for a PART of theirs (closing too, they will not).
     await this.router.close(this.acceptor.close(), isPart)
     this.settings.context.release()
+    if (thrown !== undefined) throw thrown.error
   }
 
   stats(): MeshStats {
