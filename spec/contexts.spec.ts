@@ -1,41 +1,35 @@
-// Each node's sockets live in a libzmq context of its own (sockets.ts says
-// why: closing many nodes' sockets in one context aborted processes), and a
-// closed node's context is reused, since libzmq keeps a context's thread
-// until the process exits. A context is free only once every socket of its
-// node is closed, including a dialled one that stays open for its PART.
+// Nodes' sockets are spread over a few libzmq contexts, each node in the one
+// that holds the fewest (sockets.ts says why: closing many nodes' sockets in
+// one context aborted processes), and no more than MAX_CONTEXTS are made,
+// since libzmq keeps a context's thread until the process exits.
 import { afterEach, describe, expect, it } from 'vitest'
-import { SocketContext, socketsFor } from '../lib/mesh/sockets.js'
-import { closeAll, makeNode, pair, until } from './helpers.js'
+import { MAX_CONTEXTS, SocketContext, socketsFor } from '../lib/mesh/sockets.js'
+import { closeAll, makeNode, pair } from './helpers.js'
 
 afterEach(closeAll)
 
-describe('a libzmq context per node', () => {
-  it('gives each open node its own, and reuses a closed node’s once its last socket is closed', async () => {
-    const start = SocketContext.counts()
-    // A long linger: a's dialled socket stays open after a.close() until b's PART comes.
-    const a = makeNode('ctx-a', { linger: 5000 })
-    const b = makeNode('ctx-b')
-    await pair(a, b)
-    const two = SocketContext.counts()
-    // Two nodes open at once: two contexts in use, whether made now or taken from the pool.
-    expect(two.made - start.made + (start.free - two.free)).toBe(2)
+const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0)
 
-    await a.close()
-    // a's ROUTER is closed, its DEALER to b still open for the PART: its context is not free yet.
-    expect(SocketContext.counts().free).toBe(two.free)
+describe('libzmq contexts', () => {
+  it('spread open nodes evenly over at most MAX_CONTEXTS, and are reused, not made anew, after nodes close', async () => {
+    const start = SocketContext.census()
+    const nodes = Array.from({ length: 2 * MAX_CONTEXTS + 1 }, (_, i) => makeNode(`ctx-${i}`))
+    const during = SocketContext.census()
+    expect(during.length).toBe(MAX_CONTEXTS)
+    expect(sum(during) - sum(start)).toBe(nodes.length)
+    expect(Math.max(...during) - Math.min(...during)).toBeLessThanOrEqual(1)
 
-    await b.close()
-    // b's PART ends a's wait, and b's ROUTER closes: both contexts come back.
-    await until(() => SocketContext.counts().free === two.free + 2, 4000, 'both contexts back in the pool')
+    // Nodes in different contexts, and in the same one, link and call as ever.
+    await pair(nodes[0]!, nodes[1]!)
+    await pair(nodes[0]!, nodes[MAX_CONTEXTS]!)
+    expect(nodes[0]!.peers().map((p) => p.state)).toEqual(['up', 'up'])
 
-    const c = makeNode('ctx-c')
-    await c.listen('tcp://127.0.0.1:*')
-    expect(SocketContext.counts()).toEqual({ made: two.made, free: two.free + 1 })
-    // The reused context works: c takes a dial and a call.
-    const d = makeNode('ctx-d')
-    await pair(d, c)
-    expect(SocketContext.counts().made).toBe(two.made)
-    expect(d.peers().find((p) => p.name === 'ctx-c')?.state).toBe('up')
+    await Promise.all(nodes.map((n) => n.close()))
+    expect(SocketContext.census()).toEqual(during.map(() => 0))
+    const again = makeNode('ctx-again')
+    await again.listen('tcp://127.0.0.1:*')
+    expect(SocketContext.census().length).toBe(MAX_CONTEXTS)
+    expect(sum(SocketContext.census())).toBe(1)
   })
 
   it('sizes a context by the sockets the process’s descriptors allow, three a dial', () => {

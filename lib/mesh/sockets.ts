@@ -1,7 +1,7 @@
 /**
  * The socket adapter: the only file that imports `zeromq`. It owns one ROUTER
  * for the addresses a node listens on, one DEALER per dialled peer, the
- * libzmq context they live in (one per node) and its ZAP handler, which the
+ * libzmq context they live in (one of a few) and its ZAP handler, which the
  * node's ROUTER asks during each handshake. It runs one
  * receive loop per socket and sends without ever awaiting: every socket has
  * `sendTimeout` 0, so a send either queues at once or fails at once.
@@ -68,80 +68,69 @@ export type HandshakeFailure = {
 }
 
 /**
- * The libzmq context of one node's sockets, with its ZAP handler: a context
- * per node, not one per process. libzmq tears a closed socket down in its
- * context's reaper thread, and each socket's teardown walks every inproc
- * endpoint of the context (ctx.cpp, unregister_endpoints), one per socket
- * monitor, so every dial adds one. With twenty nodes' dials in one context,
- * closing them all kept the reaper busy long enough for a ZMTP heartbeat to
- * fall due on a connection still being torn down whose peer had just reset
- * it, and libzmq 4.3.5 then aborts the process (the assertion !_io_error in
- * stream_engine_base.cpp, libzmq issue 4841) in 6 of 22 mass closes of a
- * 100-member mesh in 6 processes; with a context per node, in none of 20.
+ * A libzmq context, with its ZAP handler, that a few nodes' sockets share:
+ * up to {@link MAX_CONTEXTS} a process, each node in the one that holds the
+ * fewest. libzmq tears a closed socket down in its context's reaper thread,
+ * and each socket's teardown walks every inproc endpoint of the context
+ * (ctx.cpp, unregister_endpoints), one per socket monitor, so every dial adds
+ * one. With twenty nodes' dials in one context, closing them all kept the
+ * reaper busy long enough for a ZMTP heartbeat to fall due on a connection
+ * still being torn down whose peer had just reset it, and libzmq 4.3.5 then
+ * aborts the process (the assertion !_io_error in stream_engine_base.cpp,
+ * libzmq issue 4841): in 6 of 22 mass closes of 100 members in 6 processes.
+ * Four contexts cut that walk to a sixteenth, in four reapers: no abort in
+ * 20 such closes.
  *
- * Contexts are reused: libzmq keeps a context's I/O thread until the process
- * exits, so a fresh one for every node would leak a thread per node closed.
- * A node's context goes back to the pool once the node has closed and every
- * socket it made is closed too (a dialled socket may stay open up to
- * `linger` for its PART).
+ * Not one per node, though that avoided the abort as well (0 of 20): a
+ * context costs about 220 KiB and two threads whatever it holds, and libzmq
+ * keeps a context's I/O thread until the process exits, so contexts are
+ * never closed and their number must stay bounded. The price is CPU at rest
+ * in a process of many nodes: in three interleaved runs of 100 members in 5
+ * processes, a member cost 10-24 % more with four contexts than with one
+ * (one per node: 14 %), with no change in the time to converge.
  */
 export class SocketContext {
   readonly zmq: zmq.Context
   readonly zap: ZapServer
-  private open = 0
-  private released = false
+  /** Nodes open in it. */
+  private nodes = 0
 
   private constructor(readonly maxSockets: number) {
     this.zmq = new zmq.Context({ maxSockets })
     this.zap = new ZapServer(this.zmq)
   }
 
-  /** A context with room for the sockets a node may open in this process: a free one, or a new one. */
+  /** The context for a new node: a new one while there are fewer than {@link MAX_CONTEXTS} and each holds a node, else the emptiest. */
   static take(): SocketContext {
-    let c = free.pop()
-    if (c === undefined) {
+    let c = contexts.reduce<SocketContext | undefined>((best, x) => (best === undefined || x.nodes < best.nodes ? x : best), undefined)
+    if (c === undefined || (c.nodes > 0 && contexts.length < MAX_CONTEXTS)) {
       c = new SocketContext(socketsFor(readLimit()))
-      made++
+      contexts.push(c)
     }
-    c.released = false
+    c.nodes++
     return c
   }
 
-  /** Contexts made in this process, and those waiting for a node (for tests). */
-  static counts(): { made: number; free: number } {
-    return { made, free: free.length }
+  /** The contexts of this process and the nodes open in each (for tests). */
+  static census(): number[] {
+    return contexts.map((c) => c.nodes)
   }
 
-  /** A socket was made in this context. */
-  opened(): void {
-    this.open++
-  }
-
-  /** A socket of this context was closed. */
-  closed(): void {
-    this.open--
-    this.reuse()
-  }
-
-  /** The node is closed: the context is free once its last socket is. */
+  /** Its node is closed. */
   release(): void {
-    this.released = true
-    this.reuse()
-  }
-
-  private reuse(): void {
-    if (this.released && this.open === 0 && !free.includes(this)) free.push(this)
+    this.nodes--
   }
 }
 
-const free: SocketContext[] = []
-let made = 0
+/** Contexts a process makes at most. */
+export const MAX_CONTEXTS = 4
+const contexts: SocketContext[] = []
 
 /**
- * The sockets a node may need: three a dial (the DEALER and its monitor's
+ * The sockets a process may need: three a dial (the DEALER and its monitor's
  * pair), and a dial takes four file descriptors (fds.ts), so the process's
  * limit bounds them; at most 65,536. libzmq's default cap, 1023 a context,
- * would stop a node at about 340 dials. A context costs 12 bytes of memory
+ * would stop a process at about 340 dials. A context costs 12 bytes of memory
  * a socket it may hold (about 220 KiB for this machine's limit of 20,000
  * descriptors), allocated at once.
  */
@@ -415,7 +404,6 @@ export class RouterPort {
     if (socket !== undefined) {
       socket.linger = 0
       socket.close()
-      this.settings.context.closed()
     }
     this.zap?.release()
   }
@@ -439,7 +427,7 @@ export class RouterPort {
         const raw = socket as unknown as RawOptions
         raw.setInt32Option(ZMQ_ROUTER_NOTIFY, ZMQ_NOTIFY_CONNECT)
         raw.setStringOption(ZMQ_DISCONNECT_MSG, GONE)
-        watchHandshakes(socket, (failure) => {
+        watchHandshakes(socket, undefined, (failure) => {
           // A connection we refused for a limit was reported when it was refused (connection:refused).
           if (!this.closed && failure.code !== 'OVERLOADED') this.events.handshakeFailed(failure)
         })
@@ -452,7 +440,6 @@ export class RouterPort {
       return socket
     })
     this.socket = socket
-    this.settings.context.opened()
     void this.loop(socket)
     return socket
   }
@@ -558,7 +545,7 @@ export class DealerPort {
           this.handshakes++
           if (!this.closed) events.connected()
         })
-        watchHandshakes(socket, (failure) => {
+        watchHandshakes(socket, settings.curve === undefined ? 'plaintext' : 'encrypted', (failure) => {
           if (!this.closed) events.failed(failure)
         })
         // No connection yet, or none since the last dropped: libzmq tries again after its back-off.
@@ -572,7 +559,6 @@ export class DealerPort {
       }
       return socket
     })
-    settings.context.opened()
     void this.loop()
   }
 
@@ -616,7 +602,6 @@ export class DealerPort {
   private shut(): void {
     this.closing = undefined
     this.socket.close()
-    this.settings.context.closed()
   }
 
   private async loop(): Promise<void> {
@@ -689,8 +674,16 @@ function common(s: SocketSettings): Partial<zmq.Router & zmq.Dealer> & { context
   }
 }
 
-/** What a failed handshake means, from the monitor's event: said as a user would need to hear it. */
-function watchHandshakes(socket: zmq.Socket, report: (failure: HandshakeFailure) => void): void {
+/**
+ * What a failed handshake means, from the monitor's event: said as a user
+ * would need to hear it. `dial`: whether this side dials encrypted, for a
+ * DEALER (a ROUTER's failures are its peers').
+ */
+function watchHandshakes(
+  socket: zmq.Socket,
+  dial: 'encrypted' | 'plaintext' | undefined,
+  report: (failure: HandshakeFailure) => void,
+): void {
   socket.events.on('handshake:error:auth', (e) =>
     report(
       (e.error as { status?: number }).status === ZapStatus.BUSY
@@ -713,7 +706,13 @@ function watchHandshakes(socket: zmq.Socket, report: (failure: HandshakeFailure)
   socket.events.on('handshake:error:other', (e) =>
     report({
       code: 'HANDSHAKE',
-      why: `the peer closed the connection during the handshake (${(e.error as { code?: string }).code ?? e.error.message}): not a ZeroMQ endpoint, or, for an encrypted dial, it does not hold the key dialled`,
+      why: `the peer closed the connection during the handshake (${(e.error as { code?: string }).code ?? e.error.message}): ${
+        dial === 'encrypted'
+          ? 'not a ZeroMQ endpoint, or it does not hold the key dialled'
+          : dial === 'plaintext'
+            ? 'not a ZeroMQ endpoint, or an encrypted one (one side is encrypted and the other is not)'
+            : 'not a ZeroMQ endpoint, or it is not on this node’s encryption'
+      }`,
       address: e.address,
     }),
   )
