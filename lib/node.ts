@@ -280,8 +280,14 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         incarnation: run,
       },
     )
-    this.checkSeedKeys(o.seeds ?? [])
-    this.membership = o.seeds === undefined ? undefined : this.joinMembership(o.seeds, o)
+    try {
+      this.checkSeedKeys(o.seeds ?? [])
+      this.membership = o.seeds === undefined ? undefined : this.joinMembership(o.seeds, o)
+    } catch (error) {
+      // The mesh holds a timer and a place in a libzmq context: a node that was never made frees them.
+      this.mesh.close().catch(() => undefined)
+      throw error
+    }
   }
 
   /**
@@ -446,6 +452,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     checkEndpoint(address)
     // An encrypted listener checks JOIN proofs as they come: the crypto library must be ready first.
     if (this.encrypted) await sodiumPending()
+    this.assertOpen()
     const giveUp = performance.now() + BIND_RETRY_MS
     for (;;) {
       try {
@@ -453,6 +460,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         this.endpoints.push(endpoint)
         return endpoint
       } catch (error) {
+        if (this.closed) throw closedError()
         const inUse = (error as { code?: unknown }).code === 'EADDRINUSE'
         if (!inUse || performance.now() >= giveUp || this.closed) {
           throw new BilateralError('BIND_FAILED', `cannot listen on ${address}: ${(error as Error).message}`, { cause: error })

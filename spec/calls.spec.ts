@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Bilateral, BilateralError, RemoteError, type CallContext } from '../lib/index.js'
+import { Bilateral, BilateralError, RemoteError, generateKeypair, type CallContext } from '../lib/index.js'
 import { Arith, FAST, closeAll, deferred, makeNode, nextEvent, pair } from './helpers.js'
 
 afterEach(closeAll)
@@ -302,6 +302,16 @@ describe('robustness of the node itself', () => {
     expect(alpha.listenerCount('peer:up')).toBe(before)
     await alpha.close()
     expect(new Set(await Promise.all(waits))).toEqual(new Set(['CLOSED']))
+  })
+
+  it('listen() racing close() binds nothing and rejects with CLOSED, plaintext or encrypted', async () => {
+    const keypair = await generateKeypair()
+    for (const options of [{ name: 'racer' }, { name: keypair.publicKey, keypair }]) {
+      const node = new Bilateral({ network: 'test net', ...FAST, ...options })
+      const listening = node.listen('tcp://127.0.0.1:*')
+      await node.close()
+      await expect(listening).rejects.toMatchObject({ code: 'CLOSED' })
+    }
   })
 
   it('close() still parts from every peer and frees everything when a peer:down listener throws, then rejects with its error', async () => {

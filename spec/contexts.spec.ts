@@ -4,6 +4,7 @@
 // since libzmq keeps a context's thread until the process exits.
 import { afterEach, describe, expect, it } from 'vitest'
 import { MAX_CONTEXTS, SocketContext, socketsFor } from '../lib/mesh/sockets.js'
+import { Bilateral, generateKeypair } from '../lib/index.js'
 import { closeAll, makeNode, pair } from './helpers.js'
 
 afterEach(closeAll)
@@ -32,9 +33,19 @@ describe('libzmq contexts', () => {
     expect(sum(SocketContext.census())).toBe(1)
   })
 
-  it('sizes a context by the sockets the process’s descriptors allow, three a dial', () => {
-    expect(socketsFor(20_000)).toBe(15_064)
-    expect(socketsFor(1024)).toBe(832)
+  it('a node whose constructor throws holds no place in a context', async () => {
+    const [own, other] = [await generateKeypair(), await generateKeypair()]
+    const before = SocketContext.census()
+    // Refused after the mesh is made: a seed's key that authorizedKeys does not admit.
+    const make = () =>
+      new Bilateral({ network: 'test net', keypair: own, authorizedKeys: [], seeds: [`${other.publicKey}@tcp://127.0.0.1:1`] })
+    expect(make).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }))
+    expect(SocketContext.census()).toEqual(before)
+  })
+
+  it('sizes a context by the process’s descriptors: a socket holds at least one', () => {
+    expect(socketsFor(20_000)).toBe(20_064)
+    expect(socketsFor(1024)).toBe(1088)
     expect(socketsFor(1_048_576)).toBe(65_536)
     expect(socketsFor(undefined)).toBe(65_536)
   })

@@ -437,6 +437,8 @@ export class Mesh {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    // Its sockets close below or within linger; the context, shared with other nodes anyway, may take a new node now.
+    this.settings.context.release()
     this.liveness.stop()
     this.release?.()
     this.release = undefined
@@ -462,7 +464,6 @@ export class Mesh {
     // The accepted links were sent a PART: their peers hang up once they read it, and the ROUTER waits for that (within
     // linger), or for a PART of theirs (closing too, they will not).
     await this.router.close(this.acceptor.close(), isPart)
-    this.settings.context.release()
     if (thrown !== undefined) throw thrown.error
   }
 

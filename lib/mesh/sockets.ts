@@ -18,7 +18,7 @@
  * hurting only its own connection.
  */
 import * as zmq from 'zeromq'
-import { FDS_PER_DIAL, readLimit } from './fds.js'
+import { readLimit } from './fds.js'
 
 /** libzmq's draft options and flags this adapter uses (zmq_draft.h, libzmq 4.3.5). */
 const ZMQ_ROUTER_NOTIFY = 97
@@ -82,7 +82,7 @@ export type HandshakeFailure = {
  * 20 such closes.
  *
  * Not one per node, though that avoided the abort as well (0 of 20): a
- * context costs about 220 KiB and two threads whatever it holds, and libzmq
+ * context costs about 280 KiB and two threads whatever it holds, and libzmq
  * keeps a context's I/O thread until the process exits, so contexts are
  * never closed and their number must stay bounded. The price is CPU at rest
  * in a process of many nodes: in three interleaved runs of 100 members in 5
@@ -127,15 +127,16 @@ export const MAX_CONTEXTS = 4
 const contexts: SocketContext[] = []
 
 /**
- * The sockets a process may need: three a dial (the DEALER and its monitor's
- * pair), and a dial takes four file descriptors (fds.ts), so the process's
- * limit bounds them; at most 65,536. libzmq's default cap, 1023 a context,
- * would stop a process at about 340 dials. A context costs 12 bytes of memory
- * a socket it may hold (about 220 KiB for this machine's limit of 20,000
- * descriptors), allocated at once.
+ * The sockets a process may need: every libzmq socket holds at least one
+ * file descriptor (its mailbox), so the process's limit bounds them, and the
+ * descriptor budget (fds.ts) refuses a dial before the context is full; at
+ * most 65,536. (Three sockets a dial, for the four descriptors fds.ts counts,
+ * was not enough: a dial not connected holds three of each.) libzmq's
+ * default cap, 1023 a context, would stop a process at about 340 dials. A
+ * context costs 12 bytes of memory a socket it may hold (about 280 KiB for
+ * this machine's limit of 20,000 descriptors), allocated at once.
  */
-export const socketsFor = (fdLimit: number | undefined): number =>
-  Math.min(65_536, fdLimit === undefined ? 65_536 : Math.ceil((3 * fdLimit) / FDS_PER_DIAL) + 64)
+export const socketsFor = (fdLimit: number | undefined): number => Math.min(65_536, fdLimit === undefined ? 65_536 : fdLimit + 64)
 
 // --- ZAP ---------------------------------------------------------------------
 
@@ -349,10 +350,11 @@ export class RouterPort {
    * receive or send in that window failed.
    */
   async bind(address: string): Promise<string> {
-    if (this.zap === undefined) {
-      this.zap = this.settings.context.zap.register(this.policy)
-    }
+    // Closed meanwhile (close() raced a listen): bind nothing, and hold no ZAP domain nobody would release.
+    if (this.closed) throw new Error('the node is closed')
+    this.zap ??= this.settings.context.zap.register(this.policy)
     await this.zap.ready
+    if (this.closed) throw new Error('the node is closed')
     const socket = this.open()
     socket.bindSync(address)
     return socket.lastEndpoint ?? address
@@ -418,6 +420,8 @@ export class RouterPort {
       const socket = new zmq.Router({
         ...(s.curve === undefined ? {} : { curveServer: true, curveSecretKey: s.curve.secretKey, curvePublicKey: s.curve.publicKey }),
         zapDomain: this.zap!.domain,
+        // Should the handler be gone (its context's last domain released), libzmq refuses handshakes instead of admitting them all.
+        zapEnforceDomain: true,
         mandatory: true,
         ...common(s),
         // Until close(): an accepted connection that drops lets us read all it delivered, however busy we are (see close()).
