@@ -44,3 +44,22 @@ it.skipIf(process.platform !== 'linux')(
     expect(report.afterClose).toBeLessThanOrEqual(report.baseline)
   },
 )
+
+it.skipIf(process.platform !== 'linux')(
+  'dials that never connect stop at the descriptor budget too, not at a full libzmq context',
+  async () => {
+    // Nothing listens on port 1: each dial holds its sockets but no connection (three descriptors, not four).
+    const child = spawn('sh', ['-c', `ulimit -n 1024 && exec "${process.execPath}" "${FIXTURE}" tcp://127.0.0.1:1`], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    let out = ''
+    child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()))
+    const [code] = (await once(child, 'exit', { signal: AbortSignal.timeout(30_000) })) as [number]
+    expect(code).toBe(0)
+    const report = JSON.parse(out) as { dials: number; error?: { code: string; message: string }; afterClose: number; baseline: number }
+    // The budget's refusal, not libzmq's EMFILE from a context whose socket table is full.
+    expect(report.error).toMatchObject({ code: 'SOCKET', message: expect.stringMatching(/too few file descriptors left/) })
+    expect(report.dials).toBeGreaterThan(200)
+    expect(report.afterClose).toBeLessThanOrEqual(report.baseline)
+  },
+)
