@@ -3,6 +3,7 @@
 // one context aborted processes), and no more than MAX_CONTEXTS are made,
 // since libzmq keeps a context's thread until the process exits.
 import { afterEach, describe, expect, it } from 'vitest'
+import * as zmq from 'zeromq'
 import { MAX_CONTEXTS, SocketContext, socketsFor } from '../lib/mesh/sockets.js'
 import { Bilateral, generateKeypair } from '../lib/index.js'
 import { closeAll, makeNode, pair } from './helpers.js'
@@ -41,6 +42,25 @@ describe('libzmq contexts', () => {
       new Bilateral({ network: 'test net', keypair: own, authorizedKeys: [], seeds: [`${other.publicKey}@tcp://127.0.0.1:1`] })
     expect(make).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }))
     expect(SocketContext.census()).toEqual(before)
+  })
+
+  it('a ZAP handler that cannot bind fails that listen() with BIND_FAILED, and a later listen() binds once it can', async () => {
+    // The context the next node takes (all are empty: the first of them), its ZAP endpoint taken by someone else.
+    const context = SocketContext.take()
+    context.release()
+    const squatter = new zmq.Router({ context: context.zmq, linger: 0 })
+    squatter.bindSync('inproc://zeromq.zap.01')
+    const node = makeNode('ctx-zap')
+    try {
+      await expect(node.listen('tcp://127.0.0.1:*')).rejects.toMatchObject({ code: 'BIND_FAILED' })
+    } finally {
+      squatter.close()
+    }
+    // Freed in libzmq's reaper a moment later: the next listen() waits for it, binds, and its handler decides.
+    const endpoint = await node.listen('tcp://127.0.0.1:*')
+    const dialler = makeNode('ctx-zap-dialler')
+    dialler.connect('ctx-zap', endpoint)
+    await dialler.waitForPeers(['ctx-zap'], { timeout: 5000 })
   })
 
   it('sizes a context by the process’s descriptors: a socket holds at least one', () => {

@@ -176,6 +176,12 @@ interface Domain {
   busy: boolean
 }
 
+/** A handler socket's replies waiting to be sent: zeromq.js allows one send at a time per socket, and a reply may have to wait for room. */
+interface Outbox {
+  replies: (string | Buffer)[][]
+  sending: boolean
+}
+
 /** Domains given out, by every context's handler: each name is new in the process. */
 let domainsGiven = 0
 
@@ -199,8 +205,12 @@ class ZapServer {
     if (this.socket === undefined) {
       const socket = new zmq.Router({ context: this.context, linger: 0 })
       this.socket = socket
-      this.ready = bindWhenFree(socket)
-      void this.loop(socket)
+      // Never bound: the next domain asked for tries a fresh socket, instead of every later one failing on this one.
+      this.ready = bindWhenFree(socket).catch((error: unknown) => {
+        if (this.socket === socket) this.close()
+        throw error
+      })
+      void this.loop(socket, { replies: [], sending: false })
     }
     return {
       domain,
@@ -225,29 +235,25 @@ class ZapServer {
     return Number.isInteger(n) && n >= 0 && n < domainsGiven
   }
 
-  /** Replies waiting to be sent: zeromq.js allows one send at a time per socket, and a reply may have to wait for room. */
-  private replies: (string | Buffer)[][] = []
-  private sending = false
-
-  private send(socket: zmq.Router, reply: (string | Buffer)[]): void {
-    this.replies.push(reply)
-    if (!this.sending) void this.drain(socket)
+  private send(socket: zmq.Router, out: Outbox, reply: (string | Buffer)[]): void {
+    out.replies.push(reply)
+    if (!out.sending) void this.drain(socket, out)
   }
 
-  private async drain(socket: zmq.Router): Promise<void> {
-    this.sending = true
+  private async drain(socket: zmq.Router, out: Outbox): Promise<void> {
+    out.sending = true
     try {
-      for (let reply = this.replies.shift(); reply !== undefined; reply = this.replies.shift()) {
+      for (let reply = out.replies.shift(); reply !== undefined; reply = out.replies.shift()) {
         if (this.socket !== socket) break
         await socket.send(reply).catch(() => undefined)
       }
     } finally {
-      this.sending = false
-      if (this.socket !== socket) this.replies = []
+      out.sending = false
+      if (this.socket !== socket) out.replies = []
     }
   }
 
-  private async loop(socket: zmq.Router): Promise<void> {
+  private async loop(socket: zmq.Router, out: Outbox): Promise<void> {
     try {
       await this.ready
       for (;;) {
@@ -255,7 +261,7 @@ class ZapServer {
         const reply = (status: ZapStatus): void => {
           const text = status === ZapStatus.ADMIT ? 'OK' : status === ZapStatus.BUSY ? 'busy' : 'refused'
           const answer = [routingId!, empty!, '1.0', requestId!, String(status), text, '', '']
-          if (this.socket === socket) this.send(socket, answer)
+          if (this.socket === socket) this.send(socket, out, answer)
         }
         const name = domainName?.toString() ?? ''
         const domain = this.domains.get(name)
@@ -352,8 +358,17 @@ export class RouterPort {
   async bind(address: string): Promise<string> {
     // Closed meanwhile (close() raced a listen): bind nothing, and hold no ZAP domain nobody would release.
     if (this.closed) throw new Error('the node is closed')
-    this.zap ??= this.settings.context.zap.register(this.policy)
-    await this.zap.ready
+    const zap = (this.zap ??= this.settings.context.zap.register(this.policy))
+    try {
+      await zap.ready
+    } catch (error) {
+      // The handler could not bind: give the domain back (once, however many binds waited), so a later listen() asks afresh.
+      if (this.zap === zap) {
+        zap.release()
+        this.zap = undefined
+      }
+      throw error
+    }
     if (this.closed) throw new Error('the node is closed')
     const socket = this.open()
     socket.bindSync(address)
