@@ -63,6 +63,21 @@ describe('libzmq contexts', () => {
     await dialler.waitForPeers(['ctx-zap'], { timeout: 5000 })
   })
 
+  it('a ZAP handler socket that cannot be made (EMFILE) leaves no domain behind', () => {
+    // A context with room for no more sockets (libzmq's cap reached): made directly, the way take() would.
+    const Make = SocketContext as unknown as new (maxSockets: number) => SocketContext
+    const full = new Make(1)
+    const held = () => (full.zap as unknown as { domains: Map<string, unknown> }).domains.size
+    const policy = { before: () => undefined, decide: () => 200 as const }
+    const filler = new zmq.Router({ context: full.zmq, linger: 0 })
+    try {
+      expect(() => full.zap.register(policy)).toThrow()
+      expect(held()).toBe(0)
+    } finally {
+      filler.close()
+    }
+  })
+
   it('sizes a context by the process’s descriptors: a socket holds at least one', () => {
     expect(socketsFor(20_000)).toBe(20_064)
     expect(socketsFor(1024)).toBe(1088)

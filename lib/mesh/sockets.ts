@@ -130,7 +130,9 @@ const contexts: SocketContext[] = []
  * The sockets a process may need: every libzmq socket holds at least one
  * file descriptor (its mailbox), so the process's limit bounds them, and the
  * descriptor budget (fds.ts) refuses a dial before the context is full; at
- * most 65,536. (Three sockets a dial, for the four descriptors fds.ts counts,
+ * most 65,536 (a limit above 65,472 descriptors lets a context fill first,
+ * at about 21,800 dials in it, and a dial then fails `SOCKET` with libzmq's
+ * EMFILE). (Three sockets a dial, for the four descriptors fds.ts counts,
  * was not enough: a dial not connected holds three of each.) libzmq's
  * default cap, 1023 a context, would stop a process at about 340 dials. A
  * context costs 12 bytes of memory a socket it may hold (about 280 KiB for
@@ -201,8 +203,8 @@ class ZapServer {
   /** Hold a fresh domain decided by `policy`; `ready` resolves once the handler is bound. */
   register(policy: ZapPolicy): { domain: string; ready: Promise<void>; release(): void } {
     const domain = `bilateral/${process.pid}/${domainsGiven++}`
-    this.domains.set(domain, { policy, queue: [], busy: false })
     if (this.socket === undefined) {
+      // Made before the domain is held: a socket that cannot be made (EMFILE) leaves nothing behind.
       const socket = new zmq.Router({ context: this.context, linger: 0 })
       this.socket = socket
       // Never bound: the next domain asked for tries a fresh socket, instead of every later one failing on this one.
@@ -212,6 +214,7 @@ class ZapServer {
       })
       void this.loop(socket, { replies: [], sending: false })
     }
+    this.domains.set(domain, { policy, queue: [], busy: false })
     return {
       domain,
       ready: this.ready,
