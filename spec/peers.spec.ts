@@ -2,23 +2,16 @@
 // stands. Real nodes on loopback.
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Bilateral, PeerInfo } from '../lib/index.js'
-import { closeAll, makeNode, pair, within } from './helpers.js'
+import { closeAll, makeNode, pair, until } from './helpers.js'
 
 afterEach(closeAll)
 
-/** The first `peers()` entry for `name` that `match` accepts, polled every 10 ms within `ms`. */
+/** The first `peers()` entry for `name` that `match` accepts, polled every 20 ms within `ms`. */
 async function peerWhen(node: Bilateral, name: string, match: (p: PeerInfo) => boolean, ms = 5000): Promise<PeerInfo> {
-  return within(
-    (async () => {
-      for (;;) {
-        const found = node.peers().find((p) => p.name === name && match(p))
-        if (found !== undefined) return found
-        await new Promise((resolve) => setTimeout(resolve, 10))
-      }
-    })(),
-    ms,
-    `${name} in the state wanted`,
-  )
+  let found: PeerInfo | undefined
+  // until() ends its own loop at the deadline: a state that never comes leaves nothing polling.
+  await until(() => (found = node.peers().find((p) => p.name === name && match(p))) !== undefined, ms, `${name} in the state wanted`)
+  return found!
 }
 
 describe('peers()', () => {

@@ -45,6 +45,7 @@ import {
   type DigestEntry,
   type MemberRecord,
 } from './records.js'
+import type { Parting } from '../mesh/mesh.js'
 import { Seeds, type Resolver, type SeedHost } from './seeds.js'
 
 /** Most `$mesh` Sync and Exchange calls taken from one peer a second, with the default gossipInterval (see callsPerSecond). */
@@ -73,13 +74,6 @@ const CONNECT_PERIODS = 5
 const EAGER_SPACING = 50
 /** Longest close() waits for the news that we leave to be handed over, ms. */
 const LEAVE_WAIT = 250
-
-/**
- * How a member we stop dialling is told: a PART (`part`), a PART AUTH
- * (`auth`: its key is no longer admitted), or nothing (`quiet`: it left, it
- * is going anyway, and a PART would hold our socket open for it).
- */
-export type Parting = 'part' | 'auth' | 'quiet'
 
 /** What membership needs of its node. */
 export interface MemberHost extends SeedHost {

@@ -37,6 +37,8 @@ export type { DownReason } from './peers.js'
 import { Liveness, type LivenessHost } from './liveness.js'
 import { DealerPort, RouterPort, SocketContext, type DealerEvents, type Delivery, type SocketSettings } from './sockets.js'
 
+/** What a PART AUTH says, from either side: the key this link was admitted under is refused now (PROTOCOL.md 11, A13, A18). */
+const REVOKED = 'your key is no longer authorised here'
 /** An encrypted node's keys, as the mesh uses them. */
 export interface Identity {
   readonly publicKey: string
@@ -163,8 +165,12 @@ export interface AddressDial {
   refused(error: BilateralError): void
 }
 
-/** How stop() parts a link we dialled: PART CLOSE, PART AUTH, or no PART. */
-type Parting = 'part' | 'auth' | 'quiet'
+/**
+ * How stop() parts a link we dialled: a PART CLOSE (`part`), a PART AUTH
+ * (`auth`: its key is no longer admitted), or nothing (`quiet`: it left, it
+ * is going anyway, and a PART would hold our socket open for it).
+ */
+export type Parting = 'part' | 'auth' | 'quiet'
 
 export class Mesh {
   private readonly table: PeerTable<Dialler>
@@ -382,9 +388,7 @@ export class Mesh {
     const wasLive = link !== undefined && peer.live === link
     const parting = wasLive && how !== 'quiet'
     if (parting) {
-      void link.send([
-        how === 'auth' ? encodePart(Part.AUTH, 'your key is no longer authorised here') : encodePart(Part.CLOSE, 'disconnect'),
-      ])
+      void link.send([how === 'auth' ? encodePart(Part.AUTH, REVOKED) : encodePart(Part.CLOSE, 'disconnect')])
     }
     peer.dialler = undefined
     // Only a socket that just sent a PART stays open for it.
@@ -485,7 +489,7 @@ export class Mesh {
   /** Encrypted nodes: cut `link` if its key is no longer allowed (PART AUTH on it; down AUTH). */
   private recheck(link: Link): boolean {
     if (this.identity === undefined || link.state === 'closed' || this.identity.allows(link.peer)) return false
-    void link.send([encodePart(Part.AUTH, 'your key is no longer authorised here')])
+    void link.send([encodePart(Part.AUTH, REVOKED)])
     if (link.direction === 'inbound') {
       this.acceptor.drop(link)
       this.table.lost(link, 'AUTH')

@@ -54,7 +54,7 @@ export interface SocketSettings {
   sendQueue: number
   /** CURVE keys (Z85) of an encrypted node; absent for plaintext. */
   curve?: { publicKey: string; secretKey: string }
-  /** The node's own context: every socket of the node is made in it. */
+  /** The context every socket of the node is made in (shared with a few other nodes of the process). */
   context: SocketContext
 }
 
@@ -95,7 +95,7 @@ export class SocketContext {
   /** Nodes open in it. */
   private nodes = 0
 
-  private constructor(readonly maxSockets: number) {
+  private constructor(maxSockets: number) {
     this.zmq = new zmq.Context({ maxSockets })
     this.zap = new ZapServer(this.zmq)
   }
