@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest'
 import { manualClock } from './manual-clock.js'
 import { Dialler, type DialHost, type DialPort } from '../lib/mesh/dial.js'
 import { Link } from '../lib/mesh/link.js'
-import type { DealerEvents } from '../lib/mesh/sockets.js'
+import type { DialEvents } from '../lib/mesh/sockets.js'
 import { Codec } from '../lib/wire/codec.js'
 import {
   FrameType,
@@ -40,7 +40,7 @@ class FakePort implements DialPort {
   connected = false
   readonly sent: Frame[][] = []
   closed: 'delivering' | 'at once' | undefined
-  constructor(readonly events: DealerEvents) {}
+  constructor(readonly events: DialEvents) {}
   send(parts: Uint8Array[]): Promise<'sent'> {
     this.sent.push(codec.decodeMessage(parts))
     return Promise.resolve('sent')

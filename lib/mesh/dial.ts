@@ -13,7 +13,7 @@ import { BilateralError, clip, type ErrorCode } from '../errors.js'
 import { Codec, CodecError, isPart } from '../wire/codec.js'
 import { FrameType, Part, REFUSALS, TOCK, encodePart, isData, type DataFrame, type Frame, type Stay } from '../wire/frames.js'
 import { Link } from './link.js'
-import type { DealerEvents, Delivery, HandshakeFailure } from './sockets.js'
+import type { DialEvents, Delivery, HandshakeFailure } from './sockets.js'
 
 /**
  * `joining`: sending JOIN on an open socket until STAY. `backoff`: waiting to
@@ -22,7 +22,7 @@ import type { DealerEvents, Delivery, HandshakeFailure } from './sockets.js'
  */
 export type DialState = 'joining' | 'backoff' | 'active' | 'standby' | 'stopped'
 
-/** What the dialler needs of a socket (sockets.ts DealerPort). */
+/** What the dialler needs of a dial (sockets.ts Dial). */
 export interface DialPort {
   readonly connected: boolean
   send(parts: Uint8Array[]): Promise<Delivery>
@@ -35,7 +35,7 @@ export interface DialHost {
   readonly clock: Clock
   readonly timing: { readonly joinInterval: number; readonly reconnectMin: number; readonly reconnectMax: number }
   /** A new socket to `address` (throws if none can be made). */
-  open(address: string, peer: string, events: DealerEvents): DialPort
+  open(address: string, peer: string, events: DialEvents): DialPort
   /**
    * The JOIN to send to `peer` (undefined: a dial by address alone, whose JOIN names no target): with a static proof, or
    * (encrypted) one answering `challenge`; undefined while no proof can be made yet.
@@ -199,7 +199,7 @@ export class Dialler {
   /** Number of the current socket (closePort moves it on): events of an older one are ignored. */
   private socket = 0
 
-  private portEvents(socket: number): DealerEvents {
+  private portEvents(socket: number): DialEvents {
     const mine = (): boolean => socket === this.socket && this.state !== 'stopped'
     return {
       message: (parts) => {

@@ -11,8 +11,8 @@
  */
 import { readdirSync, readFileSync } from 'node:fs'
 
-/** Descriptors one dial takes: the DEALER's mailbox, its TCP connection, and its socket monitor's pair. */
-export const FDS_PER_DIAL = 4
+/** Descriptors one dial takes: its TCP connection (its socket's, shared with other dials, are taken with the socket: sockets.ts). */
+export const FDS_PER_DIAL = 1
 /** Descriptors one inbound connection takes. */
 export const FDS_PER_CONNECTION = 1
 

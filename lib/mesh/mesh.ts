@@ -35,7 +35,7 @@ import { PeerTable, type DownReason } from './peers.js'
 
 export type { DownReason } from './peers.js'
 import { Liveness, type LivenessHost } from './liveness.js'
-import { DealerPort, RouterPort, SocketContext, type DealerEvents, type Delivery, type SocketSettings } from './sockets.js'
+import { DialSockets, RouterPort, SocketContext, type DialEvents, type Delivery, type SocketSettings } from './sockets.js'
 
 /** What a PART AUTH says, from either side: the key this link was admitted under is refused now (PROTOCOL.md 11, A13, A18). */
 const REVOKED = 'your key is no longer authorised here'
@@ -177,6 +177,8 @@ export class Mesh {
   /** Dials by address alone, by address, until named. */
   private readonly unnamed = new Map<string, Unnamed>()
   private readonly router: RouterPort
+  /** The sockets we dial from. */
+  private readonly dials: DialSockets
   private readonly acceptor: Acceptor
   private readonly admission: Admission
   private readonly liveness: Liveness
@@ -250,6 +252,7 @@ export class Mesh {
       handshakeFailed: (failure) => events.handshakeFailed(handshakeError(failure)),
       failed: this.failed,
     })
+    this.dials = new DialSockets(this.settings, (fds) => this.fds.take(fds))
     this.liveness = new Liveness(this.livenessHost(), {
       pingInterval: options.pingInterval,
       stallTimeout: options.stallTimeout,
@@ -464,6 +467,8 @@ export class Mesh {
     }
     for (const { dialler } of this.unnamed.values()) dialler.stop(false)
     this.unnamed.clear()
+    // Each dialling socket closes once its last dial (a PART given its linger) has.
+    this.dials.close()
     this.table.clear()
     // The accepted links were sent a PART: their peers hang up once they read it, and the ROUTER waits for that (within
     // linger), or for a PART of theirs (closing too, they will not).
@@ -534,11 +539,11 @@ export class Mesh {
     return {
       clock: this.clock,
       timing: this.options,
-      open: (address: string, peer: string, events: DealerEvents): DialPort => {
+      open: (address: string, peer: string, events: DialEvents): DialPort => {
         if (!this.fds.take(FDS_PER_DIAL)) {
           throw new BilateralError('SOCKET', `cannot dial ${address}: too few file descriptors left (${this.fds.describe()})`, { peer })
         }
-        return new DealerPort(address, this.identity === undefined ? undefined : peer, this.settings, events)
+        return this.dials.open(address, this.identity === undefined ? undefined : peer, events)
       },
       join: (peer: string | undefined, challenge: Uint8Array | undefined): Uint8Array | undefined =>
         this.identity?.pending() !== undefined
