@@ -1,0 +1,219 @@
+// A node dials every peer from one ROUTER (sockets.ts DialSockets): each dial
+// is a connect() with a routing id of its own. These tests drive it with real
+// sockets: what each dial is told, and in what order, must be what a DEALER
+// of its own told it (the dialler, dial.ts, relies on that), and no dial may
+// hear of another's events.
+import { createServer, type Server } from 'node:net'
+import { afterEach, describe, expect, it } from 'vitest'
+import * as zmq from 'zeromq'
+import { DialSockets, SocketContext, type DialEvents, type SocketSettings } from '../lib/mesh/sockets.js'
+import { deferred, until, within } from './helpers.js'
+
+const opened: { close(): void }[] = []
+afterEach(() => {
+  for (const x of opened.splice(0)) x.close()
+})
+
+function settings(context: SocketContext): SocketSettings {
+  return {
+    linger: 200,
+    maxMessageSize: 1 << 20,
+    reconnectMin: 20,
+    reconnectMax: 200,
+    heartbeatInterval: 1000,
+    heartbeatTimeout: 1000,
+    heartbeatTimeToLive: 0,
+    handshakeInterval: 2000,
+    sendQueue: 1000,
+    context,
+  }
+}
+
+/** What a dial was told, in order. */
+function recorder(): { log: string[]; events: DialEvents } {
+  const log: string[] = []
+  return {
+    log,
+    events: {
+      message: (parts) => log.push(`message ${parts.map((p) => p.toString()).join('|')}`),
+      connected: () => log.push('connected'),
+      dropped: () => log.push('dropped'),
+      unreachable: () => log.push('unreachable'),
+      failed: (failure) => log.push(`failed ${failure.code}`),
+      error: (error) => log.push(`error ${String(error)}`),
+    },
+  }
+}
+
+/** A listener that answers each message with `echo <it>`. */
+async function echo(context: SocketContext, address = 'tcp://127.0.0.1:*'): Promise<{ socket: zmq.Router; address: string }> {
+  const socket = new zmq.Router({ context: context.zmq, linger: 0 })
+  opened.push(socket)
+  await socket.bind(address)
+  void (async () => {
+    try {
+      for (;;) {
+        const [id, ...parts] = await socket.receive()
+        await socket.send([id!, `echo ${parts.map((p) => p.toString()).join('|')}`])
+      }
+    } catch {
+      // closed
+    }
+  })()
+  return { socket, address: socket.lastEndpoint! }
+}
+
+function make(): { dials: DialSockets; context: SocketContext } {
+  const context = SocketContext.take()
+  context.release()
+  const dials = new DialSockets(settings(context), () => true)
+  opened.push(dials)
+  return { dials, context }
+}
+
+describe('dialling from one ROUTER', () => {
+  it('dials to different addresses share one socket, each hears only its own replies, and the socket closes with its last dial', async () => {
+    const { dials, context } = make()
+    const listeners = await Promise.all([echo(context), echo(context), echo(context)])
+    const rec = listeners.map(() => recorder())
+    const ports = listeners.map((l, i) => dials.open(l.address, undefined, rec[i]!.events))
+    expect(dials.sockets).toBe(1)
+    ports.forEach((p, i) => void p.send([Buffer.from(`hello ${i}`)]))
+    await until(() => rec.every((r) => r.log.some((l) => l.startsWith('message'))), 5000, 'every echo')
+    rec.forEach((r, i) => expect(r.log.filter((l) => l.startsWith('message'))).toEqual([`message echo hello ${i}`]))
+    await until(() => ports.every((p) => p.connected), 5000, 'every handshake')
+    for (const p of ports) p.close()
+    expect(dials.sockets).toBe(0)
+    // A dial let go is gone: a send says so, and nothing more reaches it.
+    expect(await ports[0]!.send([Buffer.from('late')])).toBe('gone')
+  })
+
+  it('a second dial to an address dialled already, or let go a moment ago, gets a socket of its own', async () => {
+    const { dials, context } = make()
+    const listener = await echo(context)
+    const [a, b, c] = [recorder(), recorder(), recorder()]
+    const first = dials.open(listener.address, undefined, a.events)
+    const second = dials.open(listener.address, undefined, b.events)
+    expect(dials.sockets).toBe(2)
+    void first.send([Buffer.from('one')])
+    void second.send([Buffer.from('two')])
+    await until(() => a.log.includes('message echo one') && b.log.includes('message echo two'), 5000, 'both echoes')
+    expect(a.log).not.toContain('message echo two')
+    expect(b.log).not.toContain('message echo one')
+    second.close()
+    expect(dials.sockets).toBe(1)
+    // Let go a moment ago, on a socket still open (another dial holds it): a monitor event of the old dial must not reach
+    // the new one, so the new one goes to a socket of its own. (A socket whose last dial ends closes, events and all.)
+    const other = await echo(context)
+    const keep = dials.open(other.address, undefined, recorder().events)
+    expect(dials.sockets).toBe(1)
+    first.close()
+    const third = dials.open(listener.address, undefined, c.events)
+    expect(dials.sockets).toBe(2)
+    void third.send([Buffer.from('three')])
+    await until(() => c.log.includes('message echo three'), 5000, 'the third echo')
+    third.close()
+    keep.close()
+    expect(dials.sockets).toBe(0)
+  })
+
+  it('a dropped connection arrives after everything it delivered, and the next connection serves the same dial', async () => {
+    const { dials, context } = make()
+    const listener = await echo(context)
+    const r = recorder()
+    const port = dials.open(listener.address, undefined, r.events)
+    for (let i = 0; i < 3; i++) void port.send([Buffer.from(`m${i}`)])
+    await until(() => r.log.filter((l) => l.startsWith('message')).length === 3, 5000, 'three echoes')
+    // The listener goes away and comes back on the same address: libzmq reconnects the dial by itself.
+    listener.socket.close()
+    await until(() => r.log.includes('dropped'), 5000, 'the drop')
+    // In order with the data; the handshake comes from the monitor, which races the data, so it is checked on its own.
+    await until(() => r.log.includes('connected'), 5000, 'the first handshake')
+    expect(r.log.filter((l) => l !== 'unreachable' && l !== 'connected')).toEqual([
+      'message echo m0',
+      'message echo m1',
+      'message echo m2',
+      'dropped',
+    ])
+    expect(port.connected).toBe(false)
+    await within(rebind(context, listener.address), 5000, 'the rebind')
+    void port.send([Buffer.from('again')])
+    await until(() => r.log.includes('message echo again'), 5000, 'the echo on the new connection')
+    await until(() => port.connected, 5000, 'the second handshake')
+    expect(r.log.filter((l) => l === 'connected')).toHaveLength(2)
+    port.close()
+  })
+
+  it('a handshake that fails on one dial is told to that dial alone; the others on the socket go on', async () => {
+    const { dials, context } = make()
+    const good = await echo(context)
+    const http = await notZeromq()
+    const [g, h] = [recorder(), recorder()]
+    const ok = dials.open(good.address, undefined, g.events)
+    const bad = dials.open(`tcp://127.0.0.1:${(http.address() as { port: number }).port}`, undefined, h.events)
+    expect(dials.sockets).toBe(1)
+    await until(() => h.log.some((l) => l.startsWith('failed')), 5000, 'the failure')
+    expect(h.log.find((l) => l.startsWith('failed'))).toBe('failed HANDSHAKE')
+    expect(g.log.some((l) => l.startsWith('failed'))).toBe(false)
+    void ok.send([Buffer.from('still')])
+    await until(() => g.log.includes('message echo still'), 5000, 'the good dial echoed')
+    expect(await bad.send([Buffer.from('x')])).not.toBe('sent')
+    bad.close()
+    ok.close()
+  })
+
+  it('sets each dial’s options without a process warning', async () => {
+    const { dials, context } = make()
+    const warnings: string[] = []
+    const listen = (w: Error): void => void warnings.push(w.message)
+    process.on('warning', listen)
+    try {
+      const listeners = await Promise.all([echo(context), echo(context)])
+      const ports = listeners.map((l) => dials.open(l.address, undefined, recorder().events))
+      await until(() => ports.every((p) => p.connected), 5000, 'both handshakes')
+      const seen = deferred()
+      setImmediate(seen.resolve)
+      await seen.promise
+      for (const p of ports) p.close()
+    } finally {
+      process.off('warning', listen)
+    }
+    expect(warnings).toEqual([])
+  })
+
+  it('a dial that cannot be made leaves no socket open, and a closed set dials no more', async () => {
+    const { dials } = make()
+    expect(() => dials.open('tcp://no port here', undefined, recorder().events)).toThrow()
+    expect(dials.sockets).toBe(0)
+    dials.close()
+    expect(() => dials.open('tcp://127.0.0.1:1', undefined, recorder().events)).toThrow(/closed/)
+    const context = SocketContext.take()
+    context.release()
+    const none = new DialSockets(settings(context), () => false)
+    expect(() => none.open('tcp://127.0.0.1:1', undefined, recorder().events)).toThrow(/file descriptors/)
+    expect(none.sockets).toBe(0)
+  })
+})
+
+/** Bind a fresh echo listener on `address` once libzmq lets the old one's port go. */
+async function rebind(context: SocketContext, address: string): Promise<zmq.Router> {
+  for (let tries = 0; ; tries++) {
+    try {
+      return (await echo(context, address)).socket
+    } catch (error) {
+      if (tries >= 50) throw error
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  }
+}
+
+/** A TCP server that answers anything with HTTP, as a dial to a wrong port might meet. */
+async function notZeromq(): Promise<Server> {
+  const server = createServer((socket) => {
+    socket.on('error', () => {})
+    socket.end('HTTP/1.1 400 Bad Request\r\n\r\n')
+  })
+  opened.push(server)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return server
+}
