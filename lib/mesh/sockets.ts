@@ -73,8 +73,9 @@ export type HandshakeFailure = {
  * up to {@link MAX_CONTEXTS} a process, each node in the one that holds the
  * fewest. libzmq tears a closed socket down in its context's reaper thread,
  * and each socket's teardown walks every inproc endpoint of the context
- * (ctx.cpp, unregister_endpoints), one per socket monitor, so every dial adds
- * one. With twenty nodes' dials in one context, closing them all kept the
+ * (ctx.cpp, unregister_endpoints), one per socket monitor, so every dial
+ * added one while each dial had a DEALER and a monitor of its own (now each
+ * dialling socket adds one, see DialSockets). With twenty nodes' dials in one context, closing them all kept the
  * reaper busy long enough for a ZMTP heartbeat to fall due on a connection
  * still being torn down whose peer had just reset it, and libzmq 4.3.5 then
  * aborts the process (the assertion !_io_error in stream_engine_base.cpp,
