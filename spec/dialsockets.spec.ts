@@ -162,6 +162,36 @@ describe('dialling from one ROUTER', () => {
     ok.close()
   })
 
+  it('a dial by host name still hears of its handshakes and failures after its first connection dropped', async () => {
+    // libzmq names a reconnection's events by the address it resolved, not the one given: such a dial has a socket of its own.
+    const { dials, context } = make()
+    const listener = await echo(context)
+    const port = listener.address.split(':').pop()!
+    const numeric = await echo(context)
+    const [r, n] = [recorder(), recorder()]
+    const byName = dials.open(`tcp://localhost:${port}`, undefined, r.events)
+    const byAddress = dials.open(numeric.address, undefined, n.events)
+    await until(() => byName.connected && byAddress.connected, 5000, 'both handshakes')
+    listener.socket.close()
+    await until(() => r.log.includes('dropped'), 5000, 'the drop')
+    // Something that is not ZeroMQ takes the port: the dial's next handshake fails, and it is told so.
+    const junk = await within(
+      retried(() => notZeromq(Number(port))),
+      5000,
+      'the junk server',
+    )
+    await until(() => r.log.includes('failed HANDSHAKE'), 5000, 'the failure after the drop')
+    expect(n.log.some((l) => l.startsWith('failed'))).toBe(false)
+    junk.close()
+    byName.close()
+    // A new dial (the dialler's next attempt) to the listener back on that port comes up.
+    await within(rebind(context, listener.address), 5000, 'the rebind')
+    const again = dials.open(`tcp://localhost:${port}`, undefined, recorder().events)
+    await until(() => again.connected, 5000, 'the new dial’s handshake')
+    again.close()
+    byAddress.close()
+  })
+
   it('sets each dial’s options without a process warning', async () => {
     const { dials, context } = make()
     const warnings: string[] = []
@@ -196,10 +226,13 @@ describe('dialling from one ROUTER', () => {
 })
 
 /** Bind a fresh echo listener on `address` once libzmq lets the old one's port go. */
-async function rebind(context: SocketContext, address: string): Promise<zmq.Router> {
+const rebind = async (context: SocketContext, address: string): Promise<zmq.Router> => (await retried(() => echo(context, address))).socket
+
+/** `bind` again, 50 times at most, 20 ms apart, while the port is still taken (libzmq lets a closed socket's port go in its own time). */
+async function retried<T>(bind: () => Promise<T>): Promise<T> {
   for (let tries = 0; ; tries++) {
     try {
-      return (await echo(context, address)).socket
+      return await bind()
     } catch (error) {
       if (tries >= 50) throw error
       await new Promise((resolve) => setTimeout(resolve, 20))
@@ -208,12 +241,15 @@ async function rebind(context: SocketContext, address: string): Promise<zmq.Rout
 }
 
 /** A TCP server that answers anything with HTTP, as a dial to a wrong port might meet. */
-async function notZeromq(): Promise<Server> {
+async function notZeromq(port = 0): Promise<Server> {
   const server = createServer((socket) => {
     socket.on('error', () => {})
     socket.end('HTTP/1.1 400 Bad Request\r\n\r\n')
   })
   opened.push(server)
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, '127.0.0.1', resolve)
+  })
   return server
 }

@@ -18,6 +18,7 @@
  * A peer can send either itself; the layer above treats that as the peer
  * hurting only its own connection.
  */
+import { isIPv4 } from 'node:net'
 import * as zmq from 'zeromq'
 import { readLimit } from './fds.js'
 
@@ -540,7 +541,8 @@ const MAX_RESTING = 256
  * second dial to an address this ROUTER dials already (a seed's dial by
  * address beside the member's own), or let go within ADDRESS_REST_MS, goes
  * to another ROUTER, made for it and closed when its last dial ends: the
- * monitor could not tell the two apart.
+ * monitor could not tell the two apart. So does a dial to an address the
+ * monitor does not always name as given (a host name: see namesItself).
  *
  * On an encrypted node, the peer's public key (CURVE_SERVERKEY) is set just
  * before each connect(), which copies the socket's options into the dial's
@@ -582,10 +584,11 @@ export class DialSockets {
     if (this.closed) throw new Error('the node is closed')
     if (this.settings.curve !== undefined && serverKey === undefined) throw new Error('an encrypted node dials a key')
     const now = performance.now()
-    let lane = this.lanes.find((l) => l.takes(address, now))
+    const shared = namesItself(address)
+    let lane = shared ? this.lanes.find((l) => l.takes(address, now)) : undefined
     if (lane === undefined) {
       if (!this.room(FDS_PER_DIAL_SOCKET)) throw new Error('too few file descriptors left for another dialling socket')
-      lane = new Lane(this.settings, (l) => this.emptied(l))
+      lane = new Lane(this.settings, shared, (l) => this.emptied(l))
       this.lanes.push(lane)
     }
     try {
@@ -615,10 +618,24 @@ export class DialSockets {
   }
 }
 
+/**
+ * Is `address` one the monitor names as it was given, always: TCP to an IPv4
+ * address written as libzmq writes it. libzmq names a dial's first
+ * connection's events by the address given to connect(), but its later
+ * ones by the address it resolved (`tcp://localhost:7000` becomes
+ * `tcp://127.0.0.1:7000` once the first connection has dropped), so a dial
+ * to any other address (a host name, IPv6, another transport) gets a
+ * dialling socket of its own, whose events are all that dial's.
+ */
+function namesItself(address: string): boolean {
+  const m = /^tcp:\/\/([0-9.]+):([1-9][0-9]{0,4})$/.exec(address)
+  return m !== null && isIPv4(m[1]!) && Number(m[2]) <= 65_535
+}
+
 /** Descriptors a dialling socket takes beside its dials': its mailbox and its monitor's pair. */
 export const FDS_PER_DIAL_SOCKET = 3
 
-/** One ROUTER of a node's dials. */
+/** One ROUTER of a node's dials: `shared` by dials to addresses that name themselves (namesItself), or one dial's alone. */
 class Lane {
   private readonly socket: zmq.Router
   /** Dials by routing id (latin1). */
@@ -631,6 +648,7 @@ class Lane {
 
   constructor(
     private readonly settings: SocketSettings,
+    private readonly shared: boolean,
     private readonly emptied: (lane: Lane) => void,
   ) {
     const s = settings
@@ -648,12 +666,10 @@ class Lane {
         const raw = socket as unknown as RawOptions
         raw.setInt32Option(ZMQ_ROUTER_NOTIFY, ZMQ_NOTIFY_DISCONNECT)
         raw.setInt32Option(ZMQ_RECONNECT_STOP, ZMQ_RECONNECT_STOP_HANDSHAKE_FAILED)
-        socket.events.on('handshake', (e) => this.byAddress.get(e.address)?.handshake())
-        watchHandshakes(socket, s.curve === undefined ? 'plaintext' : 'encrypted', (failure) =>
-          this.byAddress.get(failure.address)?.fail(failure),
-        )
+        socket.events.on('handshake', (e) => this.named(e.address)?.handshake())
+        watchHandshakes(socket, s.curve === undefined ? 'plaintext' : 'encrypted', (failure) => this.named(failure.address)?.fail(failure))
         // No connection yet, or none since the last dropped: libzmq tries again after its back-off.
-        socket.events.on('connect:retry', (e) => this.byAddress.get(e.address)?.unreachable())
+        socket.events.on('connect:retry', (e) => this.named(e.address)?.unreachable())
       } catch (error) {
         socket.close()
         throw error
@@ -663,9 +679,16 @@ class Lane {
     void this.loop()
   }
 
-  /** Can it dial `address` now: open, not dialling it, and not let go of it within ADDRESS_REST_MS? */
+  /** The dial a monitor event names: by its address on a shared socket; on a socket of one dial's, that dial whatever the name. */
+  private named(address: string): Dial | undefined {
+    if (this.shared) return this.byAddress.get(address)
+    for (const dial of this.byId.values()) return dial
+    return undefined
+  }
+
+  /** Can it dial `address` now: shared, open, not dialling it, and not let go of it within ADDRESS_REST_MS? */
   takes(address: string, now: number): boolean {
-    if (this.closed || this.byAddress.has(address)) return false
+    if (!this.shared || this.closed || this.byAddress.has(address)) return false
     const since = this.resting.get(address)
     if (since === undefined) return true
     if (now - since < ADDRESS_REST_MS) return false
