@@ -202,6 +202,25 @@ describe('dialling side, PROTOCOL.md 10.1', () => {
     expect(r.ports).toHaveLength(1)
   })
 
+  it('a refusal read before the monitor says the connection is up still says why when it does', () => {
+    // The handshake's event comes from the socket's monitor, which races the data: it must not wipe the refusal out.
+    const r = rig()
+    r.dialler.start(true)
+    r.port().connected = true
+    r.port().receive(stay('peer', 'elsewhere'))
+    const why = r.dialler.lastFailure
+    expect(why).toContain('not our network')
+    r.port().events.connected()
+    expect(r.dialler.lastFailure).toBe(why)
+    // A failure only to connect is over once connected.
+    const fresh = rig()
+    fresh.dialler.start(true)
+    fresh.port().events.unreachable('no connection')
+    expect(fresh.dialler.lastFailure).toContain('no connection')
+    fresh.port().events.connected()
+    expect(fresh.dialler.lastFailure).toBeUndefined()
+  })
+
   it.each([
     ['D5', 'WRONG_NAME', stay('someone-else')],
     ['D6', 'NETWORK_MISMATCH', stay('peer', 'elsewhere')],

@@ -206,7 +206,8 @@ export class Dialler {
         if (mine()) this.onMessage(parts)
       },
       connected: () => {
-        if (mine()) this.lastFailure = undefined
+        // A failure to connect is over; a refusal is not: it may have come on this connection before the monitor said it was up.
+        if (mine() && this.lastRefusal === undefined) this.lastFailure = undefined
       },
       dropped: () => {
         if (mine()) this.onDropped()
