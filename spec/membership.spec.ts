@@ -32,7 +32,7 @@ describe('membership', () => {
       expect(members.filter((m) => m.state === 'up')).toHaveLength(9)
       expect(members.every((m) => m.addresses.length === 1 && m.addresses[0]!.startsWith('tcp://127.0.0.1:'))).toBe(true)
     }
-    // One link a pair: one of each pair dialled (dialsFirst).
+    // One link a pair: whoever sorts first dialled.
     const links = nodes.flatMap((n) => n.links().filter((l) => l.direction === 'outbound'))
     expect(links).toHaveLength(45)
     expect(await nodes[0]!.request('m9', '$node.Ping', undefined)).toMatchObject({ name: 'm9' })

@@ -11,9 +11,8 @@
  * rounds that grows like log N.
  *
  * From the table it connects: to a member it has no link to, if that member
- * listens and either we do not or the pair's hash picks us (so two members
- * do not both dial, and each dials about half the others: dialsFirst), or
- * if the member has not come up after two rounds. A
+ * listens and either we do not or our name sorts first (so two members do
+ * not both dial), or if the member has not come up after two rounds. A
  * member that leaves says so (`$mesh.Leave`) before it parts, and the left
  * record spreads; one whose link goes down without that is suspect, and
  * gone once it has not come back within `suspectTimeout`, when our dial to it
@@ -544,8 +543,9 @@ export class Membership {
             break
           }
           const address = e.record.addresses[0]
-          // One member of the pair dials (dialsFirst), unless only one side listens, or the other has not dialled within two rounds.
-          const ours = !listening || dialsFirst(this.self.name, name) || now - e.since > 2 * gossipInterval
+          // The member that sorts first dials, unless only one side listens, or the other has not dialled within two rounds.
+          const ours =
+            !listening || Buffer.compare(Buffer.from(this.self.name), Buffer.from(name)) < 0 || now - e.since > 2 * gossipInterval
           // Bounds on what records make us dial: a few in flight and a round, one name an address, and none for a while after losing it.
           const allowed = dials < budget && now - e.lostAt >= HOLD_DOWN_ROUNDS * gossipInterval && !dialled.has(address ?? '')
           if (address !== undefined && ours && allowed && !this.host.dialling(name)) {
@@ -804,28 +804,4 @@ function pick<T>(items: readonly T[], n: number): T[] {
     ;[copy[i], copy[j]] = [copy[j]!, copy[i]!]
   }
   return copy.slice(0, n)
-}
-
-/**
- * Of two listening members, does `self` dial `other`? One of the pair, the
- * same seen from either side: the one with the lower name if a hash of the
- * pair (FNV-1a of both names, lower first, mixed) is even, else the other. Not
- * simply the lower name: then the member that sorts first dials every
- * other, and in a mesh of 100 it needed two rounds of dials (64 a round)
- * while the others, waiting two rounds for it, dialled it too; with the
- * hash each member dials about half the others.
- */
-export function dialsFirst(self: string, other: string): boolean {
-  const a = Buffer.from(self)
-  const b = Buffer.from(other)
-  const lower = Buffer.compare(a, b) < 0
-  let h = 0x811c9dc5
-  for (const byte of lower ? a : b) h = Math.imul(h ^ byte, 0x01000193)
-  h = Math.imul(h ^ 0, 0x01000193)
-  for (const byte of lower ? b : a) h = Math.imul(h ^ byte, 0x01000193)
-  // FNV's low bit is only the parity of the bytes' low bits: mixed first (MurmurHash3's finaliser), so every bit counts.
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b)
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35)
-  h ^= h >>> 16
-  return (h & 1) === 0 ? lower : !lower
 }
