@@ -88,7 +88,7 @@ describe('dialling from one ROUTER', () => {
     expect(await ports[0]!.send([Buffer.from('late')])).toBe('gone')
   })
 
-  it('a second dial to an address dialled already, or let go a moment ago, gets a socket of its own', async () => {
+  it('a second dial to an address dialled already, or dialled and let go, gets a socket of its own', async () => {
     const { dials, context } = make()
     const listener = await echo(context)
     const [a, b, c] = [recorder(), recorder(), recorder()]
@@ -102,8 +102,8 @@ describe('dialling from one ROUTER', () => {
     expect(b.log).not.toContain('message echo one')
     second.close()
     expect(dials.sockets).toBe(1)
-    // Let go a moment ago, on a socket still open (another dial holds it): a monitor event of the old dial must not reach
-    // the new one, so the new one goes to a socket of its own. (A socket whose last dial ends closes, events and all.)
+    // Let go, on a socket still open (another dial holds it): a monitor event of the old dial, read however late, must not
+    // reach the new one, so the new one goes to a socket of its own. (A socket whose last dial ends closes, events and all.)
     const other = await echo(context)
     const keep = dials.open(other.address, undefined, recorder().events)
     expect(dials.sockets).toBe(1)
@@ -190,6 +190,85 @@ describe('dialling from one ROUTER', () => {
     await until(() => again.connected, 5000, 'the new dial’s handshake')
     again.close()
     byAddress.close()
+  })
+
+  it('a dial whose handlers throw stops nothing for the other dials on its socket', async () => {
+    const { dials, context } = make()
+    const [one, two] = await Promise.all([echo(context), echo(context)])
+    const thrown: string[] = []
+    const faulty: DialEvents = {
+      ...recorder().events,
+      message: () => {
+        throw new Error('a handler bug')
+      },
+      error: (error) => {
+        thrown.push(String(error))
+        throw new Error('and its report too')
+      },
+    }
+    const bad = dials.open(one.address, undefined, faulty)
+    const good = recorder()
+    const ok = dials.open(two.address, undefined, good.events)
+    expect(dials.sockets).toBe(1)
+    void bad.send([Buffer.from('x')])
+    await until(() => thrown.length > 0, 5000, 'the handler’s throw')
+    void ok.send([Buffer.from('after')])
+    await until(() => good.log.includes('message echo after'), 5000, 'the other dial’s echo')
+    void bad.send([Buffer.from('y')])
+    await until(() => thrown.length > 1, 5000, 'the second throw, read all the same')
+    bad.close()
+    ok.close()
+  })
+
+  it('an encrypted socket dials each peer with that peer’s key: a wrong one fails that dial alone', async () => {
+    const own = zmq.curveKeyPair()
+    const keys = [zmq.curveKeyPair(), zmq.curveKeyPair(), zmq.curveKeyPair()]
+    const context = SocketContext.take()
+    context.release()
+    const dials = new DialSockets({ ...settings(context), curve: own }, () => true)
+    opened.push(dials)
+    // Listeners in a context of their own: no ZAP handler of ours decides for them.
+    const theirs = new zmq.Context()
+    const at = await Promise.all(
+      keys.map(async (k) => {
+        const socket = new zmq.Router({
+          context: theirs,
+          linger: 0,
+          curveServer: true,
+          curveSecretKey: k.secretKey,
+          curvePublicKey: k.publicKey,
+        })
+        opened.push(socket)
+        await socket.bind('tcp://127.0.0.1:*')
+        return socket.lastEndpoint!
+      }),
+    )
+    const [a, b, wrong] = [recorder(), recorder(), recorder()]
+    const pa = dials.open(at[0]!, keys[0]!.publicKey, a.events)
+    const pb = dials.open(at[1]!, keys[1]!.publicKey, b.events)
+    // The third listener dialled under the first's key: it cannot prove it holds that key's secret.
+    const pw = dials.open(at[2]!, keys[0]!.publicKey, wrong.events)
+    expect(dials.sockets).toBe(1)
+    await until(() => pa.connected && pb.connected, 5000, 'both right keys handshaking')
+    await until(() => wrong.log.some((l) => l.startsWith('failed')), 5000, 'the wrong key failing')
+    expect(a.log.concat(b.log).some((l) => l.startsWith('failed'))).toBe(false)
+    expect(pw.connected).toBe(false)
+    for (const p of [pa, pb, pw]) p.close()
+  })
+
+  it('a dial closed after its PART is let go as soon as the peer hangs up, not at the end of linger', async () => {
+    const context = SocketContext.take()
+    context.release()
+    const dials = new DialSockets({ ...settings(context), linger: 10_000 }, () => true)
+    opened.push(dials)
+    const listener = await echo(context)
+    const port = dials.open(listener.address, undefined, recorder().events)
+    await until(() => port.connected, 5000, 'the handshake')
+    void port.send([Buffer.from('PART')])
+    port.close(true)
+    expect(dials.sockets).toBe(1)
+    listener.socket.close()
+    await until(() => dials.sockets === 0, 3000, 'the dial let go when its peer hung up')
   })
 
   it('sets each dial’s options without a process warning', async () => {

@@ -1,10 +1,11 @@
 /**
- * The dialling side of one peer (PROTOCOL.md 10.1, rows D…): our DEALER to
- * its address, the JOIN handshake, and reconnection with back-off. Each STAY
+ * The dialling side of one peer (PROTOCOL.md 10.1, rows D…): our dial to
+ * its address (its "socket": one connect() on the node's dialling ROUTER,
+ * sockets.ts), the JOIN handshake, and reconnection with back-off. Each STAY
  * starts a new {@link Link} on the socket; the socket's connection dropping
- * (libzmq's in-order hiccup message) ends it. A socket serves one connection:
- * when it drops, or libzmq gives up on it (refused, handshake failed), the
- * dialler waits out its back-off and opens a new one.
+ * (libzmq's in-order notice) ends it. When libzmq gives up on the socket
+ * (handshake failed), or the link ends for a reason libzmq's own reconnecting
+ * cannot mend, the dialler waits out its back-off and opens a new one.
  *
  * It sees its host through {@link DialHost} only.
  */

@@ -41,7 +41,7 @@ const ZAP_ENDPOINT = 'inproc://zeromq.zap.01'
 export interface SocketSettings {
   linger: number
   maxMessageSize: number
-  /** libzmq's reconnection of a DEALER: first interval and cap of its exponential back-off, ms. */
+  /** libzmq's reconnection of a dial: first interval and cap of its exponential back-off, ms. */
   reconnectMin: number
   reconnectMax: number
   /** ZMTP heartbeats, run by libzmq's I/O thread even while JavaScript is busy: a PING every `heartbeatInterval` ms. */
@@ -133,13 +133,13 @@ const contexts: SocketContext[] = []
  * The sockets a process may need: every libzmq socket holds at least one
  * file descriptor (its mailbox), so the process's limit bounds them, and the
  * descriptor budget (fds.ts) refuses a dial before the context is full; at
- * most 65,536 (a limit above 65,472 descriptors lets a context fill first,
- * at about 21,800 dials in it, and a dial then fails `SOCKET` with libzmq's
- * EMFILE). (Three sockets a dial, for the four descriptors fds.ts counts,
- * was not enough: a dial not connected holds three of each.) libzmq's
- * default cap, 1023 a context, would stop a process at about 340 dials. A
- * context costs 12 bytes of memory a socket it may hold (about 280 KiB for
- * this machine's limit of 20,000 descriptors), allocated at once.
+ * most 65,536. A dial holds no socket of its own (DialSockets), but a dial
+ * to a host name, or a second one to an address, takes a dialling socket
+ * (three sockets with its monitor's pair), and when each dial had a DEALER
+ * and monitor, libzmq's default cap, 1023 a context, stopped a process at
+ * about 340 dials. A context costs 12 bytes of memory a socket it may hold
+ * (about 280 KiB for this machine's limit of 20,000 descriptors), allocated
+ * at once.
  */
 export const socketsFor = (fdLimit: number | undefined): number => Math.min(65_536, fdLimit === undefined ? 65_536 : fdLimit + 64)
 
@@ -486,7 +486,11 @@ export class RouterPort {
             else events.message(routingId, parts)
           } else events.message(routingId, parts)
         } catch (error) {
-          events.failed(error)
+          try {
+            events.failed(error)
+          } catch {
+            // What reports the failure threw as well (a listener of the node's): the loop goes on all the same.
+          }
         }
       }
     } catch (error) {
@@ -513,15 +517,14 @@ export interface DialEvents {
 }
 
 /**
- * Least time an address dialled and let go stays away from the socket it was
- * dialled from, ms. The monitor names a dial only by its address, and its
- * events come through a queue that JavaScript reads when it can, so one
- * about the dial that ended (a failed handshake) could otherwise be taken
- * for the next dial to that address; that dial goes to another socket.
+ * Addresses a dialling socket may have let go before it takes no new dial
+ * (and closes once its last dial has ended). An address let go never goes
+ * back to the socket it was dialled from: the monitor names a dial only by
+ * its address, and its events come through a queue JavaScript reads when it
+ * can, however late, so one about the dial that ended (its handshake, a
+ * failure) would otherwise be taken for the next dial to that address.
  */
-const ADDRESS_REST_MS = 1000
-/** Addresses at rest a socket remembers before it forgets those rested enough. */
-const MAX_RESTING = 256
+const MAX_LET_GO = 256
 
 /**
  * The sockets a node dials from: one ROUTER, on which each dialled address is
@@ -539,9 +542,9 @@ const MAX_RESTING = 256
  * could not be told apart. A completed handshake comes from the socket
  * monitor instead, by address, counted against the drops, as before. A
  * second dial to an address this ROUTER dials already (a seed's dial by
- * address beside the member's own), or let go within ADDRESS_REST_MS, goes
- * to another ROUTER, made for it and closed when its last dial ends: the
- * monitor could not tell the two apart. So does a dial to an address the
+ * address beside the member's own), or has dialled and let go (MAX_LET_GO),
+ * goes to another ROUTER, made for it and closed when its last dial ends:
+ * the monitor could not tell the two apart. So does a dial to an address the
  * monitor does not always name as given (a host name: see namesItself).
  *
  * On an encrypted node, the peer's public key (CURVE_SERVERKEY) is set just
@@ -583,9 +586,8 @@ export class DialSockets {
   open(address: string, serverKey: string | undefined, events: DialEvents): Dial {
     if (this.closed) throw new Error('the node is closed')
     if (this.settings.curve !== undefined && serverKey === undefined) throw new Error('an encrypted node dials a key')
-    const now = performance.now()
     const shared = namesItself(address)
-    let lane = shared ? this.lanes.find((l) => l.takes(address, now)) : undefined
+    let lane = shared ? this.lanes.find((l) => l.takes(address)) : undefined
     if (lane === undefined) {
       if (!this.room(FDS_PER_DIAL_SOCKET)) throw new Error('too few file descriptors left for another dialling socket')
       lane = new Lane(this.settings, shared, (l) => this.emptied(l))
@@ -642,8 +644,8 @@ class Lane {
   private readonly byId = new Map<string, Dial>()
   /** Dials by address, as the monitor names them. */
   private readonly byAddress = new Map<string, Dial>()
-  /** Addresses let go, and when (performance.now()): see ADDRESS_REST_MS. */
-  private readonly resting = new Map<string, number>()
+  /** Addresses let go (see MAX_LET_GO). */
+  private readonly letGo = new Set<string>()
   private closed = false
 
   constructor(
@@ -666,10 +668,17 @@ class Lane {
         const raw = socket as unknown as RawOptions
         raw.setInt32Option(ZMQ_ROUTER_NOTIFY, ZMQ_NOTIFY_DISCONNECT)
         raw.setInt32Option(ZMQ_RECONNECT_STOP, ZMQ_RECONNECT_STOP_HANDSHAKE_FAILED)
-        socket.events.on('handshake', (e) => this.named(e.address)?.handshake())
-        watchHandshakes(socket, s.curve === undefined ? 'plaintext' : 'encrypted', (failure) => this.named(failure.address)?.fail(failure))
+        // A throw out of a listener would end zeromq.js's monitor loop for every dial on the socket.
+        const tell = (address: string, what: (dial: Dial) => void): void => {
+          const dial = this.named(address)
+          if (dial !== undefined) guarded(dial, () => what(dial))
+        }
+        socket.events.on('handshake', (e) => tell(e.address, (dial) => dial.handshake()))
+        watchHandshakes(socket, s.curve === undefined ? 'plaintext' : 'encrypted', (failure) =>
+          tell(failure.address, (dial) => dial.fail(failure)),
+        )
         // No connection yet, or none since the last dropped: libzmq tries again after its back-off.
-        socket.events.on('connect:retry', (e) => this.named(e.address)?.unreachable())
+        socket.events.on('connect:retry', (e) => tell(e.address, (dial) => dial.unreachable()))
       } catch (error) {
         socket.close()
         throw error
@@ -686,14 +695,9 @@ class Lane {
     return undefined
   }
 
-  /** Can it dial `address` now: shared, open, not dialling it, and not let go of it within ADDRESS_REST_MS? */
-  takes(address: string, now: number): boolean {
-    if (!this.shared || this.closed || this.byAddress.has(address)) return false
-    const since = this.resting.get(address)
-    if (since === undefined) return true
-    if (now - since < ADDRESS_REST_MS) return false
-    this.resting.delete(address)
-    return true
+  /** Can it dial `address` now: shared, open, not dialling it, never having let it go, and not full of addresses let go? */
+  takes(address: string): boolean {
+    return this.shared && !this.closed && !this.byAddress.has(address) && !this.letGo.has(address) && this.letGo.size < MAX_LET_GO
   }
 
   get idle(): boolean {
@@ -727,10 +731,7 @@ class Lane {
     if (this.byId.get(id) !== dial) return
     this.byId.delete(id)
     if (this.byAddress.get(dial.address) === dial) this.byAddress.delete(dial.address)
-    const now = performance.now()
-    this.resting.set(dial.address, now)
-    if (this.resting.size > MAX_RESTING)
-      for (const [address, since] of this.resting) if (now - since >= ADDRESS_REST_MS) this.resting.delete(address)
+    if (this.shared) this.letGo.add(dial.address)
     try {
       this.socket.disconnect(dial.address)
     } catch {
@@ -752,11 +753,14 @@ class Lane {
       for (;;) {
         const parts = await socket.receive()
         const dial = this.byId.get(parts.shift()!.toString('latin1'))
-        // A dial let go: what its session still delivered is dropped.
-        if (dial !== undefined) dial.receive(parts)
+        // A dial let go: what its session still delivered is dropped. Nothing one dial's handlers throw ends the loop.
+        if (dial !== undefined) guarded(dial, () => dial.receive(parts))
       }
     } catch (error) {
-      if (!this.closed) for (const dial of [...this.byId.values()]) dial.events.error(error)
+      if (this.closed) return
+      // The socket failed: every dial on it is told, and it takes no more (each dialler dials again on a fresh one).
+      this.closed = true
+      for (const dial of [...this.byId.values()]) guarded(dial, () => dial.events.error(error))
     }
   }
 }
@@ -801,7 +805,8 @@ export class Dial {
     if (!deliver || this.linger === 0) return this.lane.end(this)
     const timer = setTimeout(() => this.shut(), this.linger)
     this.closing = (parts) => {
-      if (!leaving(parts)) return
+      // The peer's own farewell, or its hanging up (it read our PART): nothing more to wait for.
+      if (!leaving(parts) && !(parts.length === 1 && parts[0]!.length === 0)) return
       clearTimeout(timer)
       this.shut()
     }
@@ -815,18 +820,14 @@ export class Dial {
     this.lane.end(this)
   }
 
-  /** A message for this dial, from the socket's receive loop. */
+  /** A message for this dial, from the socket's receive loop (which catches what its handlers throw). */
   receive(parts: Buffer[]): void {
     // Closing (see close()): what still comes is read and dropped, until the dial is let go.
     if (this.closed) return this.closing?.(parts)
-    try {
-      if (parts.length === 1 && parts[0]!.length === 0) {
-        this.drops++
-        this.events.dropped()
-      } else this.events.message(parts)
-    } catch (error) {
-      this.events.error(error)
-    }
+    if (parts.length === 1 && parts[0]!.length === 0) {
+      this.drops++
+      this.events.dropped()
+    } else this.events.message(parts)
   }
 
   handshake(): void {
@@ -856,6 +857,19 @@ function interruptible<T>(make: () => T): T {
       return make()
     } catch (error) {
       if ((error as { code?: unknown }).code !== 'EINTR' || tries >= 10) throw error
+    }
+  }
+}
+
+/** Run `what` for `dial`; what it throws goes to the dial's error handler, and what that throws is dropped: one dial's handlers cannot stop a socket's loops. */
+function guarded(dial: Dial, what: () => void): void {
+  try {
+    what()
+  } catch (error) {
+    try {
+      dial.events.error(error)
+    } catch {
+      // Its error handler threw as well (a listener of the node's): reported as far as it can be.
     }
   }
 }
@@ -906,7 +920,7 @@ function common(s: SocketSettings): Partial<zmq.Router> & { context: zmq.Context
 /**
  * What a failed handshake means, from the monitor's event: said as a user
  * would need to hear it. `dial`: whether this side dials encrypted, for a
- * DEALER (a ROUTER's failures are its peers').
+ * dialling socket (a listening ROUTER's failures are its peers').
  */
 function watchHandshakes(
   socket: zmq.Socket,
