@@ -119,6 +119,22 @@ describe('membership dial pacing', () => {
     random.mockRestore()
   })
 
+  it('waits three rounds for a member whose turn it is to dial (its name sorts first) before dialling it itself', () => {
+    const clock = manualClock()
+    const dialled: string[] = []
+    const m = new Membership(host(clock, dialled), options)
+    // "A" sorts before "a" (bytewise): its turn.
+    m.receiver().Exchange({ records: [{ ...recordsOf(1)[0]!, name: 'A' }], want: [] }, { from: 'x' })
+    m.start()
+    clock.fire()
+    // The rounds at 1, 2 and 3 s: not yet (two rounds would have dialled at 3 s).
+    clock.advance(3 * options.gossipInterval + 100)
+    expect(dialled).toEqual([])
+    clock.advance(options.gossipInterval)
+    expect(dialled).toEqual(['A'])
+    void m.leave()
+  })
+
   it('makes at most 64 new dials between two rounds, however fast they come up', () => {
     const { clock, dialled, up, m } = started(200)
     // Every dial comes up 10 ms after it is made, until the round's 64 are spent.
