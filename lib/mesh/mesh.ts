@@ -29,13 +29,13 @@ import { MAX_BYTES } from './outbox.js'
 import { Acceptor, type AcceptHost, type JoinVerifier } from './accept.js'
 import { Admission } from './admission.js'
 import { Dialler, handshakeError, type DialHost, type DialPort, type DialState } from './dial.js'
-import { FDS_PER_CONNECTION, FDS_PER_DIAL, fdBudget } from './fds.js'
+import { FDS_PER_CONNECTION, fdBudget } from './fds.js'
 import { Link, type LinkOptions } from './link.js'
 import { PeerTable, type DownReason } from './peers.js'
 
 export type { DownReason } from './peers.js'
 import { Liveness, type LivenessHost } from './liveness.js'
-import { DialSockets, RouterPort, SocketContext, type DialEvents, type Delivery, type SocketSettings } from './sockets.js'
+import { DialSockets, NoRoom, RouterPort, SocketContext, type DialEvents, type Delivery, type SocketSettings } from './sockets.js'
 
 /** What a PART AUTH says, from either side: the key this link was admitted under is refused now (PROTOCOL.md 11, A13, A18). */
 const REVOKED = 'your key is no longer authorised here'
@@ -540,10 +540,12 @@ export class Mesh {
       clock: this.clock,
       timing: this.options,
       open: (address: string, peer: string, events: DialEvents): DialPort => {
-        if (!this.fds.take(FDS_PER_DIAL)) {
+        try {
+          return this.dials.open(address, this.identity === undefined ? undefined : peer, events)
+        } catch (error) {
+          if (!(error instanceof NoRoom)) throw error
           throw new BilateralError('SOCKET', `cannot dial ${address}: too few file descriptors left (${this.fds.describe()})`, { peer })
         }
-        return this.dials.open(address, this.identity === undefined ? undefined : peer, events)
       },
       join: (peer: string | undefined, challenge: Uint8Array | undefined): Uint8Array | undefined =>
         this.identity?.pending() !== undefined

@@ -20,7 +20,7 @@
  */
 import { isIPv4 } from 'node:net'
 import * as zmq from 'zeromq'
-import { readLimit } from './fds.js'
+import { FDS_PER_DIAL, readLimit } from './fds.js'
 
 /** libzmq's draft options and flags this adapter uses (zmq_draft.h, libzmq 4.3.5). */
 const ZMQ_ROUTER_NOTIFY = 97
@@ -32,6 +32,9 @@ const ZMQ_DISCONNECT_MSG = 111
 
 /** The message libzmq delivers in place of a closed connection: `0xc1`, a byte msgpack never uses, so no frame is ever this. */
 export const GONE = Buffer.from([0xc1])
+
+/** Is this the dialling ROUTER's notice that a dial's connection dropped (one empty part)? */
+const isDropNotice = (parts: readonly Buffer[]): boolean => parts.length === 1 && parts[0]!.length === 0
 
 /** Is this message {@link GONE}? */
 const isGone = (parts: readonly Buffer[]): boolean => parts.length === 1 && parts[0]!.length === 1 && parts[0]![0] === GONE[0]
@@ -385,11 +388,7 @@ export class RouterPort {
   deliver(routingId: Buffer, parts: Uint8Array[]): Promise<Delivery> {
     const socket = this.socket
     if (socket === undefined || this.closed) return Promise.resolve('gone')
-    try {
-      return socket.send([routingId, ...parts]).then(sent, delivery)
-    } catch (error) {
-      return Promise.resolve(delivery(error))
-    }
+    return sendTo(socket, routingId, parts)
   }
 
   /**
@@ -556,7 +555,7 @@ export class DialSockets {
   private closed = false
   private dials = 0
 
-  /** `room(fds)`: may a new socket take that many more descriptors (fds.ts)? */
+  /** `room(fds)`: may a new dial take that many more descriptors (fds.ts)? */
   constructor(
     private readonly settings: SocketSettings,
     private readonly room: (fds: number) => boolean,
@@ -588,8 +587,9 @@ export class DialSockets {
     if (this.settings.curve !== undefined && serverKey === undefined) throw new Error('an encrypted node dials a key')
     const shared = namesItself(address)
     let lane = shared ? this.lanes.find((l) => l.takes(address)) : undefined
+    // The dial's descriptor, and a new socket's if it needs one: one check of the budget.
+    if (!this.room(FDS_PER_DIAL + (lane === undefined ? FDS_PER_DIAL_SOCKET : 0))) throw new NoRoom()
     if (lane === undefined) {
-      if (!this.room(FDS_PER_DIAL_SOCKET)) throw new Error('too few file descriptors left for another dialling socket')
       lane = new Lane(this.settings, shared, (l) => this.emptied(l))
       this.lanes.push(lane)
     }
@@ -614,8 +614,9 @@ export class DialSockets {
 
   /** A socket's last dial ended: it closes (a node that dials no one holds no socket, and lets the process exit). */
   private emptied(lane: Lane): void {
-    if (!lane.idle || !this.lanes.includes(lane)) return
-    this.lanes.splice(this.lanes.indexOf(lane), 1)
+    const at = this.lanes.indexOf(lane)
+    if (!lane.idle || at < 0) return
+    this.lanes.splice(at, 1)
     lane.close()
   }
 }
@@ -635,7 +636,14 @@ function namesItself(address: string): boolean {
 }
 
 /** Descriptors a dialling socket takes beside its dials': its mailbox and its monitor's pair. */
-export const FDS_PER_DIAL_SOCKET = 3
+const FDS_PER_DIAL_SOCKET = 3
+
+/** A dial refused by the descriptor budget (fds.ts): too few descriptors are left for it. */
+export class NoRoom extends Error {
+  constructor() {
+    super('too few file descriptors left')
+  }
+}
 
 /** One ROUTER of a node's dials: `shared` by dials to addresses that name themselves (namesItself), or one dial's alone. */
 class Lane {
@@ -718,11 +726,7 @@ class Lane {
   }
 
   send(routingId: Buffer, parts: Uint8Array[]): Promise<Delivery> {
-    try {
-      return this.socket.send([routingId, ...parts]).then(sent, delivery)
-    } catch (error) {
-      return Promise.resolve(delivery(error))
-    }
+    return sendTo(this.socket, routingId, parts)
   }
 
   /** Let `dial` go: its session ends now, and nothing queued for it is sent. */
@@ -806,7 +810,7 @@ export class Dial {
     const timer = setTimeout(() => this.shut(), this.linger)
     this.closing = (parts) => {
       // The peer's own farewell, or its hanging up (it read our PART): nothing more to wait for.
-      if (!leaving(parts) && !(parts.length === 1 && parts[0]!.length === 0)) return
+      if (!leaving(parts) && !isDropNotice(parts)) return
       clearTimeout(timer)
       this.shut()
     }
@@ -824,7 +828,7 @@ export class Dial {
   receive(parts: Buffer[]): void {
     // Closing (see close()): what still comes is read and dropped, until the dial is let go.
     if (this.closed) return this.closing?.(parts)
-    if (parts.length === 1 && parts[0]!.length === 0) {
+    if (isDropNotice(parts)) {
       this.drops++
       this.events.dropped()
     } else this.events.message(parts)
@@ -962,5 +966,14 @@ function watchHandshakes(
 }
 
 const sent = (): Delivery => 'sent'
+/** Send `parts` to the connection behind `routingId` on a ROUTER (ROUTER_MANDATORY). */
+function sendTo(socket: zmq.Router, routingId: Buffer, parts: Uint8Array[]): Promise<Delivery> {
+  try {
+    return socket.send([routingId, ...parts]).then(sent, delivery)
+  } catch (error) {
+    return Promise.resolve(delivery(error))
+  }
+}
+
 /** EHOSTUNREACH means the connection is gone; anything else (a full queue, EAGAIN) is 'full'. */
 const delivery = (error: unknown): Delivery => ((error as { code?: unknown } | undefined)?.code === 'EHOSTUNREACH' ? 'gone' : 'full')
