@@ -46,6 +46,7 @@ import {
   type MemberRecord,
 } from './records.js'
 import type { Parting } from '../mesh/mesh.js'
+import { compareUtf8 } from '../utf8-order.js'
 import { Seeds, type Resolver, type SeedHost } from './seeds.js'
 
 /** Most `$mesh` Sync and Exchange calls taken from one peer a second, with the default gossipInterval (see callsPerSecond). */
@@ -553,10 +554,7 @@ export class Membership {
           }
           const address = e.record.addresses[0]
           // The member that sorts first dials, unless only one side listens, or the other has not dialled in time.
-          const ours =
-            !listening ||
-            Buffer.compare(Buffer.from(this.self.name), Buffer.from(name)) < 0 ||
-            now - e.since > DIAL_FALLBACK_ROUNDS * gossipInterval
+          const ours = !listening || compareUtf8(this.self.name, name) < 0 || now - e.since > DIAL_FALLBACK_ROUNDS * gossipInterval
           // Bounds on what records make us dial: a few in flight and a round, one name an address, and none for a while after losing it.
           const allowed = dials < budget && now - e.lostAt >= HOLD_DOWN_ROUNDS * gossipInterval && !dialled.has(address ?? '')
           if (address !== undefined && ours && allowed && !this.host.dialling(name)) {

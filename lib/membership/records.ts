@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto'
 import { encode } from '@msgpack/msgpack'
 import { BilateralError } from '../errors.js'
 import { MAX_NAME_BYTES } from '../wire/frames.js'
+import { compareUtf8 } from '../utf8-order.js'
 
 /** One member, as gossip carries it (PROTOCOL.md 20). */
 export interface MemberRecord {
@@ -163,7 +164,7 @@ export function checkDigest(value: unknown): DigestEntry[] {
  * tables have equal hashes, whichever member computes them.
  */
 export function hashOf(digest: readonly DigestEntry[]): string {
-  const sorted = [...digest].sort((a, b) => Buffer.compare(Buffer.from(a[0]), Buffer.from(b[0])))
+  const sorted = [...digest].sort((a, b) => compareUtf8(a[0], b[0]))
   return createHash('sha256').update(encode(sorted)).digest('base64').slice(0, 22)
 }
 

@@ -18,6 +18,7 @@
  */
 import type { DialState } from './dial.js'
 import type { Link } from './link.js'
+import { compareUtf8 } from '../utf8-order.js'
 
 /** What the table asks of a dialler. */
 export interface DialControl {
@@ -78,11 +79,8 @@ export interface Peer<D extends DialControl> {
 
 export class PeerTable<D extends DialControl> {
   private readonly peers = new Map<string, Peer<D>>()
-  private readonly ourName: Buffer
 
-  constructor(private readonly host: PeerTableHost) {
-    this.ourName = Buffer.from(host.name)
-  }
+  constructor(private readonly host: PeerTableHost) {}
 
   get size(): number {
     return this.peers.size
@@ -185,6 +183,6 @@ export class PeerTable<D extends DialControl> {
 
   /** Does the link we dial win over the one `name` dials? */
   weDialFirst(name: string): boolean {
-    return Buffer.compare(this.ourName, Buffer.from(name)) < 0
+    return compareUtf8(this.host.name, name) < 0
   }
 }
