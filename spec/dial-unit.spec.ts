@@ -153,14 +153,43 @@ describe('dialling side, PROTOCOL.md 10.1', () => {
     expect(broken.ports).toHaveLength(0)
   })
 
-  it('D3: the join timer re-sends JOIN every joinInterval, but only while connected', () => {
+  it('D3: the join timer re-sends JOIN only while connected, after joinInterval, then 2× and 4× it, then every 4×', () => {
     const r = rig()
     r.dialler.start(true)
     r.clock.advance(JOIN_INTERVAL * 3)
     expect(r.port().types()).toEqual([FrameType.JOIN])
     r.port().connected = true
-    r.clock.advance(JOIN_INTERVAL * 2)
+    const joins = () =>
+      r
+        .port()
+        .types()
+        .filter((t) => t === FrameType.JOIN).length
+    // The timer's next turn, at 4 J: a re-send; then 2 J later, 4 J later, and 4 J again.
+    r.clock.advance(JOIN_INTERVAL)
+    expect(joins()).toBe(2)
+    r.clock.advance(2 * JOIN_INTERVAL - 1)
+    expect(joins()).toBe(2)
+    r.clock.advance(1)
+    expect(joins()).toBe(3)
+    r.clock.advance(4 * JOIN_INTERVAL - 1)
+    expect(joins()).toBe(3)
+    r.clock.advance(1)
+    expect(joins()).toBe(4)
+    r.clock.advance(4 * JOIN_INTERVAL)
+    expect(joins()).toBe(5)
+  })
+
+  it('D3: a fresh JOIN (the connection dropped and came back) starts the re-sends over at joinInterval', () => {
+    const r = rig()
+    r.dialler.start(true)
+    r.port().connected = true
+    r.clock.advance(JOIN_INTERVAL + 2 * JOIN_INTERVAL)
     expect(r.port().types()).toEqual([FrameType.JOIN, FrameType.JOIN, FrameType.JOIN])
+    // D30: the drop notice; the JOIN queues for the next connection, and goes again joinInterval after it, not 4 J.
+    r.port().events.dropped()
+    expect(r.port().types()).toHaveLength(4)
+    r.clock.advance(JOIN_INTERVAL)
+    expect(r.port().types()).toHaveLength(5)
   })
 
   it('D4: a STAY with our network and name makes the link, up; join timer stopped; last-heard and last-TICK are now', () => {

@@ -16,6 +16,9 @@ import { FrameType, Part, REFUSALS, TOCK, encodePart, isData, type DataFrame, ty
 import { Link } from './link.js'
 import type { DialEvents, Delivery, HandshakeFailure } from './sockets.js'
 
+/** Times the wait between two JOINs on one connection doubles: joinInterval, 2×, then 4× from then on (D3). */
+const JOIN_BACKOFF_DOUBLINGS = 2
+
 /**
  * `joining`: sending JOIN on an open socket until STAY. `backoff`: waiting to
  * open a new socket. `active`: our link serves the peer. `standby`: another
@@ -87,6 +90,8 @@ export class Dialler {
   private challenge: Uint8Array | undefined
   /** A JOIN was sent on this socket (and may still be queued). */
   private joinQueued = false
+  /** JOINs sent again on this connection since the last fresh one: each waits twice as long as the one before, up to a cap. */
+  private joinResends = 0
   private timer: unknown
   private attempt = 0
   /** While joining: when our last JOIN on this socket was refused (0: none was), so a new challenge does not skip the back-off. */
@@ -385,16 +390,24 @@ export class Dialler {
   }
 
   /**
-   * Send JOIN, then again every `joinInterval` until answered (D1, D3). The
+   * Send JOIN, then again until answered (D1, D3): after `joinInterval`,
+   * then twice and four times as long, and every four from then on. The
    * first one queues until the connection is up; re-sends go out only while
    * connected, so an unreachable peer does not get a burst of stale JOINs.
+   * A JOIN on TCP is not lost: a re-send is for a listener that dropped one
+   * (section 13), and one that is only slow to answer (a mesh forming, its
+   * event loop behind) gets fewer, not one more each interval.
    */
   private sendJoin(): void {
     if (this.state !== 'joining') return
-    this.setTimer(this.host.timing.joinInterval, () => this.sendJoin())
-    if (this.joinQueued && this.port?.connected !== true) return
-    const join = this.host.join(this.name, this.challenge)
-    if (join === undefined) return // No proof yet: joinNow() sends it when there is one.
+    const again = this.joinQueued
+    if (!again) this.joinResends = 0
+    // No proof yet: undefined, and joinNow() sends it when there is one.
+    const join = again && this.port?.connected !== true ? undefined : this.host.join(this.name, this.challenge)
+    if (join !== undefined && again) this.joinResends++
+    const wait = this.host.timing.joinInterval * 2 ** Math.min(this.joinResends, JOIN_BACKOFF_DOUBLINGS)
+    this.setTimer(wait, () => this.sendJoin())
+    if (join === undefined) return
     this.joinQueued = true
     void this.port?.send([join])
   }
