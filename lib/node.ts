@@ -340,7 +340,8 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
         isUp: (name) => this.mesh.linkTo(name) !== undefined,
         upNames: () => this.mesh.activeNames(),
         request: (peer, method, args, options) => this.request(peer, method, args, options),
-        cast: (to, method, args) => this.cast(to, method, args),
+        // Not the public cast(): the news that we leave goes out after close() has begun, when that refuses.
+        cast: (to, method, args) => this.castNow(to, method, args),
         offers: () => [...this.registry.announced],
         admits: (name) => this.admitsMember(name),
         event: (kind, member) => {
@@ -457,10 +458,12 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     for (;;) {
       try {
         const endpoint = await this.mesh.listen(address)
+        // close() began meanwhile: the socket closes with the node, and the caller is not handed an address that is going.
+        if (this.closing !== undefined) throw closedError()
         this.endpoints.push(endpoint)
         return endpoint
       } catch (error) {
-        if (this.closed) throw closedError()
+        if (this.closing !== undefined) throw closedError()
         const inUse = (error as { code?: unknown }).code === 'EADDRINUSE'
         if (!inUse || performance.now() >= giveUp || this.closed) {
           throw new BilateralError('BIND_FAILED', `cannot listen on ${address}: ${(error as Error).message}`, { cause: error })
@@ -973,6 +976,15 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    */
   async cast(to: readonly string[] | MemberSelector = [], method: string, args?: unknown, options: CastOptions = {}): Promise<string[]> {
     this.assertOpen()
+    return this.castNow(to, method, args, options)
+  }
+
+  private async castNow(
+    to: readonly string[] | MemberSelector,
+    method: string,
+    args?: unknown,
+    options: CastOptions = {},
+  ): Promise<string[]> {
     checkOptions(options, CAST_OPTIONS, 'cast()')
     this.checkMethod(method)
     to = this.addressed(to, method)
@@ -1307,8 +1319,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     if (size > limit) throw new BilateralError('TOO_LARGE', `the method name is ${size} bytes, more than ${limit}`)
   }
 
+  /** Once close() has begun, nothing new starts: a member node tells its peers it leaves before it is closed, and meanwhile refuses too. */
   private assertOpen(): void {
-    if (this.closed) throw closedError()
+    if (this.closed || this.closing !== undefined) throw closedError()
   }
 }
 

@@ -70,6 +70,21 @@ describe('membership', () => {
     expect(b.peers().filter((p) => p.name === 'c' && p.state !== 'down')).toEqual([])
   })
 
+  it('once close() has begun, a member refuses new work while it tells its peers it leaves, and they still hear it', async () => {
+    const a = member('a', [])
+    const b = member('b', [await a.listen('tcp://127.0.0.1:*')])
+    await b.listen('tcp://127.0.0.1:*')
+    await until(() => a.activeConnections().length === 1 && b.activeConnections().length === 1, 10_000, 'a and b linked')
+    const closing = a.close()
+    // Before, listen() here bound, and resolved with an address of a node being closed; connect() dialled.
+    await expect(a.listen('tcp://127.0.0.1:*')).rejects.toMatchObject({ code: 'CLOSED' })
+    expect(() => a.connect('c', 'tcp://127.0.0.1:1')).toThrow(expect.objectContaining({ code: 'CLOSED' }))
+    await expect(a.call(['b'], '$node.Ping')).rejects.toMatchObject({ code: 'CLOSED' })
+    await expect(a.cast(['b'], '$node.Ping')).rejects.toMatchObject({ code: 'CLOSED' })
+    await closing
+    await until(() => stateOf(b, 'a') === 'left', 2000, 'a left, as a told b')
+  })
+
   it('a member killed with SIGKILL is gone from every view within 2 × peerTimeout; its restart (a later incarnation) replaces its record', async () => {
     const a = member('a', [])
     const seed = await a.listen('tcp://127.0.0.1:*')
