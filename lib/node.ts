@@ -568,7 +568,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * with `INVALID_ARGUMENT` on an encrypted node, which dials by key.
    */
   dial(address: string, options: WaitOptions = {}): Promise<string> {
-    if (this.closed) return Promise.reject(closedError())
+    if (this.closed || this.closing !== undefined) return Promise.reject(closedError())
     let timeout: number
     try {
       checkEndpoint(address)

@@ -79,6 +79,8 @@ describe('membership', () => {
     // Before, listen() here bound, and resolved with an address of a node being closed; connect() dialled.
     await expect(a.listen('tcp://127.0.0.1:*')).rejects.toMatchObject({ code: 'CLOSED' })
     expect(() => a.connect('c', 'tcp://127.0.0.1:1')).toThrow(expect.objectContaining({ code: 'CLOSED' }))
+    await expect(a.dial('tcp://127.0.0.1:1')).rejects.toMatchObject({ code: 'CLOSED' })
+    expect(a.peers().map((p) => p.name)).toEqual(['b'])
     await expect(a.call(['b'], '$node.Ping')).rejects.toMatchObject({ code: 'CLOSED' })
     await expect(a.cast(['b'], '$node.Ping')).rejects.toMatchObject({ code: 'CLOSED' })
     await closing

@@ -121,8 +121,8 @@ export class Dialler {
   }
 
   /**
-   * Open a fresh socket and join now, then every `joinInterval` until
-   * answered (D1). If no socket can be made (out of file descriptors, say),
+   * Open a fresh socket and join now, then again at the pace of sendJoin
+   * until answered (D1). If no socket can be made (out of file descriptors, say),
    * the first attempt throws to `connect()`; later ones report and back off.
    */
   start(first = false): void {
