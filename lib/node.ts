@@ -465,7 +465,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
       } catch (error) {
         if (this.closing !== undefined) throw closedError()
         const inUse = (error as { code?: unknown }).code === 'EADDRINUSE'
-        if (!inUse || performance.now() >= giveUp || this.closed) {
+        if (!inUse || performance.now() >= giveUp) {
           throw new BilateralError('BIND_FAILED', `cannot listen on ${address}: ${(error as Error).message}`, { cause: error })
         }
         await new Promise((resolve) => setTimeout(resolve, 20))
@@ -568,7 +568,7 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
    * with `INVALID_ARGUMENT` on an encrypted node, which dials by key.
    */
   dial(address: string, options: WaitOptions = {}): Promise<string> {
-    if (this.closed || this.closing !== undefined) return Promise.reject(closedError())
+    if (this.closing !== undefined) return Promise.reject(closedError())
     let timeout: number
     try {
       checkEndpoint(address)
@@ -1319,9 +1319,9 @@ export class Bilateral extends EventEmitter<BilateralEvents> {
     if (size > limit) throw new BilateralError('TOO_LARGE', `the method name is ${size} bytes, more than ${limit}`)
   }
 
-  /** Once close() has begun, nothing new starts: a member node tells its peers it leaves before it is closed, and meanwhile refuses too. */
+  /** Once close() has begun (closed follows), nothing new starts: a member node tells its peers it leaves before it is closed, and meanwhile refuses too. */
   private assertOpen(): void {
-    if (this.closed || this.closing !== undefined) throw closedError()
+    if (this.closing !== undefined) throw closedError()
   }
 }
 

@@ -717,7 +717,7 @@ class Lane {
     // zeromq.js warns (process.emitWarning) of every option set on a socket with endpoints, though these two are read at connect().
     quietly(() => {
       if (serverKey !== undefined) socket.curveServerKey = serverKey
-      uninterrupted(() => socket.connect(address, { routingId: id }))
+      interruptible(() => socket.connect(address, { routingId: id }))
     })
     const dial = new Dial(address, Buffer.from(id, 'latin1'), this, events, this.settings.linger)
     this.byId.set(id, dial)
@@ -737,7 +737,7 @@ class Lane {
     if (this.byAddress.get(dial.address) === dial) this.byAddress.delete(dial.address)
     if (this.shared) this.letGo.add(dial.address)
     try {
-      uninterrupted(() => this.socket.disconnect(dial.address))
+      interruptible(() => this.socket.disconnect(dial.address))
     } catch {
       // Its session ended already (a failed handshake stops it): nothing to let go.
     }
@@ -850,17 +850,23 @@ export class Dial {
 
 // --- shared ------------------------------------------------------------------
 
+/** Most times a call interrupted by a signal is made again: each try is a fresh chance, so a few always do. */
+const INTERRUPTED_TRIES = 100
+
 /**
- * Make a socket, again if a signal interrupted a system call on the way
- * (EINTR: seen from socket monitors under a profiler's SIGPROF). `make`
- * closes what it made before it throws.
+ * Run `f`, again if a signal (a child process's SIGCHLD, a profiler's
+ * SIGPROF) interrupted a system call in it with EINTR: making a socket or
+ * its monitor, or a connect or disconnect, which libzmq fails so when the
+ * signal comes as they first read the socket's mailbox, before they do
+ * anything (zeromq.js tries bind, unbind, send and receive again itself,
+ * not these). What `f` made before it threw, it closes.
  */
-function interruptible<T>(make: () => T): T {
-  for (let tries = 0; ; tries++) {
+function interruptible<T>(f: () => T): T {
+  for (let tries = 1; ; tries++) {
     try {
-      return make()
+      return f()
     } catch (error) {
-      if ((error as { code?: unknown }).code !== 'EINTR' || tries >= 10) throw error
+      if ((error as { code?: unknown } | undefined)?.code !== 'EINTR' || tries >= INTERRUPTED_TRIES) throw error
     }
   }
 }
@@ -890,26 +896,6 @@ function quietly(set: () => void): void {
     set()
   } finally {
     process.emitWarning = warn
-  }
-}
-
-/** Most times a call interrupted by a signal is made again: each try is a fresh chance, so a few always do. */
-const INTERRUPTED_TRIES = 100
-
-/**
- * Run `f`, again if a signal interrupted it. libzmq's connect and disconnect
- * first read the socket's mailbox, and a signal arriving then (SIGCHLD of a
- * child process, a profiler's SIGPROF) fails them with EINTR before they do
- * anything; zeromq.js tries bind, unbind, send and receive again itself, but
- * not these two, so a dial would fail for nothing.
- */
-export function uninterrupted<T>(f: () => T): T {
-  for (let tries = 1; ; tries++) {
-    try {
-      return f()
-    } catch (error) {
-      if ((error as { code?: unknown } | undefined)?.code !== 'EINTR' || tries >= INTERRUPTED_TRIES) throw error
-    }
   }
 }
 
