@@ -84,7 +84,7 @@ export interface BilateralOptions {
    * reason TIMEOUT, ms. Default 60000. At least `peerTimeout`.
    */
   stallTimeout?: number
-  /** Wait before re-sending JOIN to a dialled peer that does not answer, ms; each further re-send on one connection waits twice as long, up to 4 ×. Default 1000. */
+  /** Wait before re-sending JOIN to a dialled peer that does not answer, ms (longer while this node's JOINs take longer to be answered, up to joinTimeout / 4); each further re-send on one connection waits twice as long, up to 4 ×. Default 1000. */
   joinInterval?: number
   /** First back-off after a refused join or a lost peer (also ZeroMQ's reconnect interval), ms. Default 100. */
   reconnectMin?: number

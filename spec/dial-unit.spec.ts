@@ -10,6 +10,7 @@ import { encode } from '@msgpack/msgpack'
 import { describe, expect, it } from 'vitest'
 import { manualClock } from './manual-clock.js'
 import { Dialler, type DialHost, type DialPort } from '../lib/mesh/dial.js'
+import { JoinPace } from '../lib/mesh/join-pace.js'
 import { Link } from '../lib/mesh/link.js'
 import type { DialEvents } from '../lib/mesh/sockets.js'
 import { Codec } from '../lib/wire/codec.js'
@@ -28,6 +29,7 @@ import {
 } from '../lib/wire/frames.js'
 
 const JOIN_INTERVAL = 200
+const JOIN_TIMEOUT = 5000
 const RECONNECT_MIN = 100
 const RECONNECT_MAX = 1000
 const NETWORK = 'unit'
@@ -61,8 +63,8 @@ class FakePort implements DialPort {
 type Event = [string, ...unknown[]]
 
 /** A dialler of `peer` at `address` with a host that records, its sockets fake. */
-function rig(options: { named?: boolean; served?: boolean } = {}) {
-  const clock = manualClock()
+function rig(options: { named?: boolean; served?: boolean; clock?: ReturnType<typeof manualClock>; pace?: JoinPace } = {}) {
+  const clock = options.clock ?? manualClock()
   const ports: FakePort[] = []
   const events: Event[] = []
   const joins: { target: string | undefined; challenge: Uint8Array | undefined }[] = []
@@ -70,6 +72,7 @@ function rig(options: { named?: boolean; served?: boolean } = {}) {
   const host: DialHost = {
     clock,
     timing: { joinInterval: JOIN_INTERVAL, reconnectMin: RECONNECT_MIN, reconnectMax: RECONNECT_MAX },
+    pace: options.pace ?? new JoinPace({ joinInterval: JOIN_INTERVAL, joinTimeout: JOIN_TIMEOUT }),
     open(_address, _peer, portEvents) {
       if (state.openFails) throw new Error('EMFILE: too many open files')
       const port = new FakePort(portEvents)
@@ -190,6 +193,78 @@ describe('dialling side, PROTOCOL.md 10.1', () => {
     expect(r.port().types()).toHaveLength(4)
     r.clock.advance(JOIN_INTERVAL)
     expect(r.port().types()).toHaveLength(5)
+  })
+
+  it('D3: while STAYs take this node longer than joinInterval, a dialler waits that long (mean + 4 deviations) before its first re-send', () => {
+    const clock = manualClock()
+    const pace = new JoinPace({ joinInterval: JOIN_INTERVAL, joinTimeout: JOIN_TIMEOUT })
+    // One dial of this node's answered 400 ms after its JOIN was queued (a busy listener): 400 + 4 × 200 = 1,200 ms.
+    const first = rig({ clock, pace })
+    first.dialler.start(true)
+    first.port().connected = true
+    clock.advance(400)
+    first.port().receive(stay())
+    expect(first.dialler.state).toBe('active')
+    expect(pace.wait(0)).toBe(1200)
+    // Another dial: no re-send at joinInterval, one at 1,200 ms, then 2× and 4× that.
+    const second = rig({ clock, pace })
+    second.dialler.start(true)
+    second.port().connected = true
+    const joins = () =>
+      second
+        .port()
+        .types()
+        .filter((t) => t === FrameType.JOIN).length
+    clock.advance(1199)
+    expect(joins()).toBe(1)
+    clock.advance(1)
+    expect(joins()).toBe(2)
+    clock.advance(2 * 1200)
+    expect(joins()).toBe(3)
+    clock.advance(4 * 1200)
+    expect(joins()).toBe(4)
+  })
+
+  it('D3: the time STAYs take counts for at most joinTimeout / 4, so a slow listener still gets re-sends before its deadline', () => {
+    const pace = new JoinPace({ joinInterval: JOIN_INTERVAL, joinTimeout: JOIN_TIMEOUT })
+    const r = rig({ pace })
+    r.dialler.start(true)
+    r.port().connected = true
+    r.clock.advance(4000)
+    r.port().receive(stay())
+    const again = rig({ clock: r.clock, pace })
+    again.dialler.start(true)
+    again.port().connected = true
+    r.clock.advance(JOIN_TIMEOUT / 4 - 1)
+    expect(again.port().types()).toEqual([FrameType.JOIN])
+    r.clock.advance(1)
+    expect(again.port().types()).toEqual([FrameType.JOIN, FrameType.JOIN])
+  })
+
+  it('D3: STAYs that are quick again bring the first re-send back to joinInterval; a STAY after re-sends times the fresh JOIN', () => {
+    const pace = new JoinPace({ joinInterval: JOIN_INTERVAL, joinTimeout: JOIN_TIMEOUT })
+    pace.answered(1000)
+    expect(pace.wait(0)).toBe(JOIN_TIMEOUT / 4)
+    let answers = 0
+    while (pace.wait(0) > JOIN_INTERVAL && answers < 100) {
+      pace.answered(5)
+      answers++
+    }
+    // The mean moves an eighth of the way each answer and the deviation a quarter: back within about thirty quick answers.
+    expect(answers).toBeGreaterThan(3)
+    expect(answers).toBeLessThan(40)
+    expect(pace.wait(0)).toBe(JOIN_INTERVAL)
+    expect(pace.wait(1)).toBe(2 * JOIN_INTERVAL)
+    expect(pace.wait(5)).toBe(4 * JOIN_INTERVAL)
+    // A dialler whose JOIN was re-sent (at 200 ms): its STAY at 300 ms is timed from the fresh JOIN, 300 + 4 × 150 ms.
+    const fresh = new JoinPace({ joinInterval: JOIN_INTERVAL, joinTimeout: JOIN_TIMEOUT })
+    const r = rig({ pace: fresh })
+    r.dialler.start(true)
+    r.port().connected = true
+    r.clock.advance(300)
+    expect(r.port().types()).toEqual([FrameType.JOIN, FrameType.JOIN])
+    r.port().receive(stay())
+    expect(fresh.wait(0)).toBe(900)
   })
 
   it('D4: a STAY with our network and name makes the link, up; join timer stopped; last-heard and last-TICK are now', () => {

@@ -13,11 +13,9 @@ import type { Clock } from '../clock.js'
 import { BilateralError, clip, type ErrorCode } from '../errors.js'
 import { Codec, CodecError, isPart } from '../wire/codec.js'
 import { FrameType, Part, REFUSALS, TOCK, encodePart, isData, type DataFrame, type Frame, type Stay } from '../wire/frames.js'
+import type { JoinPace } from './join-pace.js'
 import { Link } from './link.js'
 import type { DialEvents, Delivery, HandshakeFailure } from './sockets.js'
-
-/** Times the wait between two JOINs on one connection doubles: joinInterval, 2×, then 4× from then on (D3). */
-const JOIN_BACKOFF_DOUBLINGS = 2
 
 /**
  * `joining`: sending JOIN on an open socket until STAY. `backoff`: waiting to
@@ -38,6 +36,8 @@ export interface DialPort {
 export interface DialHost {
   readonly clock: Clock
   readonly timing: { readonly joinInterval: number; readonly reconnectMin: number; readonly reconnectMax: number }
+  /** The node's pace of JOINs (join-pace.ts): how long to wait before sending one again, from how long STAYs take. */
+  readonly pace: Pick<JoinPace, 'wait' | 'answered'>
   /** A new socket to `address` (throws if none can be made). */
   open(address: string, peer: string, events: DialEvents): DialPort
   /**
@@ -92,6 +92,8 @@ export class Dialler {
   private joinQueued = false
   /** JOINs sent again on this connection since the last fresh one: each waits twice as long as the one before, up to a cap. */
   private joinResends = 0
+  /** When the last fresh JOIN was queued (clock ms), until a STAY answers it: how long STAYs take (join-pace.ts). */
+  private freshJoinAt: number | undefined
   private timer: unknown
   private attempt = 0
   /** While joining: when our last JOIN on this socket was refused (0: none was), so a new challenge does not skip the back-off. */
@@ -314,6 +316,8 @@ export class Dialler {
     this.streak = undefined
     // D11: the first TICK is due pingInterval after the STAY (the link was heard then).
     link.lastTick = link.lastHeard
+    if (this.freshJoinAt !== undefined) this.host.pace.answered(link.lastHeard - this.freshJoinAt)
+    this.freshJoinAt = undefined
     this.host.up(this, link)
   }
 
@@ -391,12 +395,13 @@ export class Dialler {
 
   /**
    * Send JOIN, then again until answered (D1, D3): after `joinInterval`,
-   * then twice and four times as long, and every four from then on. The
-   * first one queues until the connection is up; re-sends go out only while
+   * or longer while this node's STAYs are taking longer (join-pace.ts), then
+   * twice and four times that, and every four from then on. The first one
+   * queues until the connection is up; re-sends go out only while
    * connected, so an unreachable peer does not get a burst of stale JOINs.
    * A JOIN on TCP is not lost: a re-send is for a listener that dropped one
    * (section 13), and one that is only slow to answer (a mesh forming, its
-   * event loop behind) gets fewer, not one more each interval.
+   * event loop behind) gets few, not one more each interval.
    */
   private sendJoin(): void {
     if (this.state !== 'joining') return
@@ -405,8 +410,8 @@ export class Dialler {
     // No proof yet: undefined, and joinNow() sends it when there is one.
     const join = again && this.port?.connected !== true ? undefined : this.host.join(this.name, this.challenge)
     if (join !== undefined && again) this.joinResends++
-    const wait = this.host.timing.joinInterval * 2 ** Math.min(this.joinResends, JOIN_BACKOFF_DOUBLINGS)
-    this.setTimer(wait, () => this.sendJoin())
+    if (join !== undefined && !again) this.freshJoinAt = this.host.clock.now()
+    this.setTimer(this.host.pace.wait(this.joinResends), () => this.sendJoin())
     if (join === undefined) return
     this.joinQueued = true
     void this.port?.send([join])

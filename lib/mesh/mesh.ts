@@ -30,6 +30,7 @@ import { Acceptor, type AcceptHost, type JoinVerifier } from './accept.js'
 import { Admission } from './admission.js'
 import { Dialler, handshakeError, type DialHost, type DialPort, type DialState } from './dial.js'
 import { FDS_PER_CONNECTION, fdBudget } from './fds.js'
+import { JoinPace } from './join-pace.js'
 import { Link, type LinkOptions } from './link.js'
 import { PeerTable, type DownReason } from './peers.js'
 
@@ -539,6 +540,7 @@ export class Mesh {
     return {
       clock: this.clock,
       timing: this.options,
+      pace: new JoinPace(this.options),
       open: (address: string, peer: string, events: DialEvents): DialPort => {
         try {
           return this.dials.open(address, this.identity === undefined ? undefined : peer, events)
