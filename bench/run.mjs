@@ -398,9 +398,44 @@ const MEMBER_TIMINGS = TINY
  * A mesh that forms itself: `total` members in `processes` processes, each
  * seeded with the first; how long until every member sees every other up,
  * the gossip bytes (bodies of $mesh calls) a member sends and receives a
- * second at rest, and how long until every member drops one SIGKILLed.
+ * second at rest, and how long until every member drops one SIGKILLed. Each
+ * round is a new mesh in new processes; the rows are the medians of the
+ * rounds, and the slowest round's convergence is a row of its own, since a
+ * target met by the median alone is not met reliably.
  */
 async function members(total, processes) {
+  const samples = []
+  for (let round = 0; round < ROUNDS; round++) samples.push(await membersRound(total, processes))
+  const pick = (field) => median(samples.map((s) => s[field]))
+  const label = `${total} members (${processes} processes), one seed each`
+  const { peerTimeout } = MEMBER_TIMINGS
+  record(`${label}: every member sees every other up`, 'seconds', 's', { bilateral: pick('converged'), better: 'lower' })
+  record(`${label}: the slowest of ${ROUNDS} round(s) to converge`, 'seconds', 's', {
+    bilateral: Math.max(...samples.map((s) => s.converged)),
+    better: 'lower',
+  })
+  record(`${label}: CPU time of all processes to converge`, 'CPU-seconds', 's', { bilateral: pick('formingCpu'), better: 'lower' })
+  record(`${label}: resident memory a member adds (${total - 1} links, its table)`, 'KiB', 'KiB', {
+    bilateral: pick('rss'),
+    better: 'lower',
+  })
+  record(`${label}: of it, live (heap in use and native)`, 'KiB', 'KiB', { bilateral: pick('live'), better: 'lower' })
+  record(`${label}: gossip at rest, $mesh bytes a member sends and receives a second`, 'B/s', 'B/s', {
+    bilateral: pick('restRate'),
+    better: 'lower',
+  })
+  record(`${label}: CPU at rest a member costs (all its process's threads)`, 'ms/s', 'ms/s', {
+    bilateral: 1000 * pick('restCpu'),
+    better: 'lower',
+  })
+  record(`${label}: a SIGKILLed member dropped by all (peerTimeout ${peerTimeout} ms)`, 'seconds', 's', {
+    bilateral: pick('dropSeconds'),
+    better: 'lower',
+  })
+}
+
+/** One round of members(): a new mesh in new processes, measured, then ended. */
+async function membersRound(total, processes) {
   const hosts = Array.from({ length: processes }, () => spawnServer(['--expose-gc']))
   const victim = spawnServer()
   const per = Math.ceil((total - 2) / processes)
@@ -440,26 +475,7 @@ async function members(total, processes) {
   const dropped = await Promise.all(hosts.map((h) => h.rpc('membersDropped', { name: 'victim-0' })))
   const dropSeconds = (Math.max(...dropped.map((d) => d.at)) - killed) / 1000
   for (const h of hosts) h.child.send({ command: 'exit' })
-  const label = `${total} members (${processes} processes), one seed each`
-  record(`${label}: every member sees every other up`, 'seconds', 's', { bilateral: converged, better: 'lower' })
-  record(`${label}: CPU time of all processes to converge`, 'CPU-seconds', 's', { bilateral: formingCpu, better: 'lower' })
-  record(`${label}: resident memory a member adds (${total - 1} links, its table)`, 'KiB', 'KiB', {
-    bilateral: perMember('rss'),
-    better: 'lower',
-  })
-  record(`${label}: of it, live (heap in use and native)`, 'KiB', 'KiB', { bilateral: perMember('live'), better: 'lower' })
-  record(`${label}: gossip at rest, $mesh bytes a member sends and receives a second`, 'B/s', 'B/s', {
-    bilateral: restRate,
-    better: 'lower',
-  })
-  record(`${label}: CPU at rest a member costs (all its process's threads)`, 'ms/s', 'ms/s', {
-    bilateral: 1000 * restCpu,
-    better: 'lower',
-  })
-  record(`${label}: a SIGKILLed member dropped by all (peerTimeout ${timings.peerTimeout} ms)`, 'seconds', 's', {
-    bilateral: dropSeconds,
-    better: 'lower',
-  })
+  return { converged, formingCpu, rss: perMember('rss'), live: perMember('live'), restRate, restCpu, dropSeconds }
 }
 
 /**
