@@ -231,3 +231,56 @@ describe('membership dial pacing', () => {
     void m.leave()
   })
 })
+
+describe('membership news', () => {
+  afterEach(() => void vi.restoreAllMocks())
+
+  /** A member linked to p and q, at rest: rounds every 1,000 ms (jitter taken out), the first at 1,000. */
+  function atRest() {
+    vi.spyOn(Math, 'random').mockReturnValue(0.5)
+    const clock = manualClock()
+    const asked: string[] = []
+    const m = new Membership(host(clock, [], new Set(['p', 'q']), asked), options)
+    m.start()
+    clock.fire()
+    clock.advance(2000)
+    return { clock, asked, m }
+  }
+  /** A record new to the table, as an exchange brings it. */
+  const newRecord = (name: string) => ({ name, addresses: ['tcp://127.0.0.1:9'], incarnation: 1, version: 0, status: 0 })
+
+  it('at rest, only the rounds compare tables: two peers a round', () => {
+    const { clock, asked, m } = atRest()
+    const before = asked.length
+    clock.advance(999)
+    expect(asked.length).toBe(before)
+    clock.advance(1)
+    expect(asked.length).toBe(before + 2)
+    void m.leave()
+  })
+
+  it('a change is passed on at once, then compared once more a quarter of a round after the table last changed', () => {
+    const { clock, asked, m } = atRest()
+    const before = asked.length
+    // 100 ms after the round at 3,000: the news goes out at once (50 ms since the last spread has passed).
+    clock.advance(100)
+    m.receiver().Exchange({ records: [newRecord('c')], want: [] }, { from: 'p' })
+    clock.advance(0)
+    expect(asked.length).toBe(before + 2)
+    // Another change 200 ms later: news again, and the settling comparison moves on with it.
+    clock.advance(200)
+    m.receiver().Exchange({ records: [newRecord('d')], want: [] }, { from: 'p' })
+    clock.advance(0)
+    expect(asked.length).toBe(before + 4)
+    // 250 ms after the last change (not after the first): once, then nothing until the round at 4,000.
+    clock.advance(249)
+    expect(asked.length).toBe(before + 4)
+    clock.advance(1)
+    expect(asked.length).toBe(before + 6)
+    clock.advance(449)
+    expect(asked.length).toBe(before + 6)
+    clock.advance(1)
+    expect(asked.length).toBe(before + 8)
+    void m.leave()
+  })
+})

@@ -82,6 +82,17 @@ const HOLD_DOWN_ROUNDS = 5
 const CONNECT_PERIODS = 5
 /** Least time between two spreads of news outside the rounds, ms. */
 const EAGER_SPACING = 50
+/**
+ * The part of a round a changed table must then stay still before it is
+ * compared once more, not only at the next round. News reaches a member
+ * only over its links, and the member that sorts first dials nearly every
+ * other, so while news flows it has few links up; what it missed waited for
+ * its next round. 50 members in 3 processes took over 0.8 s to converge in
+ * 16 of 50 rounds (median 0.63 s, slowest 1.19), and in 1 of 50 with this
+ * (0.62 s, 0.91): two Sync calls a member each time its table settles, none
+ * at rest.
+ */
+const SETTLE_PART = 1 / 4
 /** Longest close() waits for the news that we leave to be handed over, ms. */
 const LEAVE_WAIT = 250
 
@@ -189,6 +200,8 @@ export class Membership {
   /** The pending spread of news, and when the last one ran (clock ms). */
   private eager: unknown
   private lastEager = -Infinity
+  /** The pending comparison once the table has settled (SETTLE_PART). */
+  private settle: unknown
   /** The pending pass that refills dials freed by links coming up, and the new dials since the last round. */
   private refill: unknown
   private roundDials = 0
@@ -251,6 +264,7 @@ export class Membership {
     this.seeds.stop()
     this.host.clock.clearTimer(this.timer)
     if (this.eager !== undefined) this.host.clock.clearTimer(this.eager)
+    if (this.settle !== undefined) this.host.clock.clearTimer(this.settle)
     if (this.refill !== undefined) this.host.clock.clearTimer(this.refill)
     const to = this.host.upNames().filter((name) => !this.plain.has(name))
     if (to.length === 0) return
@@ -339,7 +353,9 @@ export class Membership {
   /**
    * A few `Sync` and `Exchange` calls a second from one peer: what an
    * honest member can make (two a spread, a spread each round and each
-   * time news comes, at most every EAGER_SPACING ms), with room to spare,
+   * time news comes, at most every EAGER_SPACING ms; a settling spread
+   * follows a quarter of a round without news, in which news could have
+   * made four or more, so it adds none to that bound), with room to spare,
    * and at least {@link MAX_CALLS_PER_SECOND}. Beyond, OVERLOADED, so a peer
    * flooding them costs us a map lookup each, not a digest or a merge.
    */
@@ -407,9 +423,9 @@ export class Membership {
 
   /**
    * Dials in flight allowed now: {@link MAX_DIALS_IN_FLIGHT}, fewer the later
-   * the last round ran (a process whose event loop is behind opens no more
-   * sockets than it can serve: links time out while it is late, and are
-   * dialled again), at least one.
+   * the last round or settling pass ran (a process whose event loop is
+   * behind opens no more sockets than it can serve: links time out while it
+   * is late, and are dialled again), at least one.
    */
   private inFlightBudget(): number {
     const behind = this.late / this.options.gossipInterval
@@ -474,13 +490,33 @@ export class Membership {
    * round trips and a table at rest costs nothing more.
    */
   private news(): void {
-    if (this.eager !== undefined || this.stopped) return
+    if (this.stopped) return
+    this.settleLater()
+    if (this.eager !== undefined) return
     const wait = Math.max(0, this.lastEager + EAGER_SPACING - this.host.clock.now())
     this.eager = this.host.clock.setTimer(() => {
       this.eager = undefined
       if (this.stopped) return
       this.lastEager = this.host.clock.now()
       this.spread(this.lastEager)
+    }, wait)
+  }
+
+  /**
+   * Compare tables once more when ours has not changed for SETTLE_PART of a
+   * round: each change moves it on. How late it runs counts as a round's
+   * lateness does, so a process behind dials no faster for it.
+   */
+  private settleLater(): void {
+    if (this.settle !== undefined) this.host.clock.clearTimer(this.settle)
+    const wait = this.options.gossipInterval * SETTLE_PART
+    const due = this.host.clock.now() + wait
+    this.settle = this.host.clock.setTimer(() => {
+      this.settle = undefined
+      if (this.stopped) return
+      const now = this.host.clock.now()
+      this.late = Math.max(0, now - due)
+      this.spread(now)
     }, wait)
   }
 
