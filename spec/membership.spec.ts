@@ -221,7 +221,7 @@ describe('membership', () => {
     expect(a.members().length).toBeLessThanOrEqual(1025)
   })
 
-  it('options are checked: seeds are endpoints, advertise needs seeds, and encrypted nodes are told it is not there yet', () => {
+  it('options are checked: seeds are endpoints, advertise needs seeds, and a node without seeds says membership is off', () => {
     expect(() => new Bilateral({ network: 'n', name: 'x', seeds: ['127.0.0.1:7000'] })).toThrow(/seeds must be an array/)
     expect(() => new Bilateral({ network: 'n', name: 'x', advertise: ['tcp://h:1'] })).toThrow(/give seeds too/)
     expect(() => new Bilateral({ network: 'n', name: 'x' }).members()).toThrow(/membership is off/)
