@@ -125,6 +125,11 @@ function rig(options: { named?: boolean; served?: boolean; clock?: ReturnType<ty
     of,
     joins,
     state,
+    /** The socket's connection completes its handshake. */
+    connect(): void {
+      port().connected = true
+      port().events.connected()
+    },
     /** Start, connect the socket, and have the JOIN answered with STAY: ACTIVE. */
     active(): FakePort {
       dialler.start(true)
@@ -201,7 +206,7 @@ describe('dialling side, PROTOCOL.md 10.1', () => {
     // One dial of this node's answered 400 ms after its JOIN was queued (a busy listener): 400 + 4 × 200 = 1,200 ms.
     const first = rig({ clock, pace })
     first.dialler.start(true)
-    first.port().connected = true
+    first.connect()
     clock.advance(400)
     first.port().receive(stay())
     expect(first.dialler.state).toBe('active')
@@ -209,7 +214,7 @@ describe('dialling side, PROTOCOL.md 10.1', () => {
     // Another dial: no re-send at joinInterval, one at 1,200 ms, then 2× and 4× that.
     const second = rig({ clock, pace })
     second.dialler.start(true)
-    second.port().connected = true
+    second.connect()
     const joins = () =>
       second
         .port()
@@ -229,12 +234,12 @@ describe('dialling side, PROTOCOL.md 10.1', () => {
     const pace = new JoinPace({ joinInterval: JOIN_INTERVAL, joinTimeout: JOIN_TIMEOUT })
     const r = rig({ pace })
     r.dialler.start(true)
-    r.port().connected = true
+    r.connect()
     r.clock.advance(4000)
     r.port().receive(stay())
     const again = rig({ clock: r.clock, pace })
     again.dialler.start(true)
-    again.port().connected = true
+    again.connect()
     r.clock.advance(JOIN_TIMEOUT / 4 - 1)
     expect(again.port().types()).toEqual([FrameType.JOIN])
     r.clock.advance(1)
@@ -260,11 +265,50 @@ describe('dialling side, PROTOCOL.md 10.1', () => {
     const fresh = new JoinPace({ joinInterval: JOIN_INTERVAL, joinTimeout: JOIN_TIMEOUT })
     const r = rig({ pace: fresh })
     r.dialler.start(true)
-    r.port().connected = true
+    r.connect()
     r.clock.advance(300)
     expect(r.port().types()).toEqual([FrameType.JOIN, FrameType.JOIN])
     r.port().receive(stay())
     expect(fresh.wait(0)).toBe(900)
+  })
+
+  it('D3: a JOIN that waits for its connection is timed from when the connection comes up, not from when it was queued', () => {
+    const pace = new JoinPace({ joinInterval: JOIN_INTERVAL, joinTimeout: JOIN_TIMEOUT })
+    const r = rig({ pace })
+    r.dialler.start(true)
+    // Two seconds connecting (a listener not up yet, libzmq's reconnect back-off), then a STAY 100 ms after the handshake.
+    r.clock.advance(2000)
+    r.connect()
+    r.clock.advance(100)
+    r.port().receive(stay())
+    expect(r.dialler.state).toBe('active')
+    expect(pace.wait(0)).toBe(300)
+    // The connection drops and comes back 3 s later: the JOIN queued at the drop is timed from the new connection.
+    r.port().connected = false
+    r.port().events.dropped()
+    r.clock.advance(3000)
+    r.connect()
+    r.clock.advance(100)
+    r.port().receive(stay())
+    expect(r.dialler.state).toBe('active')
+    expect(pace.wait(0)).toBeLessThan(400)
+  })
+
+  it('D3: a STAY however late counts as joinTimeout / 4, and a time that is not a number is not counted', () => {
+    const pace = new JoinPace({ joinInterval: JOIN_INTERVAL, joinTimeout: JOIN_TIMEOUT })
+    pace.answered(Number.NaN)
+    pace.answered(Number.POSITIVE_INFINITY)
+    pace.answered(-5)
+    expect(pace.wait(0)).toBe(JOIN_INTERVAL)
+    // Ten minutes (a listener holding its STAY back): no more than joinTimeout / 4, so quick STAYs bring it back as soon.
+    pace.answered(600_000)
+    expect(pace.wait(0)).toBe(JOIN_TIMEOUT / 4)
+    let answers = 0
+    while (pace.wait(0) > JOIN_INTERVAL && answers < 100) {
+      pace.answered(5)
+      answers++
+    }
+    expect(answers).toBeLessThan(40)
   })
 
   it('D4: a STAY with our network and name makes the link, up; join timer stopped; last-heard and last-TICK are now', () => {

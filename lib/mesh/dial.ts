@@ -92,8 +92,15 @@ export class Dialler {
   private joinQueued = false
   /** JOINs sent again on this connection since the last fresh one: each waits twice as long as the one before, up to a cap. */
   private joinResends = 0
-  /** When the last fresh JOIN was queued (clock ms), until a STAY answers it: how long STAYs take (join-pace.ts). */
+  /**
+   * When the listener could first read the last fresh JOIN (clock ms), until
+   * a STAY answers it: how long STAYs take (join-pace.ts). That is when it
+   * was queued on a connected socket, or when the connection it waited for
+   * came up (`freshJoinWaiting`), so the time a connection takes (TCP, the
+   * ZeroMQ handshake, libzmq's reconnect back-off) is not counted.
+   */
   private freshJoinAt: number | undefined
+  private freshJoinWaiting = false
   private timer: unknown
   private attempt = 0
   /** While joining: when our last JOIN on this socket was refused (0: none was), so a new challenge does not skip the back-off. */
@@ -214,8 +221,14 @@ export class Dialler {
         if (mine()) this.onMessage(parts)
       },
       connected: () => {
+        if (!mine()) return
         // A failure to connect is over; a refusal is not: it may have come on this connection before the monitor said it was up.
-        if (mine() && this.lastRefusal === undefined) this.lastFailure = undefined
+        if (this.lastRefusal === undefined) this.lastFailure = undefined
+        // The fresh JOIN that waited for this connection goes out now: its time starts.
+        if (this.freshJoinWaiting) {
+          this.freshJoinAt = this.host.clock.now()
+          this.freshJoinWaiting = false
+        }
       },
       dropped: () => {
         if (mine()) this.onDropped()
@@ -317,7 +330,7 @@ export class Dialler {
     // D11: the first TICK is due pingInterval after the STAY (the link was heard then).
     link.lastTick = link.lastHeard
     if (this.freshJoinAt !== undefined) this.host.pace.answered(link.lastHeard - this.freshJoinAt)
-    this.freshJoinAt = undefined
+    this.untimeJoin()
     this.host.up(this, link)
   }
 
@@ -410,11 +423,24 @@ export class Dialler {
     // No proof yet: undefined, and joinNow() sends it when there is one.
     const join = again && this.port?.connected !== true ? undefined : this.host.join(this.name, this.challenge)
     if (join !== undefined && again) this.joinResends++
-    if (join !== undefined && !again) this.freshJoinAt = this.host.clock.now()
+    if (join !== undefined && !again) this.timeFreshJoin()
     this.setTimer(this.host.pace.wait(this.joinResends), () => this.sendJoin())
     if (join === undefined) return
     this.joinQueued = true
     void this.port?.send([join])
+  }
+
+  /** A fresh JOIN was queued: timed from now if the connection is up, else from when it comes up. */
+  private timeFreshJoin(): void {
+    const connected = this.port?.connected === true
+    this.freshJoinAt = connected ? this.host.clock.now() : undefined
+    this.freshJoinWaiting = !connected
+  }
+
+  /** No JOIN to time: answered, refused, or its socket closed. */
+  private untimeJoin(): void {
+    this.freshJoinAt = undefined
+    this.freshJoinWaiting = false
   }
 
   /** A proof can be made now that could not be before: send the JOIN at once, unless it went already or we are backing off. */
@@ -443,6 +469,7 @@ export class Dialler {
     this.streak = error.code
     this.lastRefusal = error.code
     this.host.refused(this.peer, error)
+    this.untimeJoin()
     if (newSocket) return this.resume()
     if (this.state === 'stopped') return
     this.enter('joining')
@@ -464,6 +491,7 @@ export class Dialler {
     this.port?.close(deliver, isPart)
     this.port = undefined
     this.joinQueued = false
+    this.untimeJoin()
     this.refusedAt = 0
     this.challenge = undefined
     this.link?.close()

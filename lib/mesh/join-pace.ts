@@ -9,7 +9,8 @@
  * the first re-send waits at least as long as STAYs have lately been taking
  * this node: their time smoothed the way TCP smooths round trips to time its
  * retransmissions (RFC 6298: the mean plus four deviations), measured from
- * the moment a fresh JOIN was queued to its STAY. That wait is never shorter
+ * the moment the listener could first read a fresh JOIN (queued on a
+ * connection that is up, or that connection coming up) to its STAY. That wait is never shorter
  * than `joinInterval`, and the time STAYs take counts for at most a quarter
  * of `joinTimeout`, so a dialler still re-sends a few times before a
  * listener's deadline ends the attempt.
@@ -30,9 +31,15 @@ export class JoinPace {
 
   constructor(private readonly timing: JoinTiming) {}
 
-  /** A STAY accepted `ms` after the fresh JOIN it answers was queued. */
+  /**
+   * A STAY accepted `ms` after the listener could first read the fresh JOIN
+   * it answers. A time beyond what the wait may be counts as that much
+   * (joinTimeout / 4), so one listener holding its STAY back, or a STAY
+   * that answered a re-send, moves the estimate no further than a slow one.
+   */
   answered(ms: number): void {
-    if (!(ms >= 0)) return
+    if (!Number.isFinite(ms) || ms < 0) return
+    ms = Math.min(ms, this.timing.joinTimeout / 4)
     if (this.mean === undefined) {
       this.mean = ms
       this.deviation = ms / 2
