@@ -283,4 +283,43 @@ describe('membership news', () => {
     expect(asked.length).toBe(before + 8)
     void m.leave()
   })
+
+  it("a settling pass on time leaves a late round's lateness, so a process behind dials no faster for it", () => {
+    vi.spyOn(Math, 'random').mockReturnValue(0.5)
+    const clock = manualClock()
+    const dialled: string[] = []
+    const m = new Membership(host(clock, dialled), options)
+    m.receiver().Exchange({ records: recordsOf(60), want: [] }, { from: 'x' })
+    m.start()
+    clock.fire()
+    clock.advance(500)
+    expect(dialled.length).toBe(16)
+    // The round due at 2,000 runs 400 ms late: 16 / (1 + 4 × 0.4) = 6 new dials.
+    clock.jump(900)
+    clock.fire()
+    expect(dialled.length).toBe(22)
+    // News, then the table settles on time: still 6 in flight at most, so no new dial (not 16 - 6 = 10).
+    m.receiver().Exchange({ records: recordsOf(61), want: [] }, { from: 'x' })
+    clock.advance(0)
+    const before = dialled.length
+    clock.advance(250)
+    expect(dialled.length).toBe(before)
+    void m.leave()
+  })
+
+  it('a member that says it leaves is news once, however often it says so', () => {
+    const { clock, asked, m } = atRest()
+    m.receiver().Exchange({ records: [newRecord('c')], want: [] }, { from: 'p' })
+    clock.advance(1000)
+    const before = asked.length
+    m.receiver().Leave({ incarnation: 1 }, { from: 'c' })
+    clock.advance(0)
+    expect(m.members().find((x) => x.name === 'c')?.state).toBe('left')
+    expect(asked.length).toBe(before + 2)
+    clock.advance(100)
+    m.receiver().Leave({ incarnation: 1 }, { from: 'c' })
+    clock.advance(0)
+    expect(asked.length).toBe(before + 2)
+    void m.leave()
+  })
 })

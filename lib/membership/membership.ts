@@ -338,7 +338,8 @@ export class Membership {
       Leave: (args, ctx) => {
         const incarnation = (args as { incarnation?: unknown } | null)?.incarnation
         const e = this.entries.get(ctx.from)
-        if (e === undefined || e.record.incarnation !== incarnation) return
+        // Said again (or by a member we hold as left already): nothing is news.
+        if (e === undefined || e.record.incarnation !== incarnation || e.record.status === LEFT) return
         this.setRecord(e, { ...e.record, status: LEFT })
         this.enter(e, 'left', 'it said it left')
         void this.stopDialling(ctx.from, 'quiet')
@@ -423,9 +424,10 @@ export class Membership {
 
   /**
    * Dials in flight allowed now: {@link MAX_DIALS_IN_FLIGHT}, fewer the later
-   * the last round or settling pass ran (a process whose event loop is
-   * behind opens no more sockets than it can serve: links time out while it
-   * is late, and are dialled again), at least one.
+   * the last round ran, or a settling pass since if that ran later still (a
+   * process whose event loop is behind opens no more sockets than it can
+   * serve: links time out while it is late, and are dialled again), at least
+   * one.
    */
   private inFlightBudget(): number {
     const behind = this.late / this.options.gossipInterval
@@ -504,18 +506,21 @@ export class Membership {
 
   /**
    * Compare tables once more when ours has not changed for SETTLE_PART of a
-   * round: each change moves it on. How late it runs counts as a round's
-   * lateness does, so a process behind dials no faster for it.
+   * round (¾ to 1¼ of it, as rounds, so a mesh that heard the same news
+   * does not ask all at once): each change moves it on. Running late, it
+   * counts as a late round, so a process behind dials no faster for it; on
+   * time, it leaves the lateness to the next round, as it runs when the
+   * table is still and the event loop least busy.
    */
   private settleLater(): void {
     if (this.settle !== undefined) this.host.clock.clearTimer(this.settle)
-    const wait = this.options.gossipInterval * SETTLE_PART
+    const wait = this.options.gossipInterval * SETTLE_PART * (0.75 + Math.random() / 2)
     const due = this.host.clock.now() + wait
     this.settle = this.host.clock.setTimer(() => {
       this.settle = undefined
       if (this.stopped) return
       const now = this.host.clock.now()
-      this.late = Math.max(0, now - due)
+      this.late = Math.max(this.late, now - due)
       this.spread(now)
     }, wait)
   }
