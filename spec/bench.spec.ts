@@ -34,11 +34,17 @@ it('the benchmark runs in tiny mode and reports every scenario against its floor
       expect(scenarios, expected).toContain(expected)
     }
     // Every figure is a number. Times and rates are positive; a memory delta is not: a
-    // collection between the two samples of a tiny run can make it negative.
+    // collection between the two samples of a tiny run can make it negative; and a count
+    // of rounds within a target is a whole number from none to all of them.
     for (const r of rows) {
       expect(Number.isFinite(r.bilateral), r.scenario).toBe(true)
-      if (r.unit !== 'KiB') expect(r.bilateral, r.scenario).toBeGreaterThan(0)
+      if (r.unit === 'rounds') expect(Number.isInteger(r.bilateral) && r.bilateral >= 0, r.scenario).toBe(true)
+      else if (r.unit !== 'KiB') expect(r.bilateral, r.scenario).toBeGreaterThan(0)
     }
+    expect(
+      rows.some((r) => r.unit === 'rounds'),
+      'a count of rounds within the 3 s target',
+    ).toBe(true)
     expect(stdout).toContain('vs floor')
   } finally {
     rmSync(dir, { recursive: true, force: true })
